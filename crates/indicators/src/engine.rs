@@ -1,0 +1,348 @@
+//! Running indicator SQL.
+
+use crate::period_udf::PeriodUdf;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use chrono::NaiveDate;
+use datafusion::catalog::MemTable;
+use datafusion::datasource::TableProvider;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::prelude::{DataFrame, SessionContext};
+use goalpost_spec::period::{Period, PeriodKind};
+use goalpost_spec::{Diagnostic, IndicatorSpec, Pipeline};
+use goalpost_table::deltalake::DeltaTable;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndicatorError {
+    #[error("{file}: indicator {indicator:?}: {message}")]
+    Sql {
+        file: String,
+        indicator: String,
+        message: String,
+    },
+    #[error("table {table}: {message}")]
+    Table { table: String, message: String },
+}
+
+/// One figure: an indicator's value for a period, for the total or for one group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    /// Period label, e.g. "2018-07".
+    pub period: String,
+    pub start: NaiveDate,
+    /// First day after the period.
+    pub end: NaiveDate,
+    /// The breakdown values (`by` column → value); empty for the total.
+    pub group: Vec<(String, String)>,
+    pub value: Option<f64>,
+    /// The period had not ended on the evaluation date: shown, never judged.
+    pub partial: bool,
+}
+
+/// Every figure of one indicator, ordered by group (total first) then period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Series {
+    pub indicator: String,
+    pub period: PeriodKind,
+    pub points: Vec<Point>,
+}
+
+impl Series {
+    /// The total's points, oldest first.
+    pub fn total(&self) -> impl Iterator<Item = &Point> {
+        self.points.iter().filter(|p| p.group.is_empty())
+    }
+}
+
+const BASE: &str = "__goalpost_base";
+
+fn sql_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// A session that sees exactly one table, the pipeline's, with its `period` column.
+async fn session(
+    pipeline: &Pipeline,
+    indicator: &IndicatorSpec,
+    base: Arc<dyn TableProvider>,
+) -> datafusion::error::Result<SessionContext> {
+    let ctx = SessionContext::new();
+    ctx.register_udf(ScalarUDF::from(PeriodUdf::new(
+        indicator.period,
+        pipeline.tz,
+        pipeline.fiscal_year_start(),
+    )));
+    ctx.register_table(BASE, base)?;
+    let table = pipeline.spec.table.name.get_ref();
+    let time = indicator
+        .time_column(&pipeline.spec.table)
+        .unwrap_or_default();
+    // Names are validated identifiers ([a-z_][a-z0-9_]*), so quoting is enough.
+    ctx.sql(&format!(
+        "CREATE VIEW \"{table}\" AS SELECT *, {}(\"{time}\") AS period FROM {BASE}",
+        PeriodUdf::NAME
+    ))
+    .await?;
+    Ok(ctx)
+}
+
+async fn plan(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<DataFrame> {
+    ctx.sql_with_options(sql, sql_options()).await
+}
+
+/// Problems with the shape of an indicator's result.
+fn output_problems(indicator: &IndicatorSpec, df: &DataFrame) -> Vec<String> {
+    let schema = df.schema();
+    let has = |name: &str| schema.fields().iter().any(|f| f.name() == name);
+    let mut problems = Vec::new();
+    let mut required = vec!["period", "value"];
+    required.extend(indicator.by.iter().map(|b| b.get_ref().as_str()));
+    for name in required {
+        if !has(name) {
+            problems.push(format!(
+                "the query returns no column {name:?}; it returns: {}; expected period, {}value",
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                indicator
+                    .by
+                    .iter()
+                    .map(|b| format!("{}, ", b.get_ref()))
+                    .collect::<String>()
+            ));
+        }
+    }
+    if let Some(f) = schema.fields().iter().find(|f| f.name() == "value")
+        && !f.data_type().is_numeric()
+        && !matches!(f.data_type(), DataType::Null)
+    {
+        problems.push(format!(
+            "column \"value\" is {}; expected a number",
+            f.data_type()
+        ));
+    }
+    problems
+}
+
+/// Plan every indicator's SQL against the table's declared (empty) schema and check the shape
+/// of its result. Returns one diagnostic per problem, pointing into the pipeline file.
+pub async fn check_sql(pipeline: &Pipeline) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let schema = pipeline.spec.table.arrow_schema();
+    let empty: Arc<dyn TableProvider> = match MemTable::try_new(schema, vec![vec![]]) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            out.push(pipeline.file.diagnostic(None, format!("cannot build the table's schema: {e}")));
+            return out;
+        }
+    };
+    for indicator in &pipeline.spec.indicators {
+        let sql = &indicator.sql;
+        let result = match session(pipeline, indicator, Arc::clone(&empty)).await {
+            Ok(ctx) => plan(&ctx, sql.get_ref()).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(df) => {
+                for p in output_problems(indicator, &df) {
+                    out.push(pipeline.file.diagnostic(
+                        Some(sql.span()),
+                        format!("indicator {:?}: {p}", indicator.id.get_ref()),
+                    ));
+                }
+            }
+            Err(e) => {
+                let message = clean_error(&e.to_string());
+                let span = locate_in_sql(pipeline, indicator, &message).unwrap_or(sql.span());
+                out.push(pipeline.file.diagnostic(
+                    Some(span),
+                    format!("indicator {:?}: {message}", indicator.id.get_ref()),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// DataFusion's messages carry layers of prefixes ("Error during planning: Schema error: …").
+fn clean_error(message: &str) -> String {
+    let mut m = message.trim();
+    for prefix in [
+        "Error during planning: ",
+        "Schema error: ",
+        "SQL error: ",
+        "This feature is not implemented: ",
+    ] {
+        m = m.strip_prefix(prefix).unwrap_or(m);
+    }
+    m.replace(&format!("{BASE}."), "")
+}
+
+/// Point at the offending name inside the SQL when the message names one.
+fn locate_in_sql(
+    pipeline: &Pipeline,
+    indicator: &IndicatorSpec,
+    message: &str,
+) -> Option<std::ops::Range<usize>> {
+    let name = message
+        .split_once("No field named ")
+        .map(|(_, rest)| rest)
+        .or_else(|| message.split_once("table '").map(|(_, rest)| rest))?;
+    let name: String = name
+        .trim_start_matches(['"', '\''])
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let name = name.rsplit('.').next()?.to_string();
+    if name.is_empty() {
+        return None;
+    }
+    let span = indicator.sql.span();
+    let text = pipeline.file.text.get(span.clone())?;
+    let at = find_word(text, &name)?;
+    Some(span.start + at..span.start + at + name.len())
+}
+
+fn find_word(haystack: &str, word: &str) -> Option<usize> {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    haystack.match_indices(word).map(|(i, _)| i).find(|&i| {
+        let before = haystack[..i].chars().next_back();
+        let after = haystack[i + word.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
+/// Run every indicator of a pipeline over its table.
+///
+/// `as_of` is the evaluation date: periods that have not ended by then are `partial`.
+pub async fn compute(
+    pipeline: &Pipeline,
+    table: &DeltaTable,
+    as_of: NaiveDate,
+) -> Result<Vec<Series>, IndicatorError> {
+    let table_name = pipeline.spec.table.name.get_ref().clone();
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| IndicatorError::Table {
+            table: table_name.clone(),
+            message: e.to_string(),
+        })?;
+    let mut out = Vec::with_capacity(pipeline.spec.indicators.len());
+    for indicator in &pipeline.spec.indicators {
+        let sql_err = |message: String| IndicatorError::Sql {
+            file: pipeline.file.path.display().to_string(),
+            indicator: indicator.id.get_ref().clone(),
+            message,
+        };
+        let ctx = session(pipeline, indicator, Arc::clone(&provider))
+            .await
+            .map_err(|e| sql_err(clean_error(&e.to_string())))?;
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| sql_err(e.to_string()))?;
+        let df = plan(&ctx, indicator.sql.get_ref())
+            .await
+            .map_err(|e| sql_err(clean_error(&e.to_string())))?;
+        let problems = output_problems(indicator, &df);
+        if !problems.is_empty() {
+            return Err(sql_err(problems.join("; ")));
+        }
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| sql_err(clean_error(&e.to_string())))?;
+        let points = points(pipeline, indicator, &batches, as_of).map_err(sql_err)?;
+        tracing::debug!(indicator = %indicator.id.get_ref(), points = points.len(), "computed");
+        out.push(Series {
+            indicator: indicator.id.get_ref().clone(),
+            period: indicator.period,
+            points,
+        });
+    }
+    Ok(out)
+}
+
+fn points(
+    pipeline: &Pipeline,
+    indicator: &IndicatorSpec,
+    batches: &[RecordBatch],
+    as_of: NaiveDate,
+) -> Result<Vec<Point>, String> {
+    let mut points = Vec::new();
+    let mut seen = HashSet::new();
+    let fiscal_start = pipeline.fiscal_year_start();
+    for batch in batches {
+        let as_text = |name: &str| -> Result<arrow::array::ArrayRef, String> {
+            let col = batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("result has no column {name:?}"))?;
+            arrow::compute::cast(col, &DataType::Utf8).map_err(|e| e.to_string())
+        };
+        let period = as_text("period")?;
+        let period = period.as_string::<i32>();
+        let value = batch
+            .column_by_name("value")
+            .ok_or("result has no column \"value\"")?;
+        let value = arrow::compute::cast(value, &DataType::Float64).map_err(|e| e.to_string())?;
+        let value = value.as_primitive::<arrow::datatypes::Float64Type>();
+        let by: Vec<(String, arrow::array::ArrayRef)> = indicator
+            .by
+            .iter()
+            .map(|b| Ok((b.get_ref().clone(), as_text(b.get_ref())?)))
+            .collect::<Result<_, String>>()?;
+        for row in 0..batch.num_rows() {
+            if period.is_null(row) {
+                // Rows without a time have no period; they cannot be placed on the series.
+                continue;
+            }
+            let label = period.value(row);
+            let p = Period::parse(indicator.period, label, fiscal_start).ok_or_else(|| {
+                format!(
+                    "period {label:?} is not a {} label (expected e.g. {:?}); return the view's `period` column unchanged",
+                    indicator.period,
+                    indicator.period.example()
+                )
+            })?;
+            let group: Vec<(String, String)> = if by.iter().all(|(_, a)| a.is_null(row)) {
+                Vec::new()
+            } else {
+                by.iter()
+                    .map(|(name, a)| {
+                        let a = a.as_string::<i32>();
+                        let v = if a.is_null(row) { "(none)".to_string() } else { a.value(row).to_string() };
+                        (name.clone(), v)
+                    })
+                    .collect()
+            };
+            if !seen.insert((label.to_string(), group.clone())) {
+                return Err(format!(
+                    "the query returns more than one row for period {label}{}; expected one row per period{}",
+                    if group.is_empty() { String::from(" (total)") } else { format!(" and {group:?}") },
+                    if indicator.by.is_empty() { "" } else { " and group (rows whose `by` columns are all NULL are the total)" }
+                ));
+            }
+            let v = (!value.is_null(row)).then(|| value.value(row)).filter(|v| v.is_finite());
+            points.push(Point {
+                period: label.to_string(),
+                start: p.start(),
+                end: p.end(),
+                group,
+                value: v,
+                partial: p.end() > as_of,
+            });
+        }
+    }
+    points.sort_by(|a, b| (&a.group, a.start).cmp(&(&b.group, b.start)));
+    Ok(points)
+}

@@ -1,0 +1,146 @@
+//! Goal status: the latest complete figure against the straight line from baseline to target.
+
+use crate::engine::Series;
+use chrono::{Days, NaiveDate};
+use goalpost_spec::period::Period;
+use goalpost_spec::{Better, GoalSpec, Pipeline};
+use serde::{Deserialize, Serialize};
+
+/// Default share of the baseline-to-target distance a figure may lag and still be "at risk".
+pub const DEFAULT_TOLERANCE: f64 = 0.10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoalStatus {
+    Met,
+    OnTrack,
+    AtRisk,
+    OffTrack,
+    NoData,
+}
+
+impl GoalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Met => "met",
+            Self::OnTrack => "on_track",
+            Self::AtRisk => "at_risk",
+            Self::OffTrack => "off_track",
+            Self::NoData => "no_data",
+        }
+    }
+
+    /// Words for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Met => "Met",
+            Self::OnTrack => "On track",
+            Self::AtRisk => "At risk",
+            Self::OffTrack => "Off track",
+            Self::NoData => "No data",
+        }
+    }
+}
+
+/// A goal's standing on the evaluation date.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Judgement {
+    pub status: GoalStatus,
+    /// The figure judged: the latest complete period with a value.
+    pub latest_period: Option<String>,
+    pub latest_value: Option<f64>,
+    /// Where the straight line from baseline to target stands at the end of that period.
+    pub expected_value: Option<f64>,
+    /// Share of the baseline-to-target distance covered (1.0 = target reached).
+    pub progress: Option<f64>,
+    pub better: Better,
+    pub tolerance: f64,
+    /// Why the status is what it is, in one sentence.
+    pub reason: String,
+}
+
+/// Judge a goal on its indicator's total series as of `as_of`.
+///
+/// `no_data` when neither of the last two complete periods before `as_of` has a value.
+pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: NaiveDate) -> Judgement {
+    let indicator = pipeline.indicator(goal.indicator.get_ref());
+    let better = goal
+        .better
+        .or(indicator.and_then(|i| i.better))
+        .unwrap_or(Better::Higher);
+    let tolerance = goal.tolerance.unwrap_or(DEFAULT_TOLERANCE);
+    let fiscal_start = pipeline.fiscal_year_start();
+    let current = Period::containing(series.period, as_of, fiscal_start);
+    let last = current.prev();
+    let recent = [last.label(), last.prev().label()];
+    let latest = series
+        .total()
+        .filter(|p| !p.partial && p.value.is_some() && recent.contains(&p.period))
+        .max_by_key(|p| p.start);
+    let mut j = Judgement {
+        status: GoalStatus::NoData,
+        latest_period: None,
+        latest_value: None,
+        expected_value: None,
+        progress: None,
+        better,
+        tolerance,
+        reason: format!(
+            "no figure for {} or {}, the last two complete periods before {as_of}",
+            recent[0], recent[1]
+        ),
+    };
+    let Some(point) = latest else {
+        return j;
+    };
+    let Some(value) = point.value else {
+        return j;
+    };
+    let base = goal.baseline.value;
+    let target = goal.target.value;
+    let baseline_end = Period::parse(series.period, goal.baseline.period.get_ref(), fiscal_start)
+        .map_or(point.end, |p| p.end());
+    let target_end = NaiveDate::parse_from_str(goal.target.by.get_ref(), "%Y-%m-%d")
+        .map_or(point.end, |d| d + Days::new(1));
+    let span = (target_end - baseline_end).num_days() as f64;
+    let elapsed = (point.end - baseline_end).num_days() as f64;
+    let fraction = if span > 0.0 { (elapsed / span).clamp(0.0, 1.0) } else { 1.0 };
+    let expected = base + fraction * (target - base);
+    let sign = match better {
+        Better::Higher => 1.0,
+        Better::Lower => -1.0,
+    };
+    let distance = (target - base).abs();
+    let behind = sign * (expected - value);
+    j.latest_period = Some(point.period.clone());
+    j.latest_value = Some(value);
+    j.expected_value = Some(expected);
+    j.progress = (distance > 0.0).then(|| sign * (value - base) / distance);
+    (j.status, j.reason) = if sign * (value - target) >= 0.0 {
+        (GoalStatus::Met, format!("{} is at or beyond the target", point.period))
+    } else if behind <= 0.0 {
+        (
+            GoalStatus::OnTrack,
+            format!("{} is at or beyond the expected value for its period", point.period),
+        )
+    } else if behind <= tolerance * distance {
+        (
+            GoalStatus::AtRisk,
+            format!(
+                "{} is behind the expected value by less than {:.0} % of the baseline-to-target distance",
+                point.period,
+                tolerance * 100.0
+            ),
+        )
+    } else {
+        (
+            GoalStatus::OffTrack,
+            format!(
+                "{} is behind the expected value by more than {:.0} % of the baseline-to-target distance",
+                point.period,
+                tolerance * 100.0
+            ),
+        )
+    };
+    j
+}

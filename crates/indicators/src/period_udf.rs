@@ -1,0 +1,116 @@
+//! `goalpost_period(ts)`: the label of the reporting period a timestamp or date falls in.
+
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::datatypes::{DataType, TimeUnit};
+use chrono::{DateTime, NaiveDate};
+use chrono_tz::Tz;
+use datafusion::common::{exec_err, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use goalpost_spec::period::{Period, PeriodKind};
+use std::sync::Arc;
+
+/// Cuts periods of one kind in one time zone. Timestamps are converted to the zone's local
+/// date first, so a call received at 23:30 on 31 March in San Francisco counts in March.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeriodUdf {
+    kind: PeriodKind,
+    tz: Tz,
+    fiscal_start: u32,
+    signature: Signature,
+}
+
+impl PeriodUdf {
+    pub const NAME: &'static str = "goalpost_period";
+
+    pub fn new(kind: PeriodKind, tz: Tz, fiscal_start: u32) -> Self {
+        Self {
+            kind,
+            tz,
+            fiscal_start,
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+
+    fn label_column(&self, days: impl Iterator<Item = Option<NaiveDate>>, len: usize) -> ArrayRef {
+        let mut out = StringBuilder::with_capacity(len, len * 8);
+        // Rows arrive roughly in time order: reuse the last period while the date stays in it.
+        let mut last: Option<(Period, String)> = None;
+        for day in days {
+            match day {
+                None => out.append_null(),
+                Some(d) => {
+                    match &last {
+                        Some((p, label)) if d >= p.start() && d < p.end() => out.append_value(label),
+                        _ => {
+                            let p = Period::containing(self.kind, d, self.fiscal_start);
+                            let label = p.label();
+                            out.append_value(&label);
+                            last = Some((p, label));
+                        }
+                    }
+                }
+            }
+        }
+        Arc::new(out.finish())
+    }
+}
+
+impl ScalarUDFImpl for PeriodUdf {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types.first() {
+            Some(DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) => {
+                Ok(DataType::Utf8)
+            }
+            other => exec_err!("{} expects a timestamp or date, got {other:?}", Self::NAME),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let array = match &args.args[0] {
+            ColumnarValue::Array(a) => Arc::clone(a),
+            ColumnarValue::Scalar(s) => s.to_array_of_size(n)?,
+        };
+        let len = array.len();
+        let out = match array.data_type() {
+            DataType::Timestamp(_, _) => {
+                let micros = arrow::compute::cast(
+                    &array,
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )?;
+                let micros = micros.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                let tz = self.tz;
+                self.label_column(
+                    micros.iter().map(|v| {
+                        v.and_then(DateTime::from_timestamp_micros)
+                            .map(|dt| dt.with_timezone(&tz).date_naive())
+                    }),
+                    len,
+                )
+            }
+            DataType::Date32 | DataType::Date64 => {
+                let days = arrow::compute::cast(&array, &DataType::Date32)?;
+                let days = days.as_primitive::<arrow::datatypes::Date32Type>();
+                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+                self.label_column(
+                    days.iter().map(|v| {
+                        v.and_then(|d| epoch.checked_add_signed(chrono::TimeDelta::days(d.into())))
+                    }),
+                    len,
+                )
+            }
+            other => return exec_err!("{} expects a timestamp or date, got {other}", Self::NAME),
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}

@@ -1,0 +1,170 @@
+//! The digest model, as written to `digest.json`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped when a field changes meaning or disappears; additions keep the number.
+pub const DIGEST_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    pub schema_version: u32,
+    /// The published version's id (the id of the run that published it).
+    pub version: String,
+    pub generated_at: DateTime<Utc>,
+    pub site: SiteInfo,
+    pub summary: Summary,
+    pub pipelines: Vec<PipelineDigest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteInfo {
+    pub title: String,
+    pub organization: Option<String>,
+}
+
+/// Goal counts by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub goals: usize,
+    pub met: usize,
+    pub on_track: usize,
+    pub at_risk: usize,
+    pub off_track: usize,
+    pub no_data: usize,
+}
+
+impl Summary {
+    pub fn of<'a>(goals: impl IntoIterator<Item = &'a GoalDigest>) -> Self {
+        let mut s = Self::default();
+        for g in goals {
+            s.goals += 1;
+            match g.status.as_str() {
+                "met" => s.met += 1,
+                "on_track" => s.on_track += 1,
+                "at_risk" => s.at_risk += 1,
+                "off_track" => s.off_track += 1,
+                _ => s.no_data += 1,
+            }
+        }
+        s
+    }
+}
+
+/// One pipeline's part of the digest: its dataset, indicators and goals, from its last
+/// successful run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDigest {
+    pub id: String,
+    pub title: String,
+    pub department: Option<String>,
+    pub description: Option<String>,
+    pub run_id: String,
+    pub refreshed_at: DateTime<Utc>,
+    /// Date the goals were judged as of.
+    pub as_of: NaiveDate,
+    pub table: TableInfo,
+    pub sources: Vec<SourceInfo>,
+    pub indicators: Vec<IndicatorDigest>,
+    pub goals: Vec<GoalDigest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableInfo {
+    pub name: String,
+    /// Delta Lake version the figures were computed from.
+    pub version: u64,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub kind: String,
+    /// File path or URL read.
+    pub location: String,
+    /// Public page about the dataset.
+    pub link: Option<String>,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    pub period: String,
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    /// Breakdown values; empty for the total.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group: BTreeMap<String, String>,
+    pub value: Option<f64>,
+    pub partial: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndicatorDigest {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    pub unit: Option<String>,
+    pub better: Option<String>,
+    /// Period kind: day, week, month, quarter, year, fiscal_year, fiscal_quarter.
+    pub period: String,
+    pub decimals: Option<u8>,
+    pub by: Vec<String>,
+    pub sql: String,
+    pub series: Vec<SeriesPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatestFigure {
+    pub period: String,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineInfo {
+    pub period: String,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    pub value: f64,
+    pub by: NaiveDate,
+}
+
+/// Where a figure came from, enough to recompute it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub pipeline: String,
+    pub sources: Vec<SourceInfo>,
+    pub table: String,
+    pub table_version: u64,
+    pub sql: String,
+    pub run_id: String,
+    pub computed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoalDigest {
+    pub id: String,
+    pub title: String,
+    pub indicator: String,
+    pub unit: Option<String>,
+    pub decimals: Option<u8>,
+    /// met, on_track, at_risk, off_track or no_data.
+    pub status: String,
+    pub status_reason: String,
+    pub latest: Option<LatestFigure>,
+    /// Where the line from baseline to target stands at the end of the latest period.
+    pub expected: Option<f64>,
+    /// Share of the baseline-to-target distance covered.
+    pub progress: Option<f64>,
+    pub better: String,
+    pub tolerance: f64,
+    pub baseline: BaselineInfo,
+    pub target: TargetInfo,
+    /// The indicator's total series.
+    pub series: Vec<SeriesPoint>,
+    pub provenance: Provenance,
+}

@@ -1,0 +1,19 @@
+//! goalpost-publish: the digest and everything rendered from it.
+//!
+//! [`Digest`] is the published model: every goal with its latest figure, status, baseline,
+//! target, series and provenance, and every indicator's series. [`Publisher`] renders it to a
+//! new version folder (`publish/versions/<id>/`: `digest.json`, `indicators.parquet`,
+//! `index.html`) and only then points `publish/current` at it with one atomic rename, so a
+//! reader sees either the previous complete version or the new complete version, never a mix.
+//! A failure before that rename leaves `current` untouched.
+
+mod digest;
+mod html;
+mod parquet_out;
+mod publisher;
+
+pub use digest::{
+    BaselineInfo, Digest, GoalDigest, IndicatorDigest, LatestFigure, PipelineDigest, Provenance,
+    SeriesPoint, SiteInfo, SourceInfo, Summary, TableInfo, TargetInfo, DIGEST_SCHEMA_VERSION,
+};
+pub use publisher::{PublishError, Publisher};

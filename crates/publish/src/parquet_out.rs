@@ -1,0 +1,109 @@
+//! `indicators.parquet`: one row per indicator × period × breakdown group.
+
+use crate::digest::Digest;
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, RecordBatch, StringBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::io::Write;
+use std::sync::Arc;
+
+pub(crate) fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("indicator", DataType::Utf8, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new("unit", DataType::Utf8, true),
+        Field::new("period_kind", DataType::Utf8, false),
+        Field::new("period", DataType::Utf8, false),
+        Field::new("period_start", DataType::Date32, false),
+        Field::new("period_end", DataType::Date32, false),
+        Field::new("breakdown", DataType::Utf8, true),
+        Field::new("group", DataType::Utf8, true),
+        Field::new("value", DataType::Float64, true),
+        Field::new("partial", DataType::Boolean, false),
+        Field::new("table_version", DataType::Int64, false),
+        Field::new("run_id", DataType::Utf8, false),
+    ]))
+}
+
+fn days(d: NaiveDate) -> i32 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    (d - epoch).num_days() as i32
+}
+
+pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut pipeline = StringBuilder::new();
+    let mut indicator = StringBuilder::new();
+    let mut title = StringBuilder::new();
+    let mut unit = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    let mut period = StringBuilder::new();
+    let mut start = Date32Builder::new();
+    let mut end = Date32Builder::new();
+    let mut breakdown = StringBuilder::new();
+    let mut group = StringBuilder::new();
+    let mut value = Float64Builder::new();
+    let mut partial = BooleanBuilder::new();
+    let mut version = arrow::array::Int64Builder::new();
+    let mut run = StringBuilder::new();
+    for p in &digest.pipelines {
+        for ind in &p.indicators {
+            for pt in &ind.series {
+                pipeline.append_value(&p.id);
+                indicator.append_value(&ind.id);
+                title.append_value(&ind.title);
+                unit.append_option(ind.unit.as_deref());
+                kind.append_value(&ind.period);
+                period.append_value(&pt.period);
+                start.append_value(days(pt.start));
+                end.append_value(days(pt.end));
+                if pt.group.is_empty() {
+                    breakdown.append_null();
+                    group.append_null();
+                } else {
+                    let keys: Vec<&str> = pt.group.keys().map(String::as_str).collect();
+                    let vals: Vec<&str> = pt.group.values().map(String::as_str).collect();
+                    breakdown.append_value(keys.join(" | "));
+                    group.append_value(vals.join(" | "));
+                }
+                value.append_option(pt.value);
+                partial.append_value(pt.partial);
+                version.append_value(p.table.version as i64);
+                run.append_value(&p.run_id);
+            }
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(pipeline.finish()),
+        Arc::new(indicator.finish()),
+        Arc::new(title.finish()),
+        Arc::new(unit.finish()),
+        Arc::new(kind.finish()),
+        Arc::new(period.finish()),
+        Arc::new(start.finish()),
+        Arc::new(end.finish()),
+        Arc::new(breakdown.finish()),
+        Arc::new(group.finish()),
+        Arc::new(value.finish()),
+        Arc::new(partial.finish()),
+        Arc::new(version.finish()),
+        Arc::new(run.finish()),
+    ];
+    RecordBatch::try_new(schema(), columns)
+}
+
+pub(crate) fn write(digest: &Digest, out: impl Write + Send) -> Result<(), parquet::errors::ParquetError> {
+    let batch = batch(digest)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Versioned, atomic publishing to a local folder.
+
+use crate::digest::Digest;
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Render { path: PathBuf, message: String },
+    #[error("{}: the current digest cannot be read: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
+    move |source| PublishError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The publish folder: `versions/<id>/` plus the `current` link.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl Publisher {
+    /// `keep`: versions kept besides the current one; older ones are removed after a publish.
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Self {
+        Self {
+            dir: dir.into(),
+            keep,
+        }
+    }
+
+    pub fn current_dir(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+
+    fn versions_dir(&self) -> PathBuf {
+        self.dir.join("versions")
+    }
+
+    /// Take the publish lock: one publisher at a time reads, merges and swaps.
+    pub fn lock(&self) -> Result<File, PublishError> {
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.dir.join(".lock");
+        let file = File::create(&path).map_err(io(&path))?;
+        file.lock().map_err(io(&path))?;
+        Ok(file)
+    }
+
+    /// The digest `current` points at, if anything was published.
+    pub fn current_digest(&self) -> Result<Option<Digest>, PublishError> {
+        let path = self.current_dir().join("digest.json");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| PublishError::Corrupt {
+                path,
+                message: e.to_string(),
+            })
+    }
+
+    /// Write a complete new version and make it current. Returns the version's folder.
+    ///
+    /// The version is written under a temporary name, synced, renamed into `versions/`, and
+    /// only then is `current` switched by renaming a new link over it. Any error before that
+    /// leaves `current` as it was.
+    pub fn publish(&self, digest: &Digest) -> Result<PathBuf, PublishError> {
+        let versions = self.versions_dir();
+        fs::create_dir_all(&versions).map_err(io(&versions))?;
+        let final_dir = versions.join(&digest.version);
+        let tmp = versions.join(format!(".{}.partial", digest.version));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        let written = self.write_version(digest, &tmp);
+        if let Err(e) = written {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        sync_dir(&tmp)?;
+        if final_dir.exists() {
+            fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        }
+        fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+        sync_dir(&versions)?;
+        self.swap_current(&digest.version)?;
+        self.prune(&digest.version);
+        Ok(final_dir)
+    }
+
+    fn write_version(&self, digest: &Digest, dir: &Path) -> Result<(), PublishError> {
+        let json = serde_json::to_vec_pretty(digest).map_err(|e| PublishError::Render {
+            path: dir.join("digest.json"),
+            message: e.to_string(),
+        })?;
+        write_file(&dir.join("digest.json"), &json)?;
+
+        let path = dir.join("indicators.parquet");
+        let file = File::create(&path).map_err(io(&path))?;
+        let mut out = BufWriter::new(file);
+        crate::parquet_out::write(digest, &mut out).map_err(|e| PublishError::Render {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let file = out.into_inner().map_err(|e| io(&path)(e.into_error()))?;
+        file.sync_all().map_err(io(&path))?;
+
+        let path = dir.join("index.html");
+        let html = crate::html::render_index(digest).map_err(|e| PublishError::Render {
+            path: path.clone(),
+            message: format!("{e:#}"),
+        })?;
+        write_file(&path, html.as_bytes())
+    }
+
+    fn swap_current(&self, version: &str) -> Result<(), PublishError> {
+        let current = self.current_dir();
+        let tmp_link = self.dir.join(".current.next");
+        let _ = fs::remove_file(&tmp_link);
+        let target = Path::new("versions").join(version);
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&target, &tmp_link).map_err(io(&tmp_link))?;
+        #[cfg(not(unix))]
+        compile_error!("publishing needs symbolic links (unix)");
+        fs::rename(&tmp_link, &current).map_err(io(&current))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Remove versions beyond the newest `keep` (never the current one). Failures only warn:
+    /// an old version left behind costs disk, not correctness.
+    fn prune(&self, current: &str) {
+        let versions = self.versions_dir();
+        let Ok(entries) = fs::read_dir(&versions) else {
+            return;
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.') && n != current)
+            .collect();
+        names.sort();
+        let excess = names.len().saturating_sub(self.keep);
+        for name in &names[..excess] {
+            let path = versions.join(name);
+            if let Err(e) = fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove an old published version");
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+    let mut f = File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PublishError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}

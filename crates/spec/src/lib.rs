@@ -1,0 +1,28 @@
+//! goalpost-spec: the configuration and pipeline files of goalpost.
+//!
+//! Everything a user writes lives here as plain serde types: [`Config`] (`config/goalpost.toml`)
+//! and [`Pipeline`] (one `pipelines/<id>.toml` each). Loading keeps the source text and the span
+//! of every value a later check may need to point at, so any error — an unknown key, a wrong
+//! type, a goal naming a missing indicator — is reported as `file:line:column: message`.
+//!
+//! The crate also owns the reporting [`period`] vocabulary (month, quarter, fiscal year …),
+//! because goals name periods and must be checked without running anything.
+//!
+//! No I/O beyond reading the files named.
+
+mod config;
+mod diagnostic;
+mod pipeline;
+pub mod period;
+mod validate;
+
+pub use config::{Config, SiteSpec};
+pub use diagnostic::{Diagnostic, SourceFile, SpecError};
+pub use pipeline::{
+    Baseline, Better, ColumnSpec, ColumnType, FileFormat, FileSource, GoalSpec, IndicatorSpec,
+    Pipeline, PipelineSpec, SourceSpec, TableSpec, Target,
+};
+pub use validate::{load_pipeline, load_pipelines, LoadedPipelines};
+
+/// Re-exported so callers can name spans without depending on serde_spanned themselves.
+pub use serde_spanned::Spanned;

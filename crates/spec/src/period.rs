@@ -1,0 +1,307 @@
+//! Reporting periods: calendar day, ISO week, month, quarter, year, and fiscal year and
+//! quarter with a configurable first month.
+//!
+//! A fiscal year is named by the calendar year in which it ends: with a July start, FY2026
+//! runs from 1 July 2025 to 30 June 2026 and its first quarter is `FY2026 Q1` (July–September
+//! 2025). Labels are stable strings so they can be written in pipeline files and compared.
+
+use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How figures are bucketed in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodKind {
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+    FiscalYear,
+    FiscalQuarter,
+}
+
+impl PeriodKind {
+    pub const ALL: [PeriodKind; 7] = [
+        Self::Day,
+        Self::Week,
+        Self::Month,
+        Self::Quarter,
+        Self::Year,
+        Self::FiscalYear,
+        Self::FiscalQuarter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+            Self::Quarter => "quarter",
+            Self::Year => "year",
+            Self::FiscalYear => "fiscal_year",
+            Self::FiscalQuarter => "fiscal_quarter",
+        }
+    }
+
+    /// An example label, for error messages.
+    pub fn example(self) -> &'static str {
+        match self {
+            Self::Day => "2025-07-01",
+            Self::Week => "2025-W27",
+            Self::Month => "2025-07",
+            Self::Quarter => "2025-Q3",
+            Self::Year => "2025",
+            Self::FiscalYear => "FY2026",
+            Self::FiscalQuarter => "FY2026 Q1",
+        }
+    }
+
+    pub fn parse_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for PeriodKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One period: its kind, its first day, and (for fiscal kinds) the fiscal year's first month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Period {
+    kind: PeriodKind,
+    start: NaiveDate,
+    fiscal_start: u32,
+}
+
+impl Period {
+    /// The period of `kind` that contains `date`. `fiscal_start` is the fiscal year's first
+    /// month (1–12); it only matters for the fiscal kinds.
+    pub fn containing(kind: PeriodKind, date: NaiveDate, fiscal_start: u32) -> Self {
+        let fiscal_start = fiscal_start.clamp(1, 12);
+        let start = match kind {
+            PeriodKind::Day => date,
+            PeriodKind::Week => {
+                date - Days::new(u64::from(date.weekday().num_days_from_monday()))
+            }
+            PeriodKind::Month => first_of_month(date.year(), date.month()),
+            PeriodKind::Quarter => first_of_month(date.year(), (date.month() - 1) / 3 * 3 + 1),
+            PeriodKind::Year => first_of_month(date.year(), 1),
+            PeriodKind::FiscalYear => fiscal_year_start(date, fiscal_start),
+            PeriodKind::FiscalQuarter => {
+                let fy = fiscal_year_start(date, fiscal_start);
+                let months = months_between(fy, date);
+                fy + Months::new(months / 3 * 3)
+            }
+        };
+        Self {
+            kind,
+            start,
+            fiscal_start,
+        }
+    }
+
+    pub fn kind(&self) -> PeriodKind {
+        self.kind
+    }
+
+    /// First day of the period.
+    pub fn start(&self) -> NaiveDate {
+        self.start
+    }
+
+    /// First day after the period.
+    pub fn end(&self) -> NaiveDate {
+        match self.kind {
+            PeriodKind::Day => self.start + Days::new(1),
+            PeriodKind::Week => self.start + Days::new(7),
+            PeriodKind::Month => self.start + Months::new(1),
+            PeriodKind::Quarter | PeriodKind::FiscalQuarter => self.start + Months::new(3),
+            PeriodKind::Year | PeriodKind::FiscalYear => self.start + Months::new(12),
+        }
+    }
+
+    /// The period right after this one.
+    pub fn next(&self) -> Self {
+        Self {
+            start: self.end(),
+            ..*self
+        }
+    }
+
+    /// The period right before this one.
+    pub fn prev(&self) -> Self {
+        Self::containing(self.kind, self.start - Days::new(1), self.fiscal_start)
+    }
+
+    /// The fiscal year a date falls in, named by the calendar year it ends in.
+    fn fiscal_year_number(&self) -> i32 {
+        if self.fiscal_start == 1 {
+            self.start.year()
+        } else {
+            fiscal_year_start(self.start, self.fiscal_start).year() + 1
+        }
+    }
+
+    pub fn label(&self) -> String {
+        let d = self.start;
+        match self.kind {
+            PeriodKind::Day => d.format("%Y-%m-%d").to_string(),
+            PeriodKind::Week => {
+                let w = d.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            PeriodKind::Month => d.format("%Y-%m").to_string(),
+            PeriodKind::Quarter => format!("{}-Q{}", d.year(), (d.month() - 1) / 3 + 1),
+            PeriodKind::Year => d.year().to_string(),
+            PeriodKind::FiscalYear => format!("FY{}", self.fiscal_year_number()),
+            PeriodKind::FiscalQuarter => {
+                let fy = fiscal_year_start(d, self.fiscal_start);
+                format!(
+                    "FY{} Q{}",
+                    self.fiscal_year_number(),
+                    months_between(fy, d) / 3 + 1
+                )
+            }
+        }
+    }
+
+    /// Parse a label written the way [`Period::label`] writes it.
+    pub fn parse(kind: PeriodKind, label: &str, fiscal_start: u32) -> Option<Self> {
+        let label = label.trim();
+        let fiscal_start = fiscal_start.clamp(1, 12);
+        let start = match kind {
+            PeriodKind::Day => NaiveDate::parse_from_str(label, "%Y-%m-%d").ok()?,
+            PeriodKind::Week => {
+                let (y, w) = label.split_once("-W")?;
+                NaiveDate::from_isoywd_opt(y.parse().ok()?, w.parse().ok()?, Weekday::Mon)?
+            }
+            PeriodKind::Month => {
+                let (y, m) = label.split_once('-')?;
+                NaiveDate::from_ymd_opt(y.parse().ok()?, strict_u32(m, 2)?, 1)?
+            }
+            PeriodKind::Quarter => {
+                let (y, q) = label.split_once("-Q")?;
+                let q = strict_u32(q, 1)?;
+                if !(1..=4).contains(&q) {
+                    return None;
+                }
+                NaiveDate::from_ymd_opt(y.parse().ok()?, (q - 1) * 3 + 1, 1)?
+            }
+            PeriodKind::Year => NaiveDate::from_ymd_opt(strict_i32(label)?, 1, 1)?,
+            PeriodKind::FiscalYear => {
+                let y = strict_i32(label.strip_prefix("FY")?)?;
+                fiscal_year_first_day(y, fiscal_start)?
+            }
+            PeriodKind::FiscalQuarter => {
+                let (fy, q) = label.strip_prefix("FY")?.split_once(" Q")?;
+                let q = strict_u32(q, 1)?;
+                if !(1..=4).contains(&q) {
+                    return None;
+                }
+                fiscal_year_first_day(strict_i32(fy)?, fiscal_start)? + Months::new((q - 1) * 3)
+            }
+        };
+        let period = Self::containing(kind, start, fiscal_start);
+        // Reject labels that parse but are not canonical (e.g. "2025-7").
+        (period.label() == label).then_some(period)
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+fn first_of_month(year: i32, month: u32) -> NaiveDate {
+    // Invariant: callers pass a month in 1..=12 and a year from a valid date.
+    NaiveDate::from_ymd_opt(year, month, 1).expect("month is 1..=12 of a valid year")
+}
+
+fn fiscal_year_start(date: NaiveDate, fiscal_start: u32) -> NaiveDate {
+    if date.month() >= fiscal_start {
+        first_of_month(date.year(), fiscal_start)
+    } else {
+        first_of_month(date.year() - 1, fiscal_start)
+    }
+}
+
+fn fiscal_year_first_day(fiscal_year: i32, fiscal_start: u32) -> Option<NaiveDate> {
+    if fiscal_start == 1 {
+        NaiveDate::from_ymd_opt(fiscal_year, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(fiscal_year - 1, fiscal_start, 1)
+    }
+}
+
+fn months_between(from: NaiveDate, to: NaiveDate) -> u32 {
+    let m = (to.year() - from.year()) * 12 + to.month() as i32 - from.month() as i32;
+    m.max(0) as u32
+}
+
+fn strict_u32(s: &str, width: usize) -> Option<u32> {
+    (s.len() == width && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn strict_i32(s: &str) -> Option<i32> {
+    (s.len() == 4 && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn fiscal_year_starting_in_july_is_named_by_its_end() {
+        let p = Period::containing(PeriodKind::FiscalYear, d(2025, 7, 1), 7);
+        assert_eq!(p.label(), "FY2026");
+        assert_eq!(p.start(), d(2025, 7, 1));
+        assert_eq!(p.end(), d(2026, 7, 1));
+        let p = Period::containing(PeriodKind::FiscalYear, d(2026, 6, 30), 7);
+        assert_eq!(p.label(), "FY2026");
+    }
+
+    #[test]
+    fn fiscal_quarters_count_from_the_fiscal_start() {
+        let q = |y, m| Period::containing(PeriodKind::FiscalQuarter, d(y, m, 15), 7).label();
+        assert_eq!(q(2025, 7), "FY2026 Q1");
+        assert_eq!(q(2025, 12), "FY2026 Q2");
+        assert_eq!(q(2026, 1), "FY2026 Q3");
+        assert_eq!(q(2026, 6), "FY2026 Q4");
+        let p = Period::parse(PeriodKind::FiscalQuarter, "FY2026 Q3", 7).unwrap();
+        assert_eq!(p.start(), d(2026, 1, 1));
+    }
+
+    #[test]
+    fn iso_weeks_cross_year_boundaries() {
+        // 1 January 2017 is a Sunday: it belongs to ISO week 52 of 2016.
+        let p = Period::containing(PeriodKind::Week, d(2017, 1, 1), 1);
+        assert_eq!(p.label(), "2016-W52");
+        assert_eq!(p.start(), d(2016, 12, 26));
+        assert_eq!(p.next().label(), "2017-W01");
+    }
+
+    #[test]
+    fn labels_round_trip_and_non_canonical_labels_are_rejected() {
+        for kind in PeriodKind::ALL {
+            let p = Period::containing(kind, d(2024, 2, 29), 7);
+            assert_eq!(Period::parse(kind, &p.label(), 7), Some(p), "{kind}");
+            assert_eq!(p.next().prev(), p, "{kind}");
+        }
+        assert_eq!(Period::parse(PeriodKind::Month, "2025-7", 7), None);
+        assert_eq!(Period::parse(PeriodKind::Month, "2025-13", 7), None);
+        assert_eq!(Period::parse(PeriodKind::Quarter, "2025-Q5", 7), None);
+    }
+}

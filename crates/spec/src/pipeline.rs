@@ -1,0 +1,296 @@
+use crate::diagnostic::SourceFile;
+use crate::period::PeriodKind;
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_spanned::Spanned;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A loaded, validated pipeline: the file as written plus what was resolved from it.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline's id: its file name without `.toml`.
+    pub id: String,
+    pub file: SourceFile,
+    /// Folder of the pipeline file; relative source paths are resolved against it.
+    pub dir: PathBuf,
+    pub tz: Tz,
+    pub as_of: Option<NaiveDate>,
+    pub spec: PipelineSpec,
+}
+
+impl Pipeline {
+    /// The indicator with this id.
+    pub fn indicator(&self, id: &str) -> Option<&IndicatorSpec> {
+        self.spec.indicators.iter().find(|i| i.id.as_ref() == id)
+    }
+
+    /// Fiscal year's first month (1–12).
+    pub fn fiscal_year_start(&self) -> u32 {
+        self.spec.fiscal_year_start
+    }
+}
+
+/// The pipeline file, `pipelines/<id>.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Optional; when given it must equal the file name without `.toml`.
+    pub id: Option<Spanned<String>>,
+    /// Human title of the dataset, e.g. "311 service requests".
+    pub title: String,
+    /// Department or strategic priority the goals are grouped under on the site.
+    pub department: Option<String>,
+    pub description: Option<String>,
+    /// Cron expression with seconds, evaluated in `timezone` (used by the daemon).
+    pub schedule: Option<String>,
+    /// IANA time zone of the city: local timestamps are read in it and periods are cut in it.
+    pub timezone: Spanned<String>,
+    /// First month of the fiscal year (1–12); 7 = July, as in most US cities.
+    #[serde(default = "default_fiscal_start")]
+    pub fiscal_year_start: u32,
+    /// Judge goals as of this date (`YYYY-MM-DD`) instead of today: for archives and
+    /// historical replays, such as the bundled demo.
+    pub as_of: Option<Spanned<String>>,
+    /// Where the rows come from; several sources may feed one table.
+    #[serde(rename = "source")]
+    pub sources: Vec<Spanned<SourceSpec>>,
+    pub table: TableSpec,
+    #[serde(rename = "indicator", default)]
+    pub indicators: Vec<IndicatorSpec>,
+    #[serde(rename = "goal", default)]
+    pub goals: Vec<GoalSpec>,
+}
+
+fn default_fiscal_start() -> u32 {
+    7
+}
+
+/// One source of rows. The `kind` key selects the connector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceSpec {
+    /// A CSV, JSON array or NDJSON file on disk.
+    File(FileSource),
+}
+
+impl SourceSpec {
+    /// Overrides of `table.columns.<name>.from` for this source.
+    pub fn fields(&self) -> &IndexMap<String, String> {
+        match self {
+            Self::File(f) => &f.fields,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// Path of the file, relative to the pipeline file's folder.
+    pub path: String,
+    /// `csv`, `json` (an array of objects, as Socrata returns) or `ndjson`; by default taken
+    /// from the file's extension.
+    pub format: Option<FileFormat>,
+    /// Rows per page handed to the table stage.
+    #[serde(default = "default_page_size")]
+    pub page_size: usize,
+    /// Per-source field names: `table column = "field at the source"`.
+    #[serde(default)]
+    pub fields: IndexMap<String, String>,
+    /// Public page about the dataset, shown as provenance.
+    pub link: Option<String>,
+}
+
+fn default_page_size() -> usize {
+    10_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    Json,
+    Ndjson,
+}
+
+/// The typed table a pipeline writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// Table name, as indicator SQL refers to it (`[a-z_][a-z0-9_]*`).
+    pub name: Spanned<String>,
+    /// Columns that identify a row.
+    #[serde(default)]
+    pub key: Vec<Spanned<String>>,
+    /// Timestamp or date column that places a row in a reporting period.
+    pub time: Option<Spanned<String>>,
+    pub columns: IndexMap<Spanned<String>, ColumnSpec>,
+}
+
+impl TableSpec {
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.get(name)
+    }
+
+    /// The Arrow schema of the table as declared. Timestamps are stored in UTC.
+    pub fn arrow_schema(&self) -> Arc<Schema> {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|(name, c)| Field::new(name.as_ref(), c.kind.arrow_type(), !c.required))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Field name at the source; defaults to the column's own name.
+    pub from: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+    /// A required column may not be empty in any row.
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// Time zone of timestamps written without an offset (defaults to the pipeline's).
+    pub tz: Option<Spanned<String>>,
+    /// chrono format string for timestamps or dates in an unusual form.
+    pub format: Option<String>,
+    pub description: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Int64,
+    Float64,
+    Bool,
+    Timestamp,
+    Date,
+}
+
+impl ColumnType {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            Self::String => DataType::Utf8,
+            Self::Int64 => DataType::Int64,
+            Self::Float64 => DataType::Float64,
+            Self::Bool => DataType::Boolean,
+            Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Self::Date => DataType::Date32,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Int64 => "int64",
+            Self::Float64 => "float64",
+            Self::Bool => "bool",
+            Self::Timestamp => "timestamp",
+            Self::Date => "date",
+        }
+    }
+}
+
+/// Which direction of an indicator is an improvement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// A figure computed per period (and optionally per group) with DataFusion SQL.
+///
+/// The SQL reads the pipeline's table by name; that table carries an extra `period` column
+/// holding the row's period label. It must return `period`, the `by` columns and `value`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndicatorSpec {
+    pub id: Spanned<String>,
+    pub title: String,
+    pub description: Option<String>,
+    /// Unit shown after values: "hours", "%", "calls".
+    pub unit: Option<String>,
+    pub better: Option<Better>,
+    #[serde(default = "default_period")]
+    pub period: PeriodKind,
+    /// Columns the figure is broken down by; rows where they are all NULL are the total.
+    #[serde(default)]
+    pub by: Vec<Spanned<String>>,
+    /// Column that places rows in periods; defaults to `table.time`.
+    pub time: Option<Spanned<String>>,
+    /// Digits after the decimal point when shown.
+    pub decimals: Option<u8>,
+    pub sql: Spanned<String>,
+}
+
+fn default_period() -> PeriodKind {
+    PeriodKind::Month
+}
+
+impl IndicatorSpec {
+    /// The column this indicator's periods are cut from (after validation, always set).
+    pub fn time_column<'a>(&'a self, table: &'a TableSpec) -> Option<&'a str> {
+        self.time
+            .as_ref()
+            .or(table.time.as_ref())
+            .map(|s| s.get_ref().as_str())
+    }
+}
+
+/// A goal on an indicator: from a baseline to a target by a date.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalSpec {
+    /// Defaults to the indicator's id.
+    pub id: Option<Spanned<String>>,
+    pub indicator: Spanned<String>,
+    /// The goal as residents read it: "Reach 90 % of emergency calls within 8 minutes".
+    pub title: Option<String>,
+    /// Defaults to the indicator's `better`.
+    pub better: Option<Better>,
+    pub baseline: Baseline,
+    pub target: Target,
+    /// How far behind the expected value still counts as "at risk", as a share of the
+    /// baseline-to-target distance (default 0.10).
+    pub tolerance: Option<f64>,
+}
+
+impl GoalSpec {
+    pub fn id(&self) -> &str {
+        self.id.as_ref().unwrap_or(&self.indicator).get_ref()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Label of the baseline period, in the indicator's period kind (e.g. "2018-07").
+    pub period: Spanned<String>,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub value: f64,
+    /// Date (`YYYY-MM-DD`) by which the target is to be reached.
+    pub by: Spanned<String>,
+}

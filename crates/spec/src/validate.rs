@@ -1,0 +1,413 @@
+use crate::diagnostic::{Diagnostic, SourceFile, SpecError};
+use crate::period::Period;
+use crate::pipeline::{ColumnType, Pipeline, PipelineSpec, SourceSpec};
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use serde_spanned::Spanned;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Every pipeline file in a folder: those that loaded, and the errors of those that did not.
+#[derive(Debug, Default)]
+pub struct LoadedPipelines {
+    pub pipelines: Vec<Pipeline>,
+    /// Per failing file: its id (file stem) and its problems.
+    pub failed: Vec<(String, SpecError)>,
+}
+
+/// Load every `*.toml` in `dir` (sorted by name), checking each fully.
+pub fn load_pipelines(dir: &Path) -> Result<LoadedPipelines, SpecError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| SpecError::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+        .collect();
+    paths.sort();
+    let mut out = LoadedPipelines::default();
+    for path in paths {
+        match load_pipeline(&path) {
+            Ok(p) => out.pipelines.push(p),
+            Err(e) => out.failed.push((file_stem(&path), e)),
+        }
+    }
+    Ok(out)
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Load one pipeline file and check it: syntax, types, unknown keys, and every cross
+/// reference (goal → indicator → table → column). All problems are reported together.
+pub fn load_pipeline(path: &Path) -> Result<Pipeline, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError::io(path, e))?;
+    let file = SourceFile::new(path, text);
+    let spec: PipelineSpec = toml::from_str(&file.text)
+        .map_err(|e| SpecError::Invalid(vec![file.diagnostic(e.span(), e.message().trim())]))?;
+    let mut v = Checker {
+        file: &file,
+        errors: Vec::new(),
+    };
+    let id = file_stem(path);
+    v.check_id(&id, spec.id.as_ref());
+    let tz = v.check_tz(&spec.timezone);
+    let as_of = spec.as_of.as_ref().and_then(|d| v.date(d, "as_of"));
+    if !(1..=12).contains(&spec.fiscal_year_start) {
+        v.push(
+            None,
+            format!(
+                "fiscal_year_start is {}; expected a month number from 1 to 12",
+                spec.fiscal_year_start
+            ),
+        );
+    }
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    v.check_sources(&spec, &dir);
+    v.check_table(&spec);
+    v.check_indicators_and_goals(&spec);
+    if !v.errors.is_empty() {
+        return Err(SpecError::Invalid(v.errors));
+    }
+    Ok(Pipeline {
+        id,
+        dir,
+        tz: tz.unwrap_or(Tz::UTC),
+        as_of,
+        file,
+        spec,
+    })
+}
+
+struct Checker<'a> {
+    file: &'a SourceFile,
+    errors: Vec<Diagnostic>,
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !s.starts_with(['-', '_'])
+}
+
+impl Checker<'_> {
+    fn push(&mut self, span: Option<std::ops::Range<usize>>, message: String) {
+        self.errors.push(self.file.diagnostic(span, message));
+    }
+
+    fn at<T>(&mut self, value: &Spanned<T>, message: String) {
+        self.push(Some(value.span()), message);
+    }
+
+    fn check_id(&mut self, stem: &str, id: Option<&Spanned<String>>) {
+        if !is_slug(stem) {
+            self.push(
+                None,
+                format!(
+                    "pipeline file name {stem:?} is not a valid pipeline id; expected lowercase \
+                     letters, digits, '-' and '_' (the id is the file name without .toml)"
+                ),
+            );
+        }
+        if let Some(id) = id
+            && id.get_ref() != stem
+        {
+            self.at(
+                id,
+                format!(
+                    "id {:?} differs from the file name; expected {stem:?} (or leave id out)",
+                    id.get_ref()
+                ),
+            );
+        }
+    }
+
+    fn check_tz(&mut self, tz: &Spanned<String>) -> Option<Tz> {
+        match tz.get_ref().parse::<Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                self.at(
+                    tz,
+                    format!(
+                        "unknown time zone {:?}; expected an IANA name such as \"America/New_York\"",
+                        tz.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn date(&mut self, value: &Spanned<String>, what: &str) -> Option<NaiveDate> {
+        match NaiveDate::parse_from_str(value.get_ref(), "%Y-%m-%d") {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.at(
+                    value,
+                    format!(
+                        "{what} {:?} is not a date; expected YYYY-MM-DD",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_sources(&mut self, spec: &PipelineSpec, dir: &Path) {
+        if spec.sources.is_empty() {
+            self.push(
+                None,
+                "no [[source]]; expected at least one source of rows".into(),
+            );
+        }
+        for source in &spec.sources {
+            for column in source.get_ref().fields().keys() {
+                if spec.table.column(column).is_none() {
+                    self.at(
+                        source,
+                        format!(
+                            "source field override names column {column:?}, which is not in \
+                             [table.columns]; the table has: {}",
+                            column_list(spec)
+                        ),
+                    );
+                }
+            }
+            match source.get_ref() {
+                SourceSpec::File(f) => {
+                    let path = dir.join(&f.path);
+                    if !path.is_file() {
+                        self.at(
+                            source,
+                            format!(
+                                "source file {} does not exist (paths are relative to the \
+                                 pipeline file's folder)",
+                                path.display()
+                            ),
+                        );
+                    }
+                    if f.page_size == 0 {
+                        self.at(source, "page_size is 0; expected at least 1".into());
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_table(&mut self, spec: &PipelineSpec) {
+        let table = &spec.table;
+        if !is_identifier(table.name.get_ref()) {
+            self.at(
+                &table.name,
+                format!(
+                    "table name {:?} is not a plain SQL name; expected lowercase letters, digits \
+                     and '_', starting with a letter",
+                    table.name.get_ref()
+                ),
+            );
+        }
+        if table.columns.is_empty() {
+            self.push(None, "[table.columns] is empty; expected at least one column".into());
+        }
+        for (name, column) in &table.columns {
+            if !is_identifier(name.get_ref()) {
+                self.at(
+                    name,
+                    format!(
+                        "column name {:?} is not a plain SQL name; expected lowercase letters, \
+                         digits and '_'",
+                        name.get_ref()
+                    ),
+                );
+            }
+            if name.get_ref() == "period" {
+                self.at(
+                    name,
+                    "column name \"period\" is reserved: indicator SQL sees each row's period \
+                     under that name"
+                        .into(),
+                );
+            }
+            if let Some(tz) = &column.tz {
+                if column.kind != ColumnType::Timestamp {
+                    self.at(tz, format!("tz is only for timestamp columns; {:?} is {}", name.get_ref(), column.kind.as_str()));
+                }
+                self.check_tz(tz);
+            }
+        }
+        for key in &table.key {
+            if table.column(key.get_ref()).is_none() {
+                self.at(
+                    key,
+                    format!(
+                        "key column {:?} is not in [table.columns]; the table has: {}",
+                        key.get_ref(),
+                        column_list(spec)
+                    ),
+                );
+            }
+        }
+        if let Some(time) = &table.time {
+            self.check_time_column(spec, time);
+        }
+    }
+
+    fn check_time_column(&mut self, spec: &PipelineSpec, time: &Spanned<String>) {
+        match spec.table.column(time.get_ref()) {
+            None => self.at(
+                time,
+                format!(
+                    "time column {:?} is not in [table.columns]; the table has: {}",
+                    time.get_ref(),
+                    column_list(spec)
+                ),
+            ),
+            Some(c) if !matches!(c.kind, ColumnType::Timestamp | ColumnType::Date) => self.at(
+                time,
+                format!(
+                    "time column {:?} is {}; expected a timestamp or date column",
+                    time.get_ref(),
+                    c.kind.as_str()
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn check_indicators_and_goals(&mut self, spec: &PipelineSpec) {
+        let mut ids = HashSet::new();
+        for ind in &spec.indicators {
+            if !is_slug(ind.id.get_ref()) {
+                self.at(
+                    &ind.id,
+                    format!(
+                        "indicator id {:?} is not valid; expected lowercase letters, digits, '-' and '_'",
+                        ind.id.get_ref()
+                    ),
+                );
+            }
+            if !ids.insert(ind.id.get_ref().as_str()) {
+                self.at(&ind.id, format!("indicator id {:?} is used twice", ind.id.get_ref()));
+            }
+            match &ind.time {
+                Some(time) => self.check_time_column(spec, time),
+                None if spec.table.time.is_none() => self.at(
+                    &ind.id,
+                    format!(
+                        "indicator {:?} has no time column: set `time` on it or on [table]",
+                        ind.id.get_ref()
+                    ),
+                ),
+                None => {}
+            }
+            for by in &ind.by {
+                if spec.table.column(by.get_ref()).is_none() {
+                    self.at(
+                        by,
+                        format!(
+                            "indicator {:?} breaks down by {:?}, which is not in [table.columns]; \
+                             the table has: {}",
+                            ind.id.get_ref(),
+                            by.get_ref(),
+                            column_list(spec)
+                        ),
+                    );
+                }
+            }
+        }
+        let mut goal_ids = HashSet::new();
+        for goal in &spec.goals {
+            if let Some(id) = &goal.id
+                && !is_slug(id.get_ref())
+            {
+                self.at(id, format!("goal id {:?} is not valid; expected lowercase letters, digits, '-' and '_'", id.get_ref()));
+            }
+            if !goal_ids.insert(goal.id().to_string()) {
+                self.at(
+                    goal.id.as_ref().unwrap_or(&goal.indicator),
+                    format!("goal id {:?} is used twice; give one of them an `id`", goal.id()),
+                );
+            }
+            let target_date = self.date(&goal.target.by, "target.by");
+            if let Some(t) = goal.tolerance
+                && !(0.0..=1.0).contains(&t)
+            {
+                self.at(&goal.indicator, format!("tolerance {t} is out of range; expected a share from 0 to 1 (0.1 = 10 %)"));
+            }
+            let Some(ind) = spec
+                .indicators
+                .iter()
+                .find(|i| i.id.get_ref() == goal.indicator.get_ref())
+            else {
+                let known: Vec<&str> = spec.indicators.iter().map(|i| i.id.get_ref().as_str()).collect();
+                self.at(
+                    &goal.indicator,
+                    format!(
+                        "goal names indicator {:?}, which is not defined; the pipeline has: {}",
+                        goal.indicator.get_ref(),
+                        if known.is_empty() { "no indicators".to_string() } else { known.join(", ") }
+                    ),
+                );
+                continue;
+            };
+            if goal.better.or(ind.better).is_none() {
+                self.at(
+                    &goal.indicator,
+                    format!(
+                        "goal on {:?} does not say which direction is better; set better = \"higher\" or \"lower\" on the goal or the indicator",
+                        goal.indicator.get_ref()
+                    ),
+                );
+            }
+            if (goal.baseline.value - goal.target.value).abs() < f64::EPSILON {
+                self.at(&goal.baseline.period, "baseline and target values are equal; a goal needs a distance to cover".into());
+            }
+            match Period::parse(ind.period, goal.baseline.period.get_ref(), spec.fiscal_year_start) {
+                None => self.at(
+                    &goal.baseline.period,
+                    format!(
+                        "baseline period {:?} is not a {} label; expected e.g. {:?}",
+                        goal.baseline.period.get_ref(),
+                        ind.period,
+                        ind.period.example()
+                    ),
+                ),
+                Some(p) => {
+                    if let Some(by) = target_date
+                        && by < p.end()
+                    {
+                        self.at(
+                            &goal.target.by,
+                            format!(
+                                "target date {by} is not after the baseline period {} (which ends {})",
+                                p.label(),
+                                p.end()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn column_list(spec: &PipelineSpec) -> String {
+    spec.table
+        .columns
+        .keys()
+        .map(|k| k.get_ref().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,280 @@
+//! goalpost-state: what goalpost remembers between runs, in one SQLite file
+//! (`data/state.sqlite`).
+//!
+//! Today that is the run history: one row per pipeline run with its times, outcome, row
+//! counts, table version, published version and error text. Schema changes are applied as
+//! numbered migrations recorded in SQLite's `user_version`, so an old state file is upgraded
+//! in place.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state store {}: cannot create its folder: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Outcome of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            _ => Self::Running,
+        }
+    }
+}
+
+/// One row of the run history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub pipeline: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub status: RunStatus,
+    pub rows_fetched: u64,
+    pub rows_written: u64,
+    pub table_version: Option<u64>,
+    pub published_version: Option<String>,
+    pub error: Option<String>,
+}
+
+/// How a finished run went, to record.
+#[derive(Debug, Clone, Default)]
+pub struct RunEnd {
+    pub succeeded: bool,
+    pub rows_fetched: u64,
+    pub rows_written: u64,
+    pub table_version: Option<u64>,
+    pub published_version: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct StateStore {
+    path: PathBuf,
+    conn: Connection,
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: run history
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        status TEXT NOT NULL,
+        rows_fetched INTEGER NOT NULL DEFAULT 0,
+        rows_written INTEGER NOT NULL DEFAULT 0,
+        table_version INTEGER,
+        published_version TEXT,
+        error TEXT
+     );
+     CREATE INDEX runs_by_pipeline ON runs (pipeline, started_at);",
+];
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl StateStore {
+    /// Open (creating if needed) the state file and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let err = |source| StateError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            conn,
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StateError {
+        StateError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn start_run(&self, id: &str, pipeline: &str, at: DateTime<Utc>) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (id, pipeline, started_at, status) VALUES (?1, ?2, ?3, 'running')",
+                params![id, pipeline, ts(at)],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn finish_run(&self, id: &str, at: DateTime<Utc>, end: &RunEnd) -> Result<(), StateError> {
+        let status = if end.succeeded {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        self.conn
+            .execute(
+                "UPDATE runs SET ended_at = ?2, status = ?3, rows_fetched = ?4, rows_written = ?5,
+                        table_version = ?6, published_version = ?7, error = ?8
+                 WHERE id = ?1",
+                params![
+                    id,
+                    ts(at),
+                    status.as_str(),
+                    end.rows_fetched as i64,
+                    end.rows_written as i64,
+                    end.table_version.map(|v| v as i64),
+                    end.published_version,
+                    end.error
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Runs, newest first, optionally of one pipeline.
+    pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, pipeline, started_at, ended_at, status, rows_fetched, rows_written,
+                        table_version, published_version, error
+                 FROM runs WHERE (?1 IS NULL OR pipeline = ?1)
+                 ORDER BY started_at DESC, id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![pipeline, limit as i64], |r| {
+                let parse = |s: String| {
+                    DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                2,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })
+                };
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    pipeline: r.get(1)?,
+                    started_at: parse(r.get(2)?)?,
+                    ended_at: r.get::<_, Option<String>>(3)?.map(parse).transpose()?,
+                    status: RunStatus::parse(&r.get::<_, String>(4)?),
+                    rows_fetched: r.get::<_, i64>(5)? as u64,
+                    rows_written: r.get::<_, i64>(6)? as u64,
+                    table_version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    published_version: r.get(8)?,
+                    error: r.get(9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// One run by id.
+    pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
+        let pipeline: Option<String> = self
+            .conn
+            .query_row("SELECT pipeline FROM runs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(pipeline) = pipeline else {
+            return Ok(None);
+        };
+        Ok(self
+            .runs(Some(&pipeline), usize::MAX >> 1)?
+            .into_iter()
+            .find(|r| r.id == id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn runs_are_recorded_and_listed_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.sqlite");
+        let store = StateStore::open(&path).unwrap();
+        let t = |s| Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, s).unwrap();
+        store.start_run("r1", "a", t(0)).unwrap();
+        store.start_run("r2", "b", t(1)).unwrap();
+        store
+            .finish_run(
+                "r1",
+                t(5),
+                &RunEnd {
+                    succeeded: false,
+                    rows_fetched: 10,
+                    error: Some("boom".into()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        drop(store);
+        // Reopening applies no migration twice.
+        let store = StateStore::open(&path).unwrap();
+        let runs = store.runs(None, 10).unwrap();
+        assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r2", "r1"]);
+        assert_eq!(runs[1].status, RunStatus::Failed);
+        assert_eq!(runs[1].error.as_deref(), Some("boom"));
+        assert_eq!(runs[1].ended_at, Some(t(5)));
+        assert_eq!(runs[0].status, RunStatus::Running);
+        assert_eq!(store.runs(Some("a"), 10).unwrap().len(), 1);
+        assert_eq!(store.run("r2").unwrap().unwrap().pipeline, "b");
+        assert!(store.run("nope").unwrap().is_none());
+    }
+}

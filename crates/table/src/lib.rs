@@ -1,0 +1,20 @@
+//! goalpost-table: from raw source text to typed, versioned tables.
+//!
+//! Two jobs:
+//! - [`map_page`] turns a [`RawPage`](goalpost_fetch::RawPage) (untyped text as the source sent
+//!   it) into a batch with the table's declared Arrow schema, parsing numbers, booleans, dates
+//!   and timestamps (local times read in the pipeline's time zone, stored in UTC). A value that
+//!   does not parse is reported with the file, line or record, column, field and raw value.
+//! - [`TableStore`] keeps each table as a Delta Lake table under `data/tables/<name>/`: every
+//!   write is one atomic commit, so a failed run never leaves half a table, and every digest
+//!   can name the table version its figures were computed from.
+
+mod mapping;
+mod parse;
+mod store;
+
+pub use mapping::{map_page, MapError, ValueError};
+pub use store::{TableError, TableStore, TableWrite};
+
+/// Delta Lake, re-exported so callers open tables with the same crate version.
+pub use deltalake;

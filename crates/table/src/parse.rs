@@ -1,0 +1,170 @@
+//! Parsers for the text forms open-data portals use.
+
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// Timestamp forms tried in order when a column names no `format`.
+const NAIVE_FORMATS: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%m/%d/%Y %I:%M:%S %p",
+    "%m/%d/%Y %I:%M %p",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M",
+];
+
+pub(crate) const TIMESTAMP_FORMS: &str = "ISO 8601 (with or without an offset), \
+    MM/DD/YYYY hh:mm:ss AM, or a date";
+
+/// Parses timestamps; remembers which form matched last, since a column rarely mixes forms.
+pub(crate) struct TimestampParser<'a> {
+    tz: Tz,
+    format: Option<&'a str>,
+    last: usize,
+}
+
+impl<'a> TimestampParser<'a> {
+    pub(crate) fn new(tz: Tz, format: Option<&'a str>) -> Self {
+        Self { tz, format, last: 0 }
+    }
+
+    /// Microseconds since the epoch (UTC).
+    pub(crate) fn parse(&mut self, s: &str) -> Option<i64> {
+        let s = s.trim();
+        if let Some(f) = self.format {
+            if let Ok(dt) = DateTime::parse_from_str(s, f) {
+                return Some(dt.with_timezone(&Utc).timestamp_micros());
+            }
+            return NaiveDateTime::parse_from_str(s, f)
+                .ok()
+                .map(|n| self.local(n))
+                .or_else(|| {
+                    NaiveDate::parse_from_str(s, f)
+                        .ok()
+                        .map(|d| self.local(d.and_time(chrono::NaiveTime::MIN)))
+                });
+        }
+        // An explicit offset or Z wins over the column's zone.
+        if s.len() > 19
+            && (s.ends_with('Z') || s.ends_with('z') || has_offset(s))
+            && let Ok(dt) = DateTime::parse_from_rfc3339(s)
+                .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+                .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        {
+            return Some(dt.with_timezone(&Utc).timestamp_micros());
+        }
+        let n = NAIVE_FORMATS.len();
+        for k in 0..n {
+            let i = (self.last + k) % n;
+            if let Ok(naive) = NaiveDateTime::parse_from_str(s, NAIVE_FORMATS[i]) {
+                self.last = i;
+                return Some(self.local(naive));
+            }
+        }
+        parse_date(s).map(|d| self.local(d.and_time(chrono::NaiveTime::MIN)))
+    }
+
+    /// A local wall-clock time in the column's zone, as UTC microseconds. In the hour that
+    /// repeats when clocks go back, the first (daylight) instant is taken; a time in the hour
+    /// skipped when clocks go forward is read as the instant it would have been an hour later.
+    fn local(&self, naive: NaiveDateTime) -> i64 {
+        match self.tz.from_local_datetime(&naive) {
+            LocalResult::Single(dt) => dt.with_timezone(&Utc).timestamp_micros(),
+            LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc).timestamp_micros(),
+            LocalResult::None => {
+                let later = naive + TimeDelta::hours(1);
+                match self.tz.from_local_datetime(&later) {
+                    LocalResult::Single(dt) | LocalResult::Ambiguous(dt, _) => {
+                        dt.with_timezone(&Utc).timestamp_micros()
+                    }
+                    // No zone skips two hours in a row; fall back to reading it as UTC.
+                    LocalResult::None => naive.and_utc().timestamp_micros(),
+                }
+            }
+        }
+    }
+}
+
+fn has_offset(s: &str) -> bool {
+    let tail = &s[s.len().saturating_sub(6)..];
+    tail.starts_with(['+', '-']) || tail[1..].starts_with(['+', '-'])
+}
+
+/// Dates as `YYYY-MM-DD`, `MM/DD/YYYY`, or the date part of an ISO timestamp.
+pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
+    let s = s.trim();
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(s, "%m/%d/%Y"))
+        .ok()
+        .or_else(|| {
+            let head = s.get(..10)?;
+            let rest = s.get(10..)?;
+            (rest.starts_with(['T', ' '])).then(|| NaiveDate::parse_from_str(head, "%Y-%m-%d").ok())?
+        })
+}
+
+pub(crate) fn parse_i64(s: &str) -> Option<i64> {
+    let s = s.trim();
+    s.parse::<i64>().ok().or_else(|| {
+        // "12.0" from a portal that stores integers as floats.
+        let f = s.parse::<f64>().ok()?;
+        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+    })
+}
+
+pub(crate) fn parse_f64(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+}
+
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn floating_and_us_local_times_are_read_in_the_zone() {
+        let mut p = TimestampParser::new(chrono_tz::America::New_York, None);
+        // November: EST, UTC-5.
+        assert_eq!(p.parse("2012-11-20T07:50:59.000"), Some(utc("2012-11-20T12:50:59Z")));
+        // June: EDT, UTC-4.
+        assert_eq!(p.parse("06/26/2018 10:58:54 AM"), Some(utc("2018-06-26T14:58:54Z")));
+        assert_eq!(p.parse("06/26/2018 12:50:01 PM"), Some(utc("2018-06-26T16:50:01Z")));
+        assert_eq!(p.parse("2018-06-26T10:58:54-07:00"), Some(utc("2018-06-26T17:58:54Z")));
+        assert_eq!(p.parse("2018-06-26T10:58:54Z"), Some(utc("2018-06-26T10:58:54Z")));
+        assert_eq!(p.parse("13/45/2018 10:58:54 AM"), None);
+        assert_eq!(p.parse("soon"), None);
+    }
+
+    #[test]
+    fn dst_edges_are_resolved_as_documented() {
+        let mut p = TimestampParser::new(chrono_tz::America::New_York, None);
+        // 2018-11-04 01:30 happens twice: take the first (EDT, UTC-4).
+        assert_eq!(p.parse("2018-11-04T01:30:00"), Some(utc("2018-11-04T05:30:00Z")));
+        // 2018-03-11 02:30 does not exist: read as 03:30 EDT.
+        assert_eq!(p.parse("2018-03-11T02:30:00"), Some(utc("2018-03-11T07:30:00Z")));
+    }
+
+    #[test]
+    fn numbers_and_booleans_in_portal_forms() {
+        assert_eq!(parse_i64(" 42 "), Some(42));
+        assert_eq!(parse_i64("12.0"), Some(12));
+        assert_eq!(parse_i64("12.5"), None);
+        assert_eq!(parse_f64("NaN"), None);
+        assert_eq!(parse_bool("Y"), Some(true));
+        assert_eq!(parse_bool("maybe"), None);
+        assert_eq!(parse_date("2012-11-20T07:50:59.000"), NaiveDate::from_ymd_opt(2012, 11, 20));
+    }
+}

@@ -1,0 +1,108 @@
+//! Delta Lake tables under `data/tables/<name>/`.
+
+use arrow::record_batch::RecordBatch;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table {table} at {}: {source}", path.display())]
+    Delta {
+        table: String,
+        path: PathBuf,
+        #[source]
+        source: DeltaTableError,
+    },
+}
+
+/// What a write produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableWrite {
+    /// The table's version after the commit.
+    pub version: u64,
+    pub rows: u64,
+}
+
+/// The folder that holds every table.
+#[derive(Debug, Clone)]
+pub struct TableStore {
+    root: PathBuf,
+}
+
+impl TableStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn path(&self, table: &str) -> PathBuf {
+        self.root.join(table)
+    }
+
+    fn err(&self, table: &str, source: DeltaTableError) -> TableError {
+        TableError::Delta {
+            table: table.to_string(),
+            path: self.path(table),
+            source,
+        }
+    }
+
+    async fn handle(&self, table: &str) -> Result<DeltaTable, TableError> {
+        let url = deltalake::ensure_table_uri(self.path(table).to_string_lossy())
+            .map_err(|e| self.err(table, e))?;
+        DeltaTable::try_from_url(url)
+            .await
+            .map_err(|e| self.err(table, e))
+    }
+
+    /// Replace the table's contents with `batches` in one commit (a full refresh from a
+    /// source that sends everything each time). The schema follows the batches, so a column
+    /// added to the pipeline appears on the next run. `run_id` is recorded in the commit.
+    pub async fn replace(
+        &self,
+        table: &str,
+        schema: arrow::datatypes::SchemaRef,
+        batches: Vec<RecordBatch>,
+        run_id: &str,
+    ) -> Result<TableWrite, TableError> {
+        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+        // An empty refresh still commits, so the table says "no rows" rather than keeping
+        // yesterday's rows.
+        let batches = if batches.is_empty() {
+            vec![RecordBatch::new_empty(schema)]
+        } else {
+            batches
+        };
+        let commit = CommitProperties::default().with_metadata([(
+            "goalpost.run_id".to_string(),
+            serde_json::Value::String(run_id.to_string()),
+        )]);
+        let written = self
+            .handle(table)
+            .await?
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(SchemaMode::Overwrite)
+            .with_commit_properties(commit)
+            .await
+            .map_err(|e| self.err(table, e))?;
+        Ok(TableWrite {
+            version: written.version().unwrap_or(0),
+            rows,
+        })
+    }
+
+    /// Open a table at its latest version, or `None` if it was never written.
+    pub async fn open(&self, table: &str) -> Result<Option<DeltaTable>, TableError> {
+        if !self.path(table).join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+        self.handle(table).await.map(Some)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
