@@ -1,1 +1,244 @@
-fn main() {}
+//! `goalpost`: public performance reporting for cities.
+//!
+//! The binary owns argument parsing and how errors and results are shown; the work is done by
+//! the crates under `crates/`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use goalpost_runner::{Runner, SystemClock};
+use goalpost_spec::{load_pipelines, Config};
+use goalpost_state::StateStore;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "goalpost", version, about = "Open data in, goal progress and a transparency digest out")]
+struct Cli {
+    /// Configuration file.
+    #[arg(short, long, global = true, env = "GOALPOST_CONFIG", default_value = "config/goalpost.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run pipelines end to end: fetch, table, indicators, goals, publish.
+    Run {
+        /// Pipeline ids (file names without .toml); none runs every pipeline.
+        ids: Vec<String>,
+    },
+    /// Check the config and every pipeline file, including each indicator's SQL, without
+    /// fetching anything.
+    Validate,
+    /// Show the run history.
+    Runs {
+        /// Only runs of this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// How many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// JSON for tools instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Print a line to stdout; a closed pipe (`goalpost runs | head`) ends the program quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(&cli.config)
+        .with_context(|| format!("loading config {}", cli.config.display()))?;
+    match cli.command {
+        Command::Run { ids } => run(config, ids).await,
+        Command::Validate => validate(&config).await,
+        Command::Runs {
+            pipeline,
+            limit,
+            json,
+        } => runs(&config, pipeline.as_deref(), limit, json),
+    }
+}
+
+async fn run(config: Config, ids: Vec<String>) -> Result<ExitCode> {
+    let loaded = load_pipelines(&config.pipelines_dir)?;
+    let mut configured: Vec<String> = loaded.pipelines.iter().map(|p| p.id.clone()).collect();
+    configured.extend(loaded.failed.iter().map(|(id, _)| id.clone()));
+    for id in &ids {
+        if !configured.contains(id) {
+            bail!(
+                "no pipeline {id:?} in {}; it has: {}",
+                config.pipelines_dir.display(),
+                configured.join(", ")
+            );
+        }
+    }
+    let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
+    if configured.is_empty() {
+        bail!("no pipeline files (*.toml) in {}", config.pipelines_dir.display());
+    }
+    let runner = Runner::new(config, Arc::new(SystemClock));
+    let mut failed = 0;
+    let mut succeeded = 0;
+    for (id, err) in loaded.failed.iter().filter(|(id, _)| wanted(id)) {
+        failed += 1;
+        out!("{id}: failed: the pipeline file has errors");
+        eprintln!("{err}");
+        runner.record_load_failure(id, &err.to_string())?;
+    }
+    for pipeline in loaded.pipelines.iter().filter(|p| wanted(&p.id)) {
+        match runner.run(pipeline, &configured).await {
+            Ok(r) => {
+                succeeded += 1;
+                let s = &r.summary;
+                out!(
+                    "{}: {} rows fetched, table {} v{} ({} rows), {} indicators, {} goals ({} met, {} on track, {} at risk, {} off track, {} no data)",
+                    r.pipeline,
+                    r.rows_fetched,
+                    r.table,
+                    r.table_version,
+                    r.rows_written,
+                    r.indicators,
+                    s.goals,
+                    s.met,
+                    s.on_track,
+                    s.at_risk,
+                    s.off_track,
+                    s.no_data
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                out!("{}: failed", pipeline.id);
+                eprintln!("{}: {e}", pipeline.id);
+            }
+        }
+    }
+    let current = runner.config().publish_dir.join("current");
+    if succeeded > 0 {
+        let shown = current.canonicalize().unwrap_or(current.clone());
+        out!("Digest: {}", current.join("digest.json").display());
+        out!("Site:   {}", current.join("index.html").display());
+        out!("        (current -> {})", shown.display());
+    } else if current.exists() {
+        out!("Nothing published; the previous digest stays at {}", current.display());
+    }
+    Ok(if failed > 0 {
+        eprintln!("{failed} of {} pipeline(s) failed", failed + succeeded);
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn validate(config: &Config) -> Result<ExitCode> {
+    let loaded = load_pipelines(&config.pipelines_dir)?;
+    let mut problems = 0;
+    for (_, err) in &loaded.failed {
+        let d = err.diagnostics();
+        if d.is_empty() {
+            out!("{err}");
+            problems += 1;
+        }
+        for diag in d {
+            out!("{diag}");
+            problems += 1;
+        }
+    }
+    for p in &loaded.pipelines {
+        for diag in goalpost_indicators::check_sql(p).await {
+            out!("{diag}");
+            problems += 1;
+        }
+    }
+    let files = loaded.pipelines.len() + loaded.failed.len();
+    if problems == 0 {
+        out!(
+            "{} and {files} pipeline file(s) in {} are valid",
+            config.file.display(),
+            config.pipelines_dir.display()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{problems} problem(s) in {files} pipeline file(s)");
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Result<ExitCode> {
+    let store = StateStore::open(&config.state_db)?;
+    let runs = store.runs(pipeline, limit)?;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        out!("no runs yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!(
+        "{:<44} {:<14} {:<20} {:>8} {:<10} {:>8} {:>8} {:>5}  error",
+        "run", "pipeline", "started (UTC)", "seconds", "status", "fetched", "written", "table"
+    );
+    for r in runs {
+        let secs = r
+            .ended_at
+            .map(|e| format!("{:.1}", (e - r.started_at).num_milliseconds() as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        let error = r
+            .error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("");
+        out!(
+            "{:<44} {:<14} {:<20} {:>8} {:<10} {:>8} {:>8} {:>5}  {}",
+            r.id,
+            r.pipeline,
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            secs,
+            r.status.as_str(),
+            r.rows_fetched,
+            r.rows_written,
+            r.table_version.map_or_else(|| "-".into(), |v| format!("v{v}")),
+            error
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -68,10 +68,16 @@ impl Config {
         let raw: ConfigFile = toml::from_str(&file.text).map_err(|e| {
             SpecError::Invalid(vec![file.diagnostic(e.span(), e.message().trim())])
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Absolute, so paths shown to users and written to the digest read cleanly.
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = base.canonicalize().map_err(|e| SpecError::io(base, e))?;
+        let base = base.as_path();
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+            normalize(&if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
         };
         let data_dir = resolve(&raw.data_dir);
         Ok(Self {
@@ -86,5 +92,46 @@ impl Config {
             keep_versions: raw.keep_versions,
             site: raw.site,
         })
+    }
+}
+
+/// Resolve `.` and `..` without touching the disk (the folder may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let dir = std::env::temp_dir().join(format!("goalpost-config-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("config")).unwrap();
+        let file = dir.join("config/goalpost.toml");
+        std::fs::write(&file, "data_dir = \"../data\"\npublish_dir = \"/srv/site\"\npipelines_dir = \"../pipelines\"\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        let root = dir.canonicalize().unwrap();
+        assert_eq!(c.data_dir, root.join("data"));
+        assert_eq!(c.state_db, root.join("data/state.sqlite"));
+        assert_eq!(c.publish_dir, PathBuf::from("/srv/site"));
+        assert_eq!(c.keep_versions, 10);
+        std::fs::write(&file, "data_dir = 1\n").unwrap();
+        let err = Config::load(&file).unwrap_err().to_string();
+        assert!(err.contains("goalpost.toml:1:12"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

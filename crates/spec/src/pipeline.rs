@@ -85,6 +85,20 @@ impl SourceSpec {
         }
     }
 
+    /// Where the rows come from, as written in the pipeline file (a path or URL).
+    pub fn location(&self) -> &str {
+        match self {
+            Self::File(f) => &f.path,
+        }
+    }
+
+    /// The public page about the dataset, if the pipeline names one.
+    pub fn link(&self) -> Option<&str> {
+        match self {
+            Self::File(f) => f.link.as_deref(),
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::File(_) => "file",

@@ -4,11 +4,13 @@ use arrow::record_batch::RecordBatch;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
+    #[error("table {table} does not exist yet")]
+    Missing { table: String },
     #[error("table {table} at {}: {source}", path.display())]
     Delta {
         table: String,
@@ -49,12 +51,24 @@ impl TableStore {
         }
     }
 
+    fn exists(&self, table: &str) -> bool {
+        self.path(table).join("_delta_log").is_dir()
+    }
+
+    /// A handle on the table: loaded at its latest version when it exists, otherwise an
+    /// uninitialised one that a first write creates.
     async fn handle(&self, table: &str) -> Result<DeltaTable, TableError> {
         let url = deltalake::ensure_table_uri(self.path(table).to_string_lossy())
             .map_err(|e| self.err(table, e))?;
-        DeltaTable::try_from_url(url)
-            .await
-            .map_err(|e| self.err(table, e))
+        if self.exists(table) {
+            deltalake::open_table(url)
+                .await
+                .map_err(|e| self.err(table, e))
+        } else {
+            DeltaTableBuilder::from_url(url)
+                .and_then(|b| b.build())
+                .map_err(|e| self.err(table, e))
+        }
     }
 
     /// Replace the table's contents with `batches` in one commit (a full refresh from a
@@ -96,7 +110,7 @@ impl TableStore {
 
     /// Open a table at its latest version, or `None` if it was never written.
     pub async fn open(&self, table: &str) -> Result<Option<DeltaTable>, TableError> {
-        if !self.path(table).join("_delta_log").is_dir() {
+        if !self.exists(table) {
             return Ok(None);
         }
         self.handle(table).await.map(Some)
