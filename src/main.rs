@@ -3,20 +3,30 @@
 //! The binary owns argument parsing and how errors and results are shown; the work is done by
 //! the crates under `crates/`.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use goalpost_runner::{Runner, SystemClock};
-use goalpost_spec::{load_pipelines, Config};
+use goalpost_spec::{Config, load_pipelines};
 use goalpost_state::StateStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "goalpost", version, about = "Open data in, goal progress and a transparency digest out")]
+#[command(
+    name = "goalpost",
+    version,
+    about = "Open data in, goal progress and a transparency digest out"
+)]
 struct Cli {
     /// Configuration file.
-    #[arg(short, long, global = true, env = "GOALPOST_CONFIG", default_value = "config/goalpost.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "GOALPOST_CONFIG",
+        default_value = "config/goalpost.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -112,7 +122,10 @@ async fn run(config: Config, ids: Vec<String>) -> Result<ExitCode> {
     }
     let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
     if configured.is_empty() {
-        bail!("no pipeline files (*.toml) in {}", config.pipelines_dir.display());
+        bail!(
+            "no pipeline files (*.toml) in {}",
+            config.pipelines_dir.display()
+        );
     }
     let runner = Runner::new(config, Arc::new(SystemClock));
     let mut failed = 0;
@@ -158,7 +171,10 @@ async fn run(config: Config, ids: Vec<String>) -> Result<ExitCode> {
         out!("Site:   {}", current.join("index.html").display());
         out!("        (current -> {})", shown.display());
     } else if current.exists() {
-        out!("Nothing published; the previous digest stays at {}", current.display());
+        out!(
+            "Nothing published; the previous digest stays at {}",
+            current.display()
+        );
     }
     Ok(if failed > 0 {
         eprintln!("{failed} of {} pipeline(s) failed", failed + succeeded);
@@ -215,12 +231,24 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
     }
     out!(
         "{:<44} {:<14} {:<20} {:>8} {:<10} {:>8} {:>8} {:>5}  error",
-        "run", "pipeline", "started (UTC)", "seconds", "status", "fetched", "written", "table"
+        "run",
+        "pipeline",
+        "started (UTC)",
+        "seconds",
+        "status",
+        "fetched",
+        "written",
+        "table"
     );
     for r in runs {
         let secs = r
             .ended_at
-            .map(|e| format!("{:.1}", (e - r.started_at).num_milliseconds() as f64 / 1000.0))
+            .map(|e| {
+                format!(
+                    "{:.1}",
+                    (e - r.started_at).num_milliseconds() as f64 / 1000.0
+                )
+            })
             .unwrap_or_else(|| "-".into());
         let error = r
             .error
@@ -236,7 +264,8 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
             r.status.as_str(),
             r.rows_fetched,
             r.rows_written,
-            r.table_version.map_or_else(|| "-".into(), |v| format!("v{v}")),
+            r.table_version
+                .map_or_else(|| "-".into(), |v| format!("v{v}")),
             error
         );
     }

@@ -142,7 +142,11 @@ pub async fn check_sql(pipeline: &Pipeline) -> Vec<Diagnostic> {
     let empty: Arc<dyn TableProvider> = match MemTable::try_new(schema, vec![vec![]]) {
         Ok(t) => Arc::new(t),
         Err(e) => {
-            out.push(pipeline.file.diagnostic(None, format!("cannot build the table's schema: {e}")));
+            out.push(
+                pipeline
+                    .file
+                    .diagnostic(None, format!("cannot build the table's schema: {e}")),
+            );
             return out;
         }
     };
@@ -186,6 +190,9 @@ fn clean_error(message: &str) -> String {
         m = m.strip_prefix(prefix).unwrap_or(m);
     }
     m.replace(&format!("{BASE}."), "")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Point at the offending name inside the SQL when the message names one.
@@ -203,7 +210,7 @@ fn locate_in_sql(
         .chars()
         .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
         .collect();
-    let name = name.rsplit('.').next()?.to_string();
+    let name = name.trim_end_matches('.').rsplit('.').next()?.to_string();
     if name.is_empty() {
         return None;
     }
@@ -320,7 +327,11 @@ fn points(
                 by.iter()
                     .map(|(name, a)| {
                         let a = a.as_string::<i32>();
-                        let v = if a.is_null(row) { "(none)".to_string() } else { a.value(row).to_string() };
+                        let v = if a.is_null(row) {
+                            "(none)".to_string()
+                        } else {
+                            a.value(row).to_string()
+                        };
                         (name.clone(), v)
                     })
                     .collect()
@@ -328,11 +339,21 @@ fn points(
             if !seen.insert((label.to_string(), group.clone())) {
                 return Err(format!(
                     "the query returns more than one row for period {label}{}; expected one row per period{}",
-                    if group.is_empty() { String::from(" (total)") } else { format!(" and {group:?}") },
-                    if indicator.by.is_empty() { "" } else { " and group (rows whose `by` columns are all NULL are the total)" }
+                    if group.is_empty() {
+                        String::from(" (total)")
+                    } else {
+                        format!(" and {group:?}")
+                    },
+                    if indicator.by.is_empty() {
+                        ""
+                    } else {
+                        " and group (rows whose `by` columns are all NULL are the total)"
+                    }
                 ));
             }
-            let v = (!value.is_null(row)).then(|| value.value(row)).filter(|v| v.is_finite());
+            let v = (!value.is_null(row))
+                .then(|| value.value(row))
+                .filter(|v| v.is_finite());
             points.push(Point {
                 period: label.to_string(),
                 start: p.start(),

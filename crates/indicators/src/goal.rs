@@ -104,7 +104,11 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
         .map_or(point.end, |d| d + Days::new(1));
     let span = (target_end - baseline_end).num_days() as f64;
     let elapsed = (point.end - baseline_end).num_days() as f64;
-    let fraction = if span > 0.0 { (elapsed / span).clamp(0.0, 1.0) } else { 1.0 };
+    let fraction = if span > 0.0 {
+        (elapsed / span).clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     let expected = base + fraction * (target - base);
     let sign = match better {
         Better::Higher => 1.0,
@@ -117,11 +121,17 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
     j.expected_value = Some(expected);
     j.progress = (distance > 0.0).then(|| sign * (value - base) / distance);
     (j.status, j.reason) = if sign * (value - target) >= 0.0 {
-        (GoalStatus::Met, format!("{} is at or beyond the target", point.period))
+        (
+            GoalStatus::Met,
+            format!("{} is at or beyond the target", point.period),
+        )
     } else if behind <= 0.0 {
         (
             GoalStatus::OnTrack,
-            format!("{} is at or beyond the expected value for its period", point.period),
+            format!(
+                "{} is at or beyond the expected value for its period",
+                point.period
+            ),
         )
     } else if behind <= tolerance * distance {
         (

@@ -14,6 +14,6 @@ mod engine;
 mod goal;
 mod period_udf;
 
-pub use engine::{check_sql, compute, IndicatorError, Point, Series};
-pub use goal::{judge, GoalStatus, Judgement};
+pub use engine::{IndicatorError, Point, Series, check_sql, compute};
+pub use goal::{GoalStatus, Judgement, judge};
 pub use period_udf::PeriodUdf;

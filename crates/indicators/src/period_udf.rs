@@ -4,7 +4,7 @@ use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
-use datafusion::common::{exec_err, Result};
+use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -40,17 +40,15 @@ impl PeriodUdf {
         for day in days {
             match day {
                 None => out.append_null(),
-                Some(d) => {
-                    match &last {
-                        Some((p, label)) if d >= p.start() && d < p.end() => out.append_value(label),
-                        _ => {
-                            let p = Period::containing(self.kind, d, self.fiscal_start);
-                            let label = p.label();
-                            out.append_value(&label);
-                            last = Some((p, label));
-                        }
+                Some(d) => match &last {
+                    Some((p, label)) if d >= p.start() && d < p.end() => out.append_value(label),
+                    _ => {
+                        let p = Period::containing(self.kind, d, self.fiscal_start);
+                        let label = p.label();
+                        out.append_value(&label);
+                        last = Some((p, label));
                     }
-                }
+                },
             }
         }
         Arc::new(out.finish())

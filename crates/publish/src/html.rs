@@ -4,7 +4,7 @@
 
 use crate::digest::{Digest, GoalDigest, IndicatorDigest};
 use minijinja::value::Serde;
-use minijinja::{context, Environment, Value};
+use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 const INDEX: &str = include_str!("../templates/index.html");
@@ -68,7 +68,9 @@ fn status_label(status: &str) -> &'static str {
 /// A number with thousands separators and a fixed number of decimals.
 pub(crate) fn format_number(v: f64, decimals: u8) -> String {
     let s = format!("{:.*}", usize::from(decimals), v.abs());
-    let (int, frac) = s.split_once('.').map_or((s.as_str(), None), |(i, f)| (i, Some(f)));
+    let (int, frac) = s
+        .split_once('.')
+        .map_or((s.as_str(), None), |(i, f)| (i, Some(f)));
     let mut grouped = String::with_capacity(int.len() + int.len() / 3);
     for (i, c) in int.chars().enumerate() {
         if i > 0 && (int.len() - i) % 3 == 0 {
@@ -76,7 +78,11 @@ pub(crate) fn format_number(v: f64, decimals: u8) -> String {
         }
         grouped.push(c);
     }
-    let sign = if v < 0.0 && s.bytes().any(|b| b.is_ascii_digit() && b != b'0') { "-" } else { "" };
+    let sign = if v < 0.0 && s.bytes().any(|b| b.is_ascii_digit() && b != b'0') {
+        "-"
+    } else {
+        ""
+    };
     match frac {
         Some(f) => format!("{sign}{grouped}.{f}"),
         None => format!("{sign}{grouped}"),
@@ -92,7 +98,11 @@ fn with_unit(v: f64, decimals: Option<u8>, unit: Option<&str>) -> String {
     }
 }
 
-fn goal_view<'a>(g: &'a GoalDigest, dataset: &'a str, p: &'a crate::digest::PipelineDigest) -> GoalView<'a> {
+fn goal_view<'a>(
+    g: &'a GoalDigest,
+    dataset: &'a str,
+    p: &'a crate::digest::PipelineDigest,
+) -> GoalView<'a> {
     let fmt = |v: f64| with_unit(v, g.decimals, g.unit.as_deref());
     GoalView {
         id: &g.id,
@@ -100,8 +110,14 @@ fn goal_view<'a>(g: &'a GoalDigest, dataset: &'a str, p: &'a crate::digest::Pipe
         status: &g.status,
         status_label: status_label(&g.status),
         status_reason: &g.status_reason,
-        latest: g.latest.as_ref().map_or_else(|| "—".into(), |l| fmt(l.value)),
-        latest_period: g.latest.as_ref().map_or_else(String::new, |l| l.period.clone()),
+        latest: g
+            .latest
+            .as_ref()
+            .map_or_else(|| "—".into(), |l| fmt(l.value)),
+        latest_period: g
+            .latest
+            .as_ref()
+            .map_or_else(String::new, |l| l.period.clone()),
         expected: g.expected.map_or_else(|| "—".into(), fmt),
         target: fmt(g.target.value),
         target_by: g.target.by.format("%-d %B %Y").to_string(),
@@ -153,7 +169,10 @@ pub(crate) fn render_index(digest: &Digest) -> Result<String, minijinja::Error> 
         let idx = match departments.iter().position(|d| d.name == name) {
             Some(i) => i,
             None => {
-                departments.push(Department { name, goals: Vec::new() });
+                departments.push(Department {
+                    name,
+                    goals: Vec::new(),
+                });
                 departments.len() - 1
             }
         };
@@ -170,7 +189,12 @@ pub(crate) fn render_index(digest: &Digest) -> Result<String, minijinja::Error> 
             description: p.description.as_deref().unwrap_or(""),
             refreshed: p.refreshed_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             as_of: p.as_of.format("%-d %B %Y").to_string(),
-            table: format!("{} (version {}, {} rows)", p.table.name, p.table.version, format_number(p.table.rows as f64, 0)),
+            table: format!(
+                "{} (version {}, {} rows)",
+                p.table.name,
+                p.table.version,
+                format_number(p.table.rows as f64, 0)
+            ),
             sources: p
                 .sources
                 .iter()

@@ -13,7 +13,7 @@ mod parquet_out;
 mod publisher;
 
 pub use digest::{
-    BaselineInfo, Digest, GoalDigest, IndicatorDigest, LatestFigure, PipelineDigest, Provenance,
-    SeriesPoint, SiteInfo, SourceInfo, Summary, TableInfo, TargetInfo, DIGEST_SCHEMA_VERSION,
+    BaselineInfo, DIGEST_SCHEMA_VERSION, Digest, GoalDigest, IndicatorDigest, LatestFigure,
+    PipelineDigest, Provenance, SeriesPoint, SiteInfo, SourceInfo, Summary, TableInfo, TargetInfo,
 };
 pub use publisher::{PublishError, Publisher};

@@ -97,7 +97,10 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
     RecordBatch::try_new(schema(), columns)
 }
 
-pub(crate) fn write(digest: &Digest, out: impl Write + Send) -> Result<(), parquet::errors::ParquetError> {
+pub(crate) fn write(
+    digest: &Digest,
+    out: impl Write + Send,
+) -> Result<(), parquet::errors::ParquetError> {
     let batch = batch(digest)?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))

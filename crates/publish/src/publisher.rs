@@ -174,7 +174,5 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), PublishError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }

@@ -1,7 +1,7 @@
 //! From indicator series and goal judgements to the pipeline's part of the digest.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use goalpost_indicators::{judge, Point, Series};
+use goalpost_indicators::{Point, Series, judge};
 use goalpost_publish::{
     BaselineInfo, GoalDigest, IndicatorDigest, LatestFigure, PipelineDigest, Provenance,
     SeriesPoint, SourceInfo, TableInfo, TargetInfo,
@@ -61,7 +61,9 @@ pub(crate) fn pipeline_digest(
         .iter()
         .filter_map(|goal| {
             let spec = pipeline.indicator(goal.indicator.get_ref())?;
-            let s = series.iter().find(|s| &s.indicator == goal.indicator.get_ref())?;
+            let s = series
+                .iter()
+                .find(|s| &s.indicator == goal.indicator.get_ref())?;
             let j = judge(pipeline, goal, s, as_of);
             Some(GoalDigest {
                 id: goal.id().to_string(),

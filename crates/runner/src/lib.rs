@@ -14,9 +14,9 @@ mod digest_build;
 pub use clock::{Clock, FixedClock, SystemClock};
 
 use chrono::{DateTime, Utc};
-use goalpost_fetch::{open_source, FetchError};
+use goalpost_fetch::{FetchError, open_source};
 use goalpost_indicators::IndicatorError;
-use goalpost_publish::{Digest, PublishError, Publisher, Summary, DIGEST_SCHEMA_VERSION};
+use goalpost_publish::{DIGEST_SCHEMA_VERSION, Digest, PublishError, Publisher, Summary};
 use goalpost_spec::{Config, Pipeline, SpecError};
 use goalpost_state::{RunEnd, StateError, StateStore};
 use goalpost_table::{MapError, TableError, TableStore};
@@ -78,7 +78,11 @@ impl Runner {
 
     fn new_run_id(&self, pipeline: &str, at: DateTime<Utc>) -> String {
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        format!("{}-{pipeline}-{}", at.format("%Y%m%dT%H%M%S%3fZ"), &tag[..6])
+        format!(
+            "{}-{pipeline}-{}",
+            at.format("%Y%m%dT%H%M%S%3fZ"),
+            &tag[..6]
+        )
     }
 
     /// Record a pipeline that could not even be loaded as a failed run, so the run history
@@ -101,7 +105,11 @@ impl Runner {
 
     /// Run one pipeline. `configured` lists every pipeline id currently configured: the
     /// digest keeps their last published parts and drops parts of pipelines no longer there.
-    pub async fn run(&self, pipeline: &Pipeline, configured: &[String]) -> Result<RunReport, RunError> {
+    pub async fn run(
+        &self,
+        pipeline: &Pipeline,
+        configured: &[String],
+    ) -> Result<RunReport, RunError> {
         let started = self.clock.now();
         let run_id = self.new_run_id(&pipeline.id, started);
         let state = self.state()?;
@@ -109,7 +117,9 @@ impl Runner {
         let span = tracing::info_span!("run", run_id = %run_id, pipeline = %pipeline.id);
         let _guard = span.enter();
         let mut progress = RunEnd::default();
-        let result = self.stages(pipeline, configured, &run_id, &mut progress).await;
+        let result = self
+            .stages(pipeline, configured, &run_id, &mut progress)
+            .await;
         let end = self.clock.now();
         match &result {
             Ok(report) => {
@@ -146,7 +156,12 @@ impl Runner {
             let mut rows = 0u64;
             while let Some(page) = source.next_page().await? {
                 rows += page.num_rows() as u64;
-                batches.push(goalpost_table::map_page(&page, table_spec, spec.fields(), pipeline.tz)?);
+                batches.push(goalpost_table::map_page(
+                    &page,
+                    table_spec,
+                    spec.fields(),
+                    pipeline.tz,
+                )?);
             }
             tracing::info!(source = %source.describe(), rows, "fetched");
             progress.rows_fetched += rows;
@@ -166,17 +181,19 @@ impl Runner {
         progress.table_version = Some(write.version);
 
         // Figures and judgements from the version just written.
-        let table = store.open(table_name).await?.ok_or_else(|| TableError::Missing {
-            table: table_name.clone(),
-        })?;
+        let table = store
+            .open(table_name)
+            .await?
+            .ok_or_else(|| TableError::Missing {
+                table: table_name.clone(),
+            })?;
         let now = self.clock.now();
         let as_of = pipeline
             .as_of
             .unwrap_or_else(|| now.with_timezone(&pipeline.tz).date_naive());
         let series = goalpost_indicators::compute(pipeline, &table, as_of).await?;
-        let section = digest_build::pipeline_digest(
-            pipeline, run_id, now, as_of, &write, sources, &series,
-        );
+        let section =
+            digest_build::pipeline_digest(pipeline, run_id, now, as_of, &write, sources, &series);
 
         // Merge into the current digest and publish, under the publish lock.
         let publisher = Publisher::new(&self.config.publish_dir, self.config.keep_versions);

@@ -65,9 +65,8 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError::io(path, e))?;
         let file = SourceFile::new(path, text);
-        let raw: ConfigFile = toml::from_str(&file.text).map_err(|e| {
-            SpecError::Invalid(vec![file.diagnostic(e.span(), e.message().trim())])
-        })?;
+        let raw: ConfigFile = toml::from_str(&file.text)
+            .map_err(|e| SpecError::Invalid(vec![file.diagnostic(e.span(), e.message().trim())]))?;
         // Absolute, so paths shown to users and written to the digest read cleanly.
         let base = path
             .parent()
@@ -77,7 +76,11 @@ impl Config {
         let base = base.as_path();
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            normalize(&if p.is_absolute() { p.to_path_buf() } else { base.join(p) })
+            normalize(&if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            })
         };
         let data_dir = resolve(&raw.data_dir);
         Ok(Self {

@@ -12,8 +12,8 @@
 
 mod config;
 mod diagnostic;
-mod pipeline;
 pub mod period;
+mod pipeline;
 mod validate;
 
 pub use config::{Config, SiteSpec};
@@ -22,7 +22,7 @@ pub use pipeline::{
     Baseline, Better, ColumnSpec, ColumnType, FileFormat, FileSource, GoalSpec, IndicatorSpec,
     Pipeline, PipelineSpec, SourceSpec, TableSpec, Target,
 };
-pub use validate::{load_pipeline, load_pipelines, LoadedPipelines};
+pub use validate::{LoadedPipelines, load_pipeline, load_pipelines};
 
 /// Re-exported so callers can name spans without depending on serde_spanned themselves.
 pub use serde_spanned::Spanned;

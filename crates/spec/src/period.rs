@@ -84,9 +84,7 @@ impl Period {
         let fiscal_start = fiscal_start.clamp(1, 12);
         let start = match kind {
             PeriodKind::Day => date,
-            PeriodKind::Week => {
-                date - Days::new(u64::from(date.weekday().num_days_from_monday()))
-            }
+            PeriodKind::Week => date - Days::new(u64::from(date.weekday().num_days_from_monday())),
             PeriodKind::Month => first_of_month(date.year(), date.month()),
             PeriodKind::Quarter => first_of_month(date.year(), (date.month() - 1) / 3 * 3 + 1),
             PeriodKind::Year => first_of_month(date.year(), 1),

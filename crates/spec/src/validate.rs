@@ -219,7 +219,10 @@ impl Checker<'_> {
             );
         }
         if table.columns.is_empty() {
-            self.push(None, "[table.columns] is empty; expected at least one column".into());
+            self.push(
+                None,
+                "[table.columns] is empty; expected at least one column".into(),
+            );
         }
         for (name, column) in &table.columns {
             if !is_identifier(name.get_ref()) {
@@ -242,7 +245,14 @@ impl Checker<'_> {
             }
             if let Some(tz) = &column.tz {
                 if column.kind != ColumnType::Timestamp {
-                    self.at(tz, format!("tz is only for timestamp columns; {:?} is {}", name.get_ref(), column.kind.as_str()));
+                    self.at(
+                        tz,
+                        format!(
+                            "tz is only for timestamp columns; {:?} is {}",
+                            name.get_ref(),
+                            column.kind.as_str()
+                        ),
+                    );
                 }
                 self.check_tz(tz);
             }
@@ -299,7 +309,10 @@ impl Checker<'_> {
                 );
             }
             if !ids.insert(ind.id.get_ref().as_str()) {
-                self.at(&ind.id, format!("indicator id {:?} is used twice", ind.id.get_ref()));
+                self.at(
+                    &ind.id,
+                    format!("indicator id {:?} is used twice", ind.id.get_ref()),
+                );
             }
             match &ind.time {
                 Some(time) => self.check_time_column(spec, time),
@@ -337,27 +350,43 @@ impl Checker<'_> {
             if !goal_ids.insert(goal.id().to_string()) {
                 self.at(
                     goal.id.as_ref().unwrap_or(&goal.indicator),
-                    format!("goal id {:?} is used twice; give one of them an `id`", goal.id()),
+                    format!(
+                        "goal id {:?} is used twice; give one of them an `id`",
+                        goal.id()
+                    ),
                 );
             }
             let target_date = self.date(&goal.target.by, "target.by");
             if let Some(t) = goal.tolerance
                 && !(0.0..=1.0).contains(&t)
             {
-                self.at(&goal.indicator, format!("tolerance {t} is out of range; expected a share from 0 to 1 (0.1 = 10 %)"));
+                self.at(
+                    &goal.indicator,
+                    format!(
+                        "tolerance {t} is out of range; expected a share from 0 to 1 (0.1 = 10 %)"
+                    ),
+                );
             }
             let Some(ind) = spec
                 .indicators
                 .iter()
                 .find(|i| i.id.get_ref() == goal.indicator.get_ref())
             else {
-                let known: Vec<&str> = spec.indicators.iter().map(|i| i.id.get_ref().as_str()).collect();
+                let known: Vec<&str> = spec
+                    .indicators
+                    .iter()
+                    .map(|i| i.id.get_ref().as_str())
+                    .collect();
                 self.at(
                     &goal.indicator,
                     format!(
                         "goal names indicator {:?}, which is not defined; the pipeline has: {}",
                         goal.indicator.get_ref(),
-                        if known.is_empty() { "no indicators".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "no indicators".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
                 continue;
@@ -372,9 +401,16 @@ impl Checker<'_> {
                 );
             }
             if (goal.baseline.value - goal.target.value).abs() < f64::EPSILON {
-                self.at(&goal.baseline.period, "baseline and target values are equal; a goal needs a distance to cover".into());
+                self.at(
+                    &goal.baseline.period,
+                    "baseline and target values are equal; a goal needs a distance to cover".into(),
+                );
             }
-            match Period::parse(ind.period, goal.baseline.period.get_ref(), spec.fiscal_year_start) {
+            match Period::parse(
+                ind.period,
+                goal.baseline.period.get_ref(),
+                spec.fiscal_year_start,
+            ) {
                 None => self.at(
                     &goal.baseline.period,
                     format!(

@@ -7,7 +7,7 @@
 //! in place.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -122,14 +122,20 @@ impl StateStore {
         };
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
             tx.commit().map_err(err)?;
         }
         Ok(Self {
@@ -226,7 +232,9 @@ impl StateStore {
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
         let pipeline: Option<String> = self
             .conn
-            .query_row("SELECT pipeline FROM runs WHERE id = ?1", [id], |r| r.get(0))
+            .query_row("SELECT pipeline FROM runs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(|e| self.err(e))?;
         let Some(pipeline) = pipeline else {
@@ -268,7 +276,10 @@ mod tests {
         // Reopening applies no migration twice.
         let store = StateStore::open(&path).unwrap();
         let runs = store.runs(None, 10).unwrap();
-        assert_eq!(runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r2", "r1"]);
+        assert_eq!(
+            runs.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["r2", "r1"]
+        );
         assert_eq!(runs[1].status, RunStatus::Failed);
         assert_eq!(runs[1].error.as_deref(), Some("boom"));
         assert_eq!(runs[1].ended_at, Some(t(5)));

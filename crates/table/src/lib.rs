@@ -13,7 +13,7 @@ mod mapping;
 mod parse;
 mod store;
 
-pub use mapping::{map_page, MapError, ValueError};
+pub use mapping::{MapError, ValueError, map_page};
 pub use store::{TableError, TableStore, TableWrite};
 
 /// Delta Lake, re-exported so callers open tables with the same crate version.

@@ -1,6 +1,6 @@
 //! Raw page → typed batch.
 
-use crate::parse::{self, TimestampParser, TIMESTAMP_FORMS};
+use crate::parse::{self, TIMESTAMP_FORMS, TimestampParser};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
     StringArray, TimestampMicrosecondBuilder,
@@ -198,9 +198,13 @@ pub fn map_page(
                     Some(f) => format!("a timestamp in the form {f:?}"),
                     None => format!("a timestamp ({TIMESTAMP_FORMS})"),
                 };
-                typed(&raw, &mut report, &expected, |s| parser.parse(s), |v| {
-                    b.append_option(v)
-                });
+                typed(
+                    &raw,
+                    &mut report,
+                    &expected,
+                    |s| parser.parse(s),
+                    |v| b.append_option(v),
+                );
                 Arc::new(b.finish())
             }
         };

@@ -27,7 +27,11 @@ pub(crate) struct TimestampParser<'a> {
 
 impl<'a> TimestampParser<'a> {
     pub(crate) fn new(tz: Tz, format: Option<&'a str>) -> Self {
-        Self { tz, format, last: 0 }
+        Self {
+            tz,
+            format,
+            last: 0,
+        }
     }
 
     /// Microseconds since the epoch (UTC).
@@ -101,7 +105,8 @@ pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
         .or_else(|| {
             let head = s.get(..10)?;
             let rest = s.get(10..)?;
-            (rest.starts_with(['T', ' '])).then(|| NaiveDate::parse_from_str(head, "%Y-%m-%d").ok())?
+            (rest.starts_with(['T', ' ']))
+                .then(|| NaiveDate::parse_from_str(head, "%Y-%m-%d").ok())?
         })
 }
 
@@ -138,12 +143,27 @@ mod tests {
     fn floating_and_us_local_times_are_read_in_the_zone() {
         let mut p = TimestampParser::new(chrono_tz::America::New_York, None);
         // November: EST, UTC-5.
-        assert_eq!(p.parse("2012-11-20T07:50:59.000"), Some(utc("2012-11-20T12:50:59Z")));
+        assert_eq!(
+            p.parse("2012-11-20T07:50:59.000"),
+            Some(utc("2012-11-20T12:50:59Z"))
+        );
         // June: EDT, UTC-4.
-        assert_eq!(p.parse("06/26/2018 10:58:54 AM"), Some(utc("2018-06-26T14:58:54Z")));
-        assert_eq!(p.parse("06/26/2018 12:50:01 PM"), Some(utc("2018-06-26T16:50:01Z")));
-        assert_eq!(p.parse("2018-06-26T10:58:54-07:00"), Some(utc("2018-06-26T17:58:54Z")));
-        assert_eq!(p.parse("2018-06-26T10:58:54Z"), Some(utc("2018-06-26T10:58:54Z")));
+        assert_eq!(
+            p.parse("06/26/2018 10:58:54 AM"),
+            Some(utc("2018-06-26T14:58:54Z"))
+        );
+        assert_eq!(
+            p.parse("06/26/2018 12:50:01 PM"),
+            Some(utc("2018-06-26T16:50:01Z"))
+        );
+        assert_eq!(
+            p.parse("2018-06-26T10:58:54-07:00"),
+            Some(utc("2018-06-26T17:58:54Z"))
+        );
+        assert_eq!(
+            p.parse("2018-06-26T10:58:54Z"),
+            Some(utc("2018-06-26T10:58:54Z"))
+        );
         assert_eq!(p.parse("13/45/2018 10:58:54 AM"), None);
         assert_eq!(p.parse("soon"), None);
     }
@@ -152,9 +172,15 @@ mod tests {
     fn dst_edges_are_resolved_as_documented() {
         let mut p = TimestampParser::new(chrono_tz::America::New_York, None);
         // 2018-11-04 01:30 happens twice: take the first (EDT, UTC-4).
-        assert_eq!(p.parse("2018-11-04T01:30:00"), Some(utc("2018-11-04T05:30:00Z")));
+        assert_eq!(
+            p.parse("2018-11-04T01:30:00"),
+            Some(utc("2018-11-04T05:30:00Z"))
+        );
         // 2018-03-11 02:30 does not exist: read as 03:30 EDT.
-        assert_eq!(p.parse("2018-03-11T02:30:00"), Some(utc("2018-03-11T07:30:00Z")));
+        assert_eq!(
+            p.parse("2018-03-11T02:30:00"),
+            Some(utc("2018-03-11T07:30:00Z"))
+        );
     }
 
     #[test]
@@ -165,6 +191,9 @@ mod tests {
         assert_eq!(parse_f64("NaN"), None);
         assert_eq!(parse_bool("Y"), Some(true));
         assert_eq!(parse_bool("maybe"), None);
-        assert_eq!(parse_date("2012-11-20T07:50:59.000"), NaiveDate::from_ymd_opt(2012, 11, 20));
+        assert_eq!(
+            parse_date("2012-11-20T07:50:59.000"),
+            NaiveDate::from_ymd_opt(2012, 11, 20)
+        );
     }
 }

@@ -16,7 +16,7 @@ pub enum TableError {
         table: String,
         path: PathBuf,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
 }
 
@@ -47,7 +47,7 @@ impl TableStore {
         TableError::Delta {
             table: table.to_string(),
             path: self.path(table),
-            source,
+            source: Box::new(source),
         }
     }
 

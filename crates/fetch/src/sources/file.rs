@@ -156,7 +156,10 @@ fn append_object(
     let Value::Object(map) = value else {
         return Err(FetchError::Decode {
             origin: origin.to_string(),
-            message: format!("record {record}: expected a JSON object, found {}", json_kind(value)),
+            message: format!(
+                "record {record}: expected a JSON object, found {}",
+                json_kind(value)
+            ),
         });
     };
     for (k, v) in map {
@@ -169,7 +172,11 @@ fn append_object(
 
 impl State {
     /// Read up to `page_size` rows. Blocking file I/O: run off the async runtime.
-    fn read_page(&mut self, path: &Path, page_size: usize) -> Result<Option<(RawBatchBuilder, RowOrigin, bool)>, FetchError> {
+    fn read_page(
+        &mut self,
+        path: &Path,
+        page_size: usize,
+    ) -> Result<Option<(RawBatchBuilder, RowOrigin, bool)>, FetchError> {
         let origin = path.display().to_string();
         match self {
             State::Done => Ok(None),
@@ -223,10 +230,11 @@ impl State {
                     if text.trim().is_empty() {
                         continue;
                     }
-                    let value: Value = serde_json::from_str(&text).map_err(|e| FetchError::Json {
-                        path: path.to_path_buf(),
-                        message: format!("line {}: {e}", *line),
-                    })?;
+                    let value: Value =
+                        serde_json::from_str(&text).map_err(|e| FetchError::Json {
+                            path: path.to_path_buf(),
+                            message: format!("line {}: {e}", *line),
+                        })?;
                     append_object(&mut b, &value, &origin, *line)?;
                     at.push(*line);
                 }
@@ -315,7 +323,10 @@ mod tests {
         assert_eq!(pages[1].locate(0), "line 5");
         let note = pages[1].batch.column(1).as_string::<i32>();
         assert!(note.is_null(0), "empty cell is missing");
-        assert_eq!(pages[0].batch.column(1).as_string::<i32>().value(1), "two\nlines");
+        assert_eq!(
+            pages[0].batch.column(1).as_string::<i32>().value(1),
+            "two\nlines"
+        );
     }
 
     #[tokio::test]
@@ -345,14 +356,23 @@ mod tests {
         std::fs::write(dir.path().join("a.csv"), "id,x\n1,2\n3\n").unwrap();
         let mut src = FileReader::open(&cfg("a.csv", 10), dir.path()).unwrap();
         let err = src.next_page().await.unwrap_err().to_string();
-        assert!(err.contains("a.csv:3: row has 1 fields; expected 2"), "{err}");
+        assert!(
+            err.contains("a.csv:3: row has 1 fields; expected 2"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn json_that_is_not_an_array_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), r#"{"code":"x"}"#).unwrap();
-        let err = FileReader::open(&cfg("a.json", 10), dir.path()).err().unwrap().to_string();
-        assert!(err.contains("expected a JSON array of objects, found an object"), "{err}");
+        let err = FileReader::open(&cfg("a.json", 10), dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("expected a JSON array of objects, found an object"),
+            "{err}"
+        );
     }
 }

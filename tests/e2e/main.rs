@@ -1,0 +1,117 @@
+//! End-to-end tests of the `goalpost` binary, each in its own temporary project folder.
+//!
+//! Expected figures are computed here from the raw fixture files with plain Rust, never
+//! copied from goalpost's output.
+
+mod demo;
+mod failures;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's root (where Cargo.toml is).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn demo_dir() -> PathBuf {
+    repo().join("pipelines/demo")
+}
+
+/// A project folder with its own config, data and publish dirs, reading pipelines from
+/// `pipelines`.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(pipelines: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("config")).unwrap();
+        std::fs::write(
+            dir.path().join("config/goalpost.toml"),
+            format!(
+                "data_dir = \"../data\"\npublish_dir = \"../publish\"\npipelines_dir = {:?}\n\n[site]\ntitle = \"Test <city> & goals\"\n",
+                pipelines.display().to_string()
+            ),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn goalpost(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_goalpost"))
+            .arg("--config")
+            .arg(self.path().join("config/goalpost.toml"))
+            .args(args)
+            .env_remove("GOALPOST_CONFIG")
+            .env("RUST_LOG", "error")
+            .output()
+            .expect("run goalpost")
+    }
+
+    /// Run and insist it succeeded.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.goalpost(args);
+        assert!(
+            out.status.success(),
+            "goalpost {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn current(&self) -> PathBuf {
+        self.path().join("publish/current")
+    }
+
+    pub fn digest(&self) -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(self.current().join("digest.json")).expect("digest.json");
+        serde_json::from_str(&text).expect("digest.json is JSON")
+    }
+}
+
+/// The goal `id` of pipeline `pipeline` in a digest.
+pub fn goal<'a>(digest: &'a serde_json::Value, pipeline: &str, id: &str) -> &'a serde_json::Value {
+    let p = digest["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == pipeline)
+        .unwrap_or_else(|| panic!("pipeline {pipeline} in digest"));
+    p["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == id)
+        .unwrap_or_else(|| panic!("goal {id} in digest"))
+}
+
+/// The value of an indicator's total for a period.
+pub fn figure(
+    digest: &serde_json::Value,
+    pipeline: &str,
+    indicator: &str,
+    period: &str,
+) -> Option<f64> {
+    let p = digest["pipelines"]
+        .as_array()?
+        .iter()
+        .find(|p| p["id"] == pipeline)?;
+    let ind = p["indicators"]
+        .as_array()?
+        .iter()
+        .find(|i| i["id"] == indicator)?;
+    ind["series"]
+        .as_array()?
+        .iter()
+        .find(|s| s["period"] == period && s.get("group").is_none())?["value"]
+        .as_f64()
+}

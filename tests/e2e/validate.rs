@@ -1,0 +1,91 @@
+//! `goalpost validate` reports every problem with file, line and column.
+
+use crate::failures::bike_pipeline;
+use crate::{Project, repo};
+
+/// 1-based line and column of the first occurrence of `needle` (after `after`, if given).
+fn position(text: &str, needle: &str, after: Option<&str>) -> (usize, usize) {
+    let start = after.map_or(0, |a| text.find(a).unwrap());
+    let at = start + text[start..].find(needle).unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+#[test]
+fn validate_reports_each_broken_file_with_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let good =
+        bike_pipeline(&repo().join("pipelines/demo/data/bike_counts/bike_counts_page_1.json"));
+    let mut expected = Vec::new();
+
+    // Unknown key in [table].
+    let text = good.replace(
+        "time = \"counted_at\"",
+        "time = \"counted_at\"\npartition_by = \"day\"",
+    );
+    let (l, c) = position(&text, "partition_by", None);
+    expected.push(format!(
+        "unknown-key.toml:{l}:{c}: unknown field `partition_by`"
+    ));
+    std::fs::write(dir.path().join("unknown-key.toml"), text).unwrap();
+
+    // A column type that does not exist.
+    let text = good.replace(r#"type = "int64""#, r#"type = "integer""#);
+    let (l, _) = position(&text, r#""integer""#, None);
+    expected.push(format!("wrong-type.toml:{l}:"));
+    std::fs::write(dir.path().join("wrong-type.toml"), text).unwrap();
+
+    // A goal naming an indicator that is not defined, and a bad time zone, in one file.
+    let text = good
+        .replace(
+            r#"indicator = "daily-bicycles""#,
+            r#"indicator = "daily-bikes""#,
+        )
+        .replace("America/New_York", "America/Gotham");
+    let (l, c) = position(&text, r#""daily-bikes""#, None);
+    expected.push(format!(
+        "two-errors.toml:{l}:{c}: goal names indicator \"daily-bikes\", which is not defined; the pipeline has: daily-bicycles"
+    ));
+    let (l, c) = position(&text, r#""America/Gotham""#, None);
+    expected.push(format!(
+        "two-errors.toml:{l}:{c}: unknown time zone \"America/Gotham\""
+    ));
+    std::fs::write(dir.path().join("two-errors.toml"), text).unwrap();
+
+    // Indicator SQL naming a column the table does not have: found by planning against the
+    // declared schema, pointed at the name inside the SQL.
+    let text = good.replace("sum(bicycles)", "sum(bikes)");
+    let (l, c) = position(&text, "bikes)", Some("sql = "));
+    expected.push(format!(
+        "missing-column.toml:{l}:{c}: indicator \"daily-bicycles\": No field named bikes"
+    ));
+    std::fs::write(dir.path().join("missing-column.toml"), text).unwrap();
+
+    // A wrong value type for a known key.
+    let text = good.replace(r#"period = "day""#, "period = 7");
+    let (l, _) = position(&text, "period = 7", None);
+    expected.push(format!("wrong-value.toml:{l}:"));
+    std::fs::write(dir.path().join("wrong-value.toml"), text).unwrap();
+
+    // And one good file, which is not reported.
+    std::fs::write(dir.path().join("good.toml"), &good).unwrap();
+
+    let project = Project::new(dir.path());
+    let out = project.goalpost(&["validate"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for e in &expected {
+        assert!(
+            stdout.lines().any(|line| line.contains(e)),
+            "expected a line containing {e:?} in:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("good.toml"), "{stdout}");
+    assert_eq!(stdout.lines().count(), expected.len(), "{stdout}");
+
+    // The bundled demo is valid.
+    let demo = Project::new(&repo().join("pipelines/demo"));
+    let out = demo.ok(&["validate"]);
+    assert!(out.contains("3 pipeline file(s)"), "{out}");
+}
