@@ -154,3 +154,149 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
     };
     j
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Point;
+    use goalpost_spec::period::{Period, PeriodKind};
+
+    /// A pipeline with one monthly indicator and one goal: baseline 50 in 2025-06 (the line
+    /// starts on 1 July 2025), target 100 by 2026-06-30 (the line ends on 1 July 2026).
+    fn pipeline(better: &str, tolerance: &str) -> Pipeline {
+        let text = format!(
+            r#"title = "t"
+timezone = "America/New_York"
+[[source]]
+kind = "file"
+path = "Cargo.toml"
+[table]
+name = "t"
+time = "at"
+[table.columns]
+at = {{ type = "timestamp" }}
+[[indicator]]
+id = "x"
+title = "x"
+better = "{better}"
+sql = "SELECT period, count(*) AS value FROM t GROUP BY period"
+[[goal]]
+indicator = "x"
+{tolerance}
+baseline = {{ period = "2025-06", value = 50 }}
+target = {{ value = {target}, by = "2026-06-30" }}
+"#,
+            target = if better == "higher" { 100 } else { 0 },
+        );
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("goal-test.toml");
+        goalpost_spec::parse_pipeline(&path, &text).unwrap()
+    }
+
+    fn series(points: &[(&str, Option<f64>)], as_of: NaiveDate) -> Series {
+        Series {
+            indicator: "x".into(),
+            period: PeriodKind::Month,
+            points: points
+                .iter()
+                .map(|(label, value)| {
+                    let p = Period::parse(PeriodKind::Month, label, 7).unwrap();
+                    Point {
+                        period: label.to_string(),
+                        start: p.start(),
+                        end: p.end(),
+                        group: vec![],
+                        value: *value,
+                        partial: p.end() > as_of,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn status(
+        better: &str,
+        tolerance: &str,
+        points: &[(&str, Option<f64>)],
+        as_of: NaiveDate,
+    ) -> Judgement {
+        let p = pipeline(better, tolerance);
+        judge(&p, &p.spec.goals[0], &series(points, as_of), as_of)
+    }
+
+    #[test]
+    fn status_follows_the_straight_line_from_baseline_to_target() {
+        // End of December 2025 = 1 January 2026: 184 of 365 days along, expected 75.2.
+        let as_of = d(2026, 1, 15);
+        let expected = 50.0 + 50.0 * 184.0 / 365.0;
+        let j = status("higher", "", &[("2025-12", Some(expected + 0.1))], as_of);
+        assert_eq!(j.status, GoalStatus::OnTrack);
+        assert!((j.expected_value.unwrap() - expected).abs() < 1e-9);
+        // Behind by 4.9, under 10 % of the 50-point distance: at risk.
+        let j = status("higher", "", &[("2025-12", Some(expected - 4.9))], as_of);
+        assert_eq!(j.status, GoalStatus::AtRisk);
+        let j = status("higher", "", &[("2025-12", Some(expected - 5.1))], as_of);
+        assert_eq!(j.status, GoalStatus::OffTrack);
+        // With a 20 % tolerance the same figure is only at risk.
+        let j = status(
+            "higher",
+            "tolerance = 0.2",
+            &[("2025-12", Some(expected - 5.1))],
+            as_of,
+        );
+        assert_eq!(j.status, GoalStatus::AtRisk);
+        let j = status("higher", "", &[("2025-12", Some(100.0))], as_of);
+        assert_eq!(j.status, GoalStatus::Met);
+        assert_eq!(j.progress, Some(1.0));
+    }
+
+    #[test]
+    fn lower_is_better_mirrors_the_rule() {
+        let as_of = d(2026, 1, 15);
+        let expected = 50.0 - 50.0 * 184.0 / 365.0;
+        assert_eq!(
+            status("lower", "", &[("2025-12", Some(expected - 1.0))], as_of).status,
+            GoalStatus::OnTrack
+        );
+        assert_eq!(
+            status("lower", "", &[("2025-12", Some(expected + 4.0))], as_of).status,
+            GoalStatus::AtRisk
+        );
+        assert_eq!(
+            status("lower", "", &[("2025-12", Some(expected + 6.0))], as_of).status,
+            GoalStatus::OffTrack
+        );
+        assert_eq!(
+            status("lower", "", &[("2025-12", Some(0.0))], as_of).status,
+            GoalStatus::Met
+        );
+    }
+
+    #[test]
+    fn partial_and_stale_periods_are_not_judged() {
+        let as_of = d(2026, 1, 15);
+        // January is still running: only December counts, and December has no value.
+        let j = status(
+            "higher",
+            "",
+            &[("2025-12", None), ("2026-01", Some(99.0))],
+            as_of,
+        );
+        assert_eq!(j.status, GoalStatus::NoData);
+        // November is the second-to-last complete period: still judged.
+        let j = status("higher", "", &[("2025-11", Some(100.0))], as_of);
+        assert_eq!(j.status, GoalStatus::Met);
+        assert_eq!(j.latest_period.as_deref(), Some("2025-11"));
+        // October is too old.
+        let j = status("higher", "", &[("2025-10", Some(100.0))], as_of);
+        assert_eq!(j.status, GoalStatus::NoData);
+        assert!(
+            j.reason.contains("2025-12") && j.reason.contains("2025-11"),
+            "{}",
+            j.reason
+        );
+    }
+}

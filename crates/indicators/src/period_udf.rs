@@ -112,3 +112,44 @@ impl ScalarUDFImpl for PeriodUdf {
         Ok(ColumnarValue::Array(out))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::Field;
+    use datafusion::config::ConfigOptions;
+
+    #[test]
+    fn timestamps_are_bucketed_in_local_time() {
+        let udf = PeriodUdf::new(PeriodKind::Month, chrono_tz::America::Los_Angeles, 7);
+        // 2017-04-01T06:30Z is 23:30 on 31 March in San Francisco.
+        let at = DateTime::parse_from_rfc3339("2017-04-01T06:30:00Z")
+            .unwrap()
+            .timestamp_micros();
+        let later = DateTime::parse_from_rfc3339("2017-04-01T08:00:00Z")
+            .unwrap()
+            .timestamp_micros();
+        let input: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![Some(at), None, Some(later)]).with_timezone("UTC"),
+        );
+        let field = Arc::new(Field::new("t", input.data_type().clone(), true));
+        let out = udf
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(input)],
+                arg_fields: vec![field],
+                number_rows: 3,
+                return_field: Arc::new(Field::new("p", DataType::Utf8, true)),
+                config_options: Arc::new(ConfigOptions::default()),
+            })
+            .unwrap();
+        let ColumnarValue::Array(out) = out else {
+            panic!("array expected")
+        };
+        let out = out.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(
+            out,
+            &StringArray::from(vec![Some("2017-03"), None, Some("2017-04")])
+        );
+    }
+}

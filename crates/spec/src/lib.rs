@@ -22,7 +22,7 @@ pub use pipeline::{
     Baseline, Better, ColumnSpec, ColumnType, FileFormat, FileSource, GoalSpec, IndicatorSpec,
     Pipeline, PipelineSpec, SourceSpec, TableSpec, Target,
 };
-pub use validate::{LoadedPipelines, load_pipeline, load_pipelines};
+pub use validate::{LoadedPipelines, load_pipeline, load_pipelines, parse_pipeline};
 
 /// Re-exported so callers can name spans without depending on serde_spanned themselves.
 pub use serde_spanned::Spanned;

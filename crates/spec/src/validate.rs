@@ -43,6 +43,12 @@ fn file_stem(path: &Path) -> String {
 /// reference (goal → indicator → table → column). All problems are reported together.
 pub fn load_pipeline(path: &Path) -> Result<Pipeline, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|e| SpecError::io(path, e))?;
+    parse_pipeline(path, &text)
+}
+
+/// Check a pipeline given as text, as if read from `path` (whose folder resolves relative
+/// source paths and whose name gives the id).
+pub fn parse_pipeline(path: &Path, text: &str) -> Result<Pipeline, SpecError> {
     let file = SourceFile::new(path, text);
     let spec: PipelineSpec = toml::from_str(&file.text)
         .map_err(|e| SpecError::Invalid(vec![file.diagnostic(e.span(), e.message().trim())]))?;
