@@ -1,0 +1,25 @@
+# goalpost tasks. `just --list` shows them.
+
+# Run one pipeline (or all, without an id) end to end and publish.
+run-pipeline *ids:
+    cargo run --release -- run {{ids}}
+
+# Run the bundled demo.
+demo:
+    cargo run --release -- run
+
+# Check the config and every pipeline file.
+validate:
+    cargo run --release -- validate
+
+# All tests.
+test:
+    cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
