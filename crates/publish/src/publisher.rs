@@ -176,3 +176,59 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
 fn sync_dir(dir: &Path) -> Result<(), PublishError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::{SiteInfo, Summary};
+    use chrono::TimeZone;
+
+    fn digest(version: &str) -> Digest {
+        Digest {
+            schema_version: crate::DIGEST_SCHEMA_VERSION,
+            version: version.into(),
+            generated_at: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            site: SiteInfo {
+                title: "<b>City</b>".into(),
+                organization: None,
+            },
+            summary: Summary::default(),
+            pipelines: vec![],
+        }
+    }
+
+    #[test]
+    fn publishing_switches_current_and_keeps_the_newest_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Publisher::new(dir.path(), 1);
+        assert_eq!(p.current_digest().unwrap(), None);
+        for v in ["v1", "v2", "v3"] {
+            p.publish(&digest(v)).unwrap();
+            assert_eq!(p.current_digest().unwrap().unwrap().version, v);
+            assert_eq!(
+                fs::read_link(p.current_dir()).unwrap(),
+                Path::new("versions").join(v)
+            );
+        }
+        let mut left: Vec<String> = fs::read_dir(dir.path().join("versions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["v2", "v3"]);
+        let html = fs::read_to_string(p.current_dir().join("index.html")).unwrap();
+        assert!(html.contains("&lt;b&gt;City&lt;&#x2f;b&gt;"), "{html}");
+        assert!(p.current_dir().join("indicators.parquet").is_file());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_current_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Publisher::new(dir.path(), 5);
+        p.publish(&digest("good")).unwrap();
+        // A version id that cannot be a folder name fails before the switch.
+        let bad = digest("bad/../../escape\0");
+        assert!(p.publish(&bad).is_err());
+        assert_eq!(p.current_digest().unwrap().unwrap().version, "good");
+    }
+}
