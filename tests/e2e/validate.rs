@@ -32,8 +32,10 @@ fn validate_reports_each_broken_file_with_line_and_column() {
 
     // A column type that does not exist.
     let text = good.replace(r#"type = "int64""#, r#"type = "integer""#);
-    let (l, _) = position(&text, r#""integer""#, None);
-    expected.push(format!("wrong-type.toml:{l}:"));
+    let (l, c) = position(&text, r#""integer""#, None);
+    expected.push(format!(
+        "wrong-type.toml:{l}:{c}: unknown variant `integer`, expected one of `string`, `int64`"
+    ));
     std::fs::write(dir.path().join("wrong-type.toml"), text).unwrap();
 
     // A goal naming an indicator that is not defined, and a bad time zone, in one file.
@@ -64,8 +66,10 @@ fn validate_reports_each_broken_file_with_line_and_column() {
 
     // A wrong value type for a known key.
     let text = good.replace(r#"period = "day""#, "period = 7");
-    let (l, _) = position(&text, "period = 7", None);
-    expected.push(format!("wrong-value.toml:{l}:"));
+    let (l, c) = position(&text, "7", Some("period = 7"));
+    expected.push(format!(
+        "wrong-value.toml:{l}:{c}: invalid type: integer `7`, expected a string"
+    ));
     std::fs::write(dir.path().join("wrong-value.toml"), text).unwrap();
 
     // And one good file, which is not reported.

@@ -22,6 +22,7 @@ use goalpost_state::{RunEnd, StateError, StateStore};
 use goalpost_table::{MapError, TableError, TableStore};
 use std::path::PathBuf;
 use std::sync::Arc;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -115,10 +116,10 @@ impl Runner {
         let state = self.state()?;
         state.start_run(&run_id, &pipeline.id, started)?;
         let span = tracing::info_span!("run", run_id = %run_id, pipeline = %pipeline.id);
-        let _guard = span.enter();
         let mut progress = RunEnd::default();
         let result = self
             .stages(pipeline, configured, &run_id, &mut progress)
+            .instrument(span)
             .await;
         let end = self.clock.now();
         match &result {

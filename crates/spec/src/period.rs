@@ -11,7 +11,7 @@ use std::fmt;
 
 /// How figures are bucketed in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum PeriodKind {
     Day,
     Week,
@@ -60,6 +60,19 @@ impl PeriodKind {
 
     pub fn parse_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl TryFrom<String> for PeriodKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::parse_name(&name).ok_or_else(|| {
+            format!(
+                "unknown period {name:?}; expected one of {}",
+                Self::ALL.map(Self::as_str).join(", ")
+            )
+        })
     }
 }
 
