@@ -94,8 +94,12 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let config = Config::load(&cli.config)
-        .with_context(|| format!("loading config {}", cli.config.display()))?;
+    let config = Config::load(&cli.config).with_context(|| {
+        format!(
+            "loading config {} (run from the project folder, or pass --config PATH or set GOALPOST_CONFIG)",
+            cli.config.display()
+        )
+    })?;
     match cli.command {
         Command::Run { ids } => run(config, ids).await,
         Command::Validate => validate(&config).await,
