@@ -191,6 +191,14 @@ impl Checker<'_> {
                     );
                 }
             }
+            if let Some(link) = source.get_ref().link()
+                && !(link.starts_with("https://") || link.starts_with("http://"))
+            {
+                self.at(
+                    source,
+                    format!("link {link:?} is not a web address; expected one starting with https:// or http://"),
+                );
+            }
             match source.get_ref() {
                 SourceSpec::File(f) => {
                     let path = dir.join(&f.path);
@@ -452,4 +460,95 @@ fn column_list(spec: &PipelineSpec) -> String {
         .map(|k| k.get_ref().as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(name: &str, text: &str) -> Result<Pipeline, SpecError> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        parse_pipeline(&path, text)
+    }
+
+    const GOOD: &str = r#"title = "t"
+timezone = "America/Chicago"
+[[source]]
+kind = "file"
+path = "Cargo.toml"
+link = "https://data.example.gov/d/abcd-1234"
+[table]
+name = "t"
+time = "at"
+[table.columns]
+at = { type = "timestamp" }
+n = { type = "int64" }
+[[indicator]]
+id = "x"
+title = "x"
+better = "lower"
+period = "fiscal_quarter"
+sql = "SELECT period, sum(n) AS value FROM t GROUP BY period"
+[[goal]]
+indicator = "x"
+baseline = { period = "FY2025 Q1", value = 10 }
+target = { value = 5, by = "2026-06-30" }
+"#;
+
+    fn messages(r: Result<Pipeline, SpecError>) -> Vec<String> {
+        r.unwrap_err()
+            .diagnostics()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_good_pipeline_loads_with_its_id_and_zone() {
+        let p = pipeline("good.toml", GOOD).unwrap();
+        assert_eq!(p.id, "good");
+        assert_eq!(p.tz, chrono_tz::America::Chicago);
+        assert_eq!(p.spec.table.arrow_schema().fields().len(), 2);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = GOOD
+            .replace(
+                "https://data.example.gov/d/abcd-1234",
+                "javascript:alert(1)",
+            )
+            .replace("FY2025 Q1", "2025-Q1")
+            .replace("2026-06-30", "June 2026")
+            .replace("name = \"t\"", "name = \"t; DROP TABLE x\"");
+        let m = messages(pipeline("bad.toml", &text));
+        let has = |needle: &str| m.iter().any(|l| l.contains(needle));
+        assert!(
+            has("bad.toml:3:1: link \"javascript:alert(1)\" is not a web address"),
+            "{m:#?}"
+        );
+        assert!(
+            has(
+                "baseline period \"2025-Q1\" is not a fiscal_quarter label; expected e.g. \"FY2026 Q1\""
+            ),
+            "{m:#?}"
+        );
+        assert!(has("target.by \"June 2026\" is not a date"), "{m:#?}");
+        assert!(
+            has("table name \"t; DROP TABLE x\" is not a plain SQL name"),
+            "{m:#?}"
+        );
+        assert_eq!(m.len(), 4, "{m:#?}");
+    }
+
+    #[test]
+    fn ids_come_from_safe_file_names() {
+        let m = messages(pipeline("Bad Name.toml", GOOD));
+        assert!(m[0].contains("is not a valid pipeline id"), "{m:#?}");
+        let m = messages(pipeline("good.toml", &format!("id = \"other\"\n{GOOD}")));
+        assert!(
+            m[0].contains("good.toml:1:6: id \"other\" differs from the file name"),
+            "{m:#?}"
+        );
+    }
 }
