@@ -57,7 +57,9 @@ fn validate_reports_each_broken_file_with_line_and_column() {
 
     // Indicator SQL naming a column the table does not have: found by planning against the
     // declared schema, pointed at the name inside the SQL.
-    let text = good.replace("sum(bicycles)", "sum(bikes)");
+    let text = good
+        .replace("sum(bicycles)", "sum(bikes)")
+        .replace("bicycle_counts", "bicycle_counts_copy");
     let (l, c) = position(&text, "bikes)", Some("sql = "));
     expected.push(format!(
         "missing-column.toml:{l}:{c}: indicator \"daily-bicycles\": No field named bikes"
@@ -72,6 +74,13 @@ fn validate_reports_each_broken_file_with_line_and_column() {
     ));
     std::fs::write(dir.path().join("wrong-value.toml"), text).unwrap();
 
+    // A second pipeline writing the table another one owns.
+    let (l, c) = position(&good, r#""bicycle_counts""#, Some("[table]"));
+    expected.push(format!(
+        "zz-same-table.toml:{l}:{c}: table \"bicycle_counts\" already belongs to pipeline \"good\""
+    ));
+    std::fs::write(dir.path().join("zz-same-table.toml"), &good).unwrap();
+
     // And one good file, which is not reported.
     std::fs::write(dir.path().join("good.toml"), &good).unwrap();
 
@@ -85,7 +94,7 @@ fn validate_reports_each_broken_file_with_line_and_column() {
             "expected a line containing {e:?} in:\n{stdout}"
         );
     }
-    assert!(!stdout.contains("good.toml"), "{stdout}");
+    assert!(!stdout.contains("good.toml:"), "{stdout}");
     assert_eq!(stdout.lines().count(), expected.len(), "{stdout}");
 
     // The bundled demo is valid.

@@ -140,7 +140,12 @@ impl Publisher {
         #[cfg(not(unix))]
         compile_error!("publishing needs symbolic links (unix)");
         fs::rename(&tmp_link, &current).map_err(io(&current))?;
-        sync_dir(&self.dir)
+        // Readers see the new version from here on: a failed sync only risks the switch not
+        // surviving a power cut, so it must not turn a published version into a failed run.
+        if let Err(e) = sync_dir(&self.dir) {
+            tracing::warn!(error = %e, "published, but syncing the publish folder failed");
+        }
+        Ok(())
     }
 
     /// Remove versions beyond the newest `keep` (never the current one). Failures only warn:

@@ -129,7 +129,13 @@ impl Runner {
             }
             Err(e) => progress.error = Some(e.to_string()),
         }
-        state.finish_run(&run_id, end, &progress)?;
+        if let Err(e) = state.finish_run(&run_id, end, &progress) {
+            // The run's outcome stands (a digest may already be live); only its record is lost.
+            tracing::error!(error = %e, "could not record the end of the run");
+            if result.is_err() {
+                return Err(e.into());
+            }
+        }
         result
     }
 
@@ -182,12 +188,7 @@ impl Runner {
         progress.table_version = Some(write.version);
 
         // Figures and judgements from the version just written.
-        let table = store
-            .open(table_name)
-            .await?
-            .ok_or_else(|| TableError::Missing {
-                table: table_name.clone(),
-            })?;
+        let table = store.open_version(table_name, write.version).await?;
         let now = self.clock.now();
         let as_of = pipeline
             .as_of

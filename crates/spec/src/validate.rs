@@ -26,7 +26,27 @@ pub fn load_pipelines(dir: &Path) -> Result<LoadedPipelines, SpecError> {
     let mut out = LoadedPipelines::default();
     for path in paths {
         match load_pipeline(&path) {
-            Ok(p) => out.pipelines.push(p),
+            Ok(p) => {
+                // Each pipeline owns its table: a second writer would overwrite the first's.
+                let name = p.spec.table.name.get_ref();
+                if let Some(owner) = out
+                    .pipelines
+                    .iter()
+                    .find(|o| o.spec.table.name.get_ref() == name)
+                {
+                    let d = p.file.diagnostic(
+                        Some(p.spec.table.name.span()),
+                        format!(
+                            "table {name:?} already belongs to pipeline {:?} ({}); each pipeline needs its own table",
+                            owner.id,
+                            owner.file.path.display()
+                        ),
+                    );
+                    out.failed.push((p.id, SpecError::Invalid(vec![d])));
+                } else {
+                    out.pipelines.push(p);
+                }
+            }
             Err(e) => out.failed.push((file_stem(&path), e)),
         }
     }
@@ -539,6 +559,28 @@ target = { value = 5, by = "2026-06-30" }
             "{m:#?}"
         );
         assert_eq!(m.len(), 4, "{m:#?}");
+    }
+
+    #[test]
+    fn two_pipelines_cannot_share_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = GOOD.replace(
+            "path = \"Cargo.toml\"",
+            &format!(
+                "path = {:?}",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")
+            ),
+        );
+        std::fs::write(dir.path().join("a.toml"), &text).unwrap();
+        std::fs::write(dir.path().join("b.toml"), &text).unwrap();
+        let loaded = load_pipelines(dir.path()).unwrap();
+        assert_eq!(loaded.pipelines.len(), 1);
+        assert_eq!(loaded.failed[0].0, "b");
+        let m = loaded.failed[0].1.to_string();
+        assert!(
+            m.contains("b.toml:8:8: table \"t\" already belongs to pipeline \"a\""),
+            "{m}"
+        );
     }
 
     #[test]

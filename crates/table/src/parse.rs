@@ -51,13 +51,19 @@ impl<'a> TimestampParser<'a> {
                 });
         }
         // An explicit offset or Z wins over the column's zone.
-        if s.len() > 19
-            && (s.ends_with('Z') || s.ends_with('z') || has_offset(s))
-            && let Ok(dt) = DateTime::parse_from_rfc3339(s)
-                .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
-                .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z"))
-        {
-            return Some(dt.with_timezone(&Utc).timestamp_micros());
+        if has_offset(s) {
+            let zulu;
+            let s = match s.strip_suffix(['Z', 'z']) {
+                Some(head) => {
+                    zulu = format!("{head}+00:00");
+                    zulu.as_str()
+                }
+                None => s,
+            };
+            return OFFSET_FORMATS
+                .iter()
+                .find_map(|f| DateTime::parse_from_str(s, f).ok())
+                .map(|dt| dt.with_timezone(&Utc).timestamp_micros());
         }
         let n = NAIVE_FORMATS.len();
         for k in 0..n {
@@ -67,7 +73,11 @@ impl<'a> TimestampParser<'a> {
                 return Some(self.local(naive));
             }
         }
-        parse_date(s).map(|d| self.local(d.and_time(chrono::NaiveTime::MIN)))
+        // A bare date is midnight; a date followed by anything else is not a timestamp.
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .or_else(|_| NaiveDate::parse_from_str(s, "%m/%d/%Y"))
+            .ok()
+            .map(|d| self.local(d.and_time(chrono::NaiveTime::MIN)))
     }
 
     /// A local wall-clock time in the column's zone, as UTC microseconds. In the hour that
@@ -91,9 +101,29 @@ impl<'a> TimestampParser<'a> {
     }
 }
 
+/// Forms with an explicit offset (`Z` is handled as `+00:00`).
+const OFFSET_FORMATS: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%d %H:%M%#z",
+];
+
+/// Ends in `Z`, `±HH`, `±HHMM` or `±HH:MM` after a time (checked on bytes, so any text is safe).
 fn has_offset(s: &str) -> bool {
-    let tail = &s[s.len().saturating_sub(6)..];
-    tail.starts_with(['+', '-']) || tail[1..].starts_with(['+', '-'])
+    let b = s.as_bytes();
+    if b.len() < 16 {
+        return false;
+    }
+    if matches!(b[b.len() - 1], b'Z' | b'z') {
+        return true;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let sign = |i: usize| matches!(b[i], b'+' | b'-');
+    let n = b.len();
+    (sign(n - 6) && digits(n - 5..n - 3) && b[n - 3] == b':' && digits(n - 2..n))
+        || (sign(n - 5) && digits(n - 4..n))
+        || (sign(n - 3) && digits(n - 2..n) && b[n - 6] == b':')
 }
 
 /// Dates as `YYYY-MM-DD`, `MM/DD/YYYY`, or the date part of an ISO timestamp.
@@ -164,7 +194,22 @@ mod tests {
             p.parse("2018-06-26T10:58:54Z"),
             Some(utc("2018-06-26T10:58:54Z"))
         );
+        assert_eq!(
+            p.parse("2018-06-26T10:58-04:00"),
+            Some(utc("2018-06-26T14:58:00Z"))
+        );
+        assert_eq!(
+            p.parse("2018-06-26T10:58Z"),
+            Some(utc("2018-06-26T10:58:00Z"))
+        );
+        assert_eq!(p.parse("2018-06-26"), Some(utc("2018-06-26T04:00:00Z")));
         assert_eq!(p.parse("13/45/2018 10:58:54 AM"), None);
+        // Not a time: never silently read as midnight.
+        assert_eq!(p.parse("2018-06-26 25:61:00"), None);
+        assert_eq!(p.parse("2018-06-26T10:58:54 EST"), None);
+        // Multi-byte text where an offset would be must not panic.
+        assert_eq!(p.parse("2018-06-26 10:58:54 未定"), None);
+        assert_eq!(p.parse("é2018-06-26T10:58:54+1é"), None);
         assert_eq!(p.parse("soon"), None);
     }
 

@@ -116,6 +116,21 @@ impl TableStore {
         self.handle(table).await.map(Some)
     }
 
+    /// Open a table as it was at `version` (Delta time travel), so figures are computed from
+    /// exactly the version their provenance names even if another write has landed since.
+    pub async fn open_version(&self, table: &str, version: u64) -> Result<DeltaTable, TableError> {
+        if !self.exists(table) {
+            return Err(TableError::Missing {
+                table: table.to_string(),
+            });
+        }
+        let url = deltalake::ensure_table_uri(self.path(table).to_string_lossy())
+            .map_err(|e| self.err(table, e))?;
+        deltalake::open_table_with_version(url, version)
+            .await
+            .map_err(|e| self.err(table, e))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
