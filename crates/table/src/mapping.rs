@@ -14,8 +14,10 @@ use indexmap::IndexMap;
 use std::fmt;
 use std::sync::Arc;
 
-/// At most this many bad values are listed in one error; the rest are counted.
-const MAX_LISTED: usize = 5;
+/// At most this many bad values are listed in one error, and at most `MAX_PER_COLUMN` of one
+/// column, so a problem in one column does not hide another's; the rest are counted.
+const MAX_LISTED: usize = 10;
+const MAX_PER_COLUMN: usize = 3;
 
 /// One value that does not fit its column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,9 +123,11 @@ pub fn map_page(
             // JSON sources leave out fields that are empty in every row of the page.
             None => StringArray::new_null(rows),
         };
+        let mut listed_here = 0;
         let mut report = |i: usize, raw: Option<&str>, expected: &str| {
             count += 1;
-            if errors.len() < MAX_LISTED {
+            if errors.len() < MAX_LISTED && listed_here < MAX_PER_COLUMN {
+                listed_here += 1;
                 errors.push(ValueError {
                     row: page.locate(i),
                     column: name.clone(),
@@ -244,5 +248,136 @@ fn typed<T>(
                 push(None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use goalpost_fetch::RowOrigin;
+
+    fn table() -> TableSpec {
+        let text = r#"title = "t"
+timezone = "UTC"
+[[source]]
+kind = "file"
+path = "Cargo.toml"
+[table]
+name = "t"
+time = "at"
+[table.columns]
+at = { from = "When", type = "timestamp" }
+n = { from = "N", type = "int64", required = false }
+label = { type = "string" }
+"#;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("t.toml");
+        goalpost_spec::parse_pipeline(&path, text)
+            .unwrap()
+            .spec
+            .table
+    }
+
+    fn page(columns: &[(&str, Vec<Option<&str>>)], complete: bool) -> RawPage {
+        let schema = Schema::new(
+            columns
+                .iter()
+                .map(|(n, _)| Field::new(*n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        );
+        let arrays = columns
+            .iter()
+            .map(|(_, v)| Arc::new(StringArray::from(v.clone())) as ArrayRef)
+            .collect();
+        let rows = columns[0].1.len();
+        RawPage {
+            index: 0,
+            origin: "in.csv".into(),
+            complete_columns: complete,
+            rows: RowOrigin::Lines((2..2 + rows as u64).collect()),
+            batch: RecordBatch::try_new(Arc::new(schema), arrays).unwrap(),
+        }
+    }
+
+    #[test]
+    fn values_are_typed_and_renamed_per_source() {
+        let p = page(
+            &[
+                (
+                    "time",
+                    vec![Some("2020-01-02T03:04:05Z"), Some("01/02/2020 03:04:05 AM")],
+                ),
+                ("N", vec![Some("7"), Some("")]),
+                ("label", vec![Some("a"), Some("b")]),
+            ],
+            true,
+        );
+        let fields = IndexMap::from([("at".to_string(), "time".to_string())]);
+        let b = map_page(&p, &table(), &fields, chrono_tz::UTC).unwrap();
+        let at = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        assert_eq!(at.value(0), at.value(1));
+        let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(n.value(0), 7);
+        assert!(n.is_null(1), "an empty cell is missing");
+    }
+
+    #[test]
+    fn bad_values_are_listed_with_row_column_and_raw_text() {
+        let bad: Vec<Option<&str>> = (0..8).map(|_| Some("x")).collect();
+        let ok: Vec<Option<&str>> = (0..8).map(|_| Some("2020-01-01")).collect();
+        let mut labels: Vec<Option<&str>> = (0..8).map(|_| Some("l")).collect();
+        labels[0] = None;
+        let p = page(&[("When", ok), ("N", bad), ("label", labels)], true);
+        let err = map_page(&p, &table(), &IndexMap::new(), chrono_tz::UTC).unwrap_err();
+        let MapError::Values { count, errors, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(*count, 9);
+        // Three of column n's eight, and column label's one.
+        assert_eq!(errors.len(), MAX_PER_COLUMN + 1);
+        let text = err.to_string();
+        assert!(
+            text.contains(r#"line 2: column "n" (field "N"): "x" is not an integer"#),
+            "{text}"
+        );
+        assert!(text.contains("… and 5 more"), "{text}");
+        assert!(
+            text.contains(r#"line 2: column "label" (field "label") is empty; it is required"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_field_missing_from_a_csv_header_is_an_error_but_not_from_json() {
+        let p = page(
+            &[
+                ("When", vec![Some("2020-01-01")]),
+                ("label", vec![Some("a")]),
+            ],
+            true,
+        );
+        let err = map_page(&p, &table(), &IndexMap::new(), chrono_tz::UTC)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                r#"field "N" (for column "n") is not in the source; it has: "When", "label""#
+            ),
+            "{err}"
+        );
+        let p = page(
+            &[
+                ("When", vec![Some("2020-01-01")]),
+                ("label", vec![Some("a")]),
+            ],
+            false,
+        );
+        let b = map_page(&p, &table(), &IndexMap::new(), chrono_tz::UTC).unwrap();
+        assert!(b.column(1).is_null(0));
     }
 }
