@@ -5,7 +5,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -108,14 +108,6 @@ impl TableStore {
         })
     }
 
-    /// Open a table at its latest version, or `None` if it was never written.
-    pub async fn open(&self, table: &str) -> Result<Option<DeltaTable>, TableError> {
-        if !self.exists(table) {
-            return Ok(None);
-        }
-        self.handle(table).await.map(Some)
-    }
-
     /// Open a table as it was at `version` (Delta time travel), so figures are computed from
     /// exactly the version their provenance names even if another write has landed since.
     pub async fn open_version(&self, table: &str, version: u64) -> Result<DeltaTable, TableError> {
@@ -130,8 +122,61 @@ impl TableStore {
             .await
             .map_err(|e| self.err(table, e))
     }
+}
 
-    pub fn root(&self) -> &Path {
-        &self.root
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))]).unwrap()
+    }
+
+    async fn rows(table: &DeltaTable) -> usize {
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", table.table_provider().await.unwrap())
+            .unwrap();
+        let batches = ctx
+            .sql("SELECT n FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    #[tokio::test]
+    async fn replacing_commits_a_new_version_and_old_versions_stay_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TableStore::new(dir.path());
+        let schema = batch(&[]).schema();
+        let first = store
+            .replace("t", schema.clone(), vec![batch(&[1, 2, 3])], "r1")
+            .await
+            .unwrap();
+        let second = store
+            .replace("t", schema.clone(), vec![batch(&[4, 5])], "r2")
+            .await
+            .unwrap();
+        assert_eq!((first.version, first.rows), (0, 3));
+        assert_eq!((second.version, second.rows), (1, 2));
+        assert_eq!(rows(&store.open_version("t", 0).await.unwrap()).await, 3);
+        assert_eq!(rows(&store.open_version("t", 1).await.unwrap()).await, 2);
+        // An empty refresh empties the table rather than keeping old rows.
+        let empty = store.replace("t", schema, vec![], "r3").await.unwrap();
+        assert_eq!(
+            rows(&store.open_version("t", empty.version).await.unwrap()).await,
+            0
+        );
+        assert!(matches!(
+            store.open_version("missing", 0).await,
+            Err(TableError::Missing { .. })
+        ));
     }
 }
