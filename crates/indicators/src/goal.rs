@@ -3,44 +3,11 @@
 use crate::engine::Series;
 use chrono::{Days, NaiveDate};
 use goalpost_spec::period::Period;
-use goalpost_spec::{Better, GoalSpec, Pipeline};
-use serde::{Deserialize, Serialize};
+use goalpost_spec::{Better, GoalSpec, GoalStatus, Pipeline};
+use serde::Serialize;
 
 /// Default share of the baseline-to-target distance a figure may lag and still be "at risk".
 pub const DEFAULT_TOLERANCE: f64 = 0.10;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GoalStatus {
-    Met,
-    OnTrack,
-    AtRisk,
-    OffTrack,
-    NoData,
-}
-
-impl GoalStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Met => "met",
-            Self::OnTrack => "on_track",
-            Self::AtRisk => "at_risk",
-            Self::OffTrack => "off_track",
-            Self::NoData => "no_data",
-        }
-    }
-
-    /// Words for people.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Met => "Met",
-            Self::OnTrack => "On track",
-            Self::AtRisk => "At risk",
-            Self::OffTrack => "Off track",
-            Self::NoData => "No data",
-        }
-    }
-}
 
 /// A goal's standing on the evaluation date.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -98,10 +65,12 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
     };
     let base = goal.baseline.value;
     let target = goal.target.value;
-    let baseline_end = Period::parse(series.period, goal.baseline.period.get_ref(), fiscal_start)
+    // Both were validated when the pipeline was loaded.
+    let baseline_end = goal
+        .baseline
+        .period(series.period, fiscal_start)
         .map_or(point.end, |p| p.end());
-    let target_end = NaiveDate::parse_from_str(goal.target.by.get_ref(), "%Y-%m-%d")
-        .map_or(point.end, |d| d + Days::new(1));
+    let target_end = goal.target.date().map_or(point.end, |d| d + Days::new(1));
     let span = (target_end - baseline_end).num_days() as f64;
     let elapsed = (point.end - baseline_end).num_days() as f64;
     let fraction = if span > 0.0 {

@@ -15,5 +15,6 @@ mod goal;
 mod period_udf;
 
 pub use engine::{IndicatorError, Point, Series, check_sql, compute};
-pub use goal::{GoalStatus, Judgement, judge};
+pub use goal::{Judgement, judge};
+pub use goalpost_spec::GoalStatus;
 pub use period_udf::PeriodUdf;

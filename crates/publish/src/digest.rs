@@ -1,6 +1,7 @@
 //! The digest model, as written to `digest.json`.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use goalpost_spec::GoalStatus;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -40,12 +41,12 @@ impl Summary {
         let mut s = Self::default();
         for g in goals {
             s.goals += 1;
-            match g.status.as_str() {
-                "met" => s.met += 1,
-                "on_track" => s.on_track += 1,
-                "at_risk" => s.at_risk += 1,
-                "off_track" => s.off_track += 1,
-                _ => s.no_data += 1,
+            match g.status {
+                GoalStatus::Met => s.met += 1,
+                GoalStatus::OnTrack => s.on_track += 1,
+                GoalStatus::AtRisk => s.at_risk += 1,
+                GoalStatus::OffTrack => s.off_track += 1,
+                GoalStatus::NoData => s.no_data += 1,
             }
         }
         s
@@ -152,8 +153,7 @@ pub struct GoalDigest {
     pub indicator: String,
     pub unit: Option<String>,
     pub decimals: Option<u8>,
-    /// met, on_track, at_risk, off_track or no_data.
-    pub status: String,
+    pub status: GoalStatus,
     pub status_reason: String,
     pub latest: Option<LatestFigure>,
     /// Where the line from baseline to target stands at the end of the latest period.

@@ -13,7 +13,7 @@ const INDEX: &str = include_str!("../templates/index.html");
 struct GoalView<'a> {
     id: &'a str,
     title: &'a str,
-    status: &'a str,
+    status: &'static str,
     status_label: &'static str,
     status_reason: &'a str,
     latest: String,
@@ -53,16 +53,6 @@ struct DatasetView<'a> {
     table: String,
     sources: Vec<(String, Option<&'a str>, u64)>,
     indicators: Vec<IndicatorView<'a>>,
-}
-
-fn status_label(status: &str) -> &'static str {
-    match status {
-        "met" => "Met",
-        "on_track" => "On track",
-        "at_risk" => "At risk",
-        "off_track" => "Off track",
-        _ => "No data",
-    }
 }
 
 /// A number with thousands separators and a fixed number of decimals.
@@ -107,8 +97,8 @@ fn goal_view<'a>(
     GoalView {
         id: &g.id,
         title: &g.title,
-        status: &g.status,
-        status_label: status_label(&g.status),
+        status: g.status.as_str(),
+        status_label: g.status.label(),
         status_reason: &g.status_reason,
         latest: g
             .latest

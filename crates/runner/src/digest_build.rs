@@ -71,7 +71,7 @@ pub(crate) fn pipeline_digest(
                 indicator: spec.id.get_ref().clone(),
                 unit: spec.unit.clone(),
                 decimals: spec.decimals,
-                status: j.status.as_str().to_string(),
+                status: j.status,
                 status_reason: j.reason.clone(),
                 latest: j
                     .latest_period
@@ -89,8 +89,7 @@ pub(crate) fn pipeline_digest(
                 target: TargetInfo {
                     value: goal.target.value,
                     // Validated when the pipeline was loaded.
-                    by: NaiveDate::parse_from_str(goal.target.by.get_ref(), "%Y-%m-%d")
-                        .unwrap_or(as_of),
+                    by: goal.target.date().unwrap_or(as_of),
                 },
                 series: s.total().map(point).collect(),
                 provenance: Provenance {

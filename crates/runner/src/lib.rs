@@ -204,6 +204,7 @@ impl Runner {
             .current_digest()?
             .map(|d| d.pipelines)
             .unwrap_or_default();
+        let mine = Summary::of(&section.goals);
         pipelines.retain(|p| p.id != pipeline.id && configured.contains(&p.id));
         pipelines.push(section);
         pipelines.sort_by(|a, b| a.id.cmp(&b.id));
@@ -219,12 +220,6 @@ impl Runner {
             pipelines,
         };
         let published = publisher.publish(&digest)?;
-        let mine = digest
-            .pipelines
-            .iter()
-            .find(|p| p.id == pipeline.id)
-            .map(|p| Summary::of(&p.goals))
-            .unwrap_or_default();
         Ok(RunReport {
             run_id: run_id.to_string(),
             pipeline: pipeline.id.clone(),

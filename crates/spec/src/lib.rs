@@ -14,6 +14,7 @@ mod config;
 mod diagnostic;
 pub mod period;
 mod pipeline;
+mod status;
 mod validate;
 
 pub use config::{Config, SiteSpec};
@@ -22,6 +23,7 @@ pub use pipeline::{
     Baseline, Better, ColumnSpec, ColumnType, FileFormat, FileSource, GoalSpec, IndicatorSpec,
     Pipeline, PipelineSpec, SourceSpec, TableSpec, Target,
 };
+pub use status::GoalStatus;
 pub use validate::{LoadedPipelines, load_pipeline, load_pipelines, parse_pipeline};
 
 /// Re-exported so callers can name spans without depending on serde_spanned themselves.

@@ -301,10 +301,29 @@ pub struct Baseline {
     pub value: f64,
 }
 
+impl Baseline {
+    /// The baseline period, read as a label of `kind` (validated at load time).
+    pub fn period(&self, kind: PeriodKind, fiscal_start: u32) -> Option<crate::period::Period> {
+        crate::period::Period::parse(kind, self.period.get_ref(), fiscal_start)
+    }
+}
+
+/// Dates in pipeline files: `YYYY-MM-DD`.
+pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     pub value: f64,
     /// Date (`YYYY-MM-DD`) by which the target is to be reached.
     pub by: Spanned<String>,
+}
+
+impl Target {
+    /// The target date (validated at load time).
+    pub fn date(&self) -> Option<NaiveDate> {
+        parse_iso_date(self.by.get_ref())
+    }
 }

@@ -1,6 +1,5 @@
 use crate::diagnostic::{Diagnostic, SourceFile, SpecError};
-use crate::period::Period;
-use crate::pipeline::{ColumnType, Pipeline, PipelineSpec, SourceSpec};
+use crate::pipeline::{ColumnType, Pipeline, PipelineSpec, SourceSpec, parse_iso_date};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde_spanned::Spanned;
@@ -176,9 +175,9 @@ impl Checker<'_> {
     }
 
     fn date(&mut self, value: &Spanned<String>, what: &str) -> Option<NaiveDate> {
-        match NaiveDate::parse_from_str(value.get_ref(), "%Y-%m-%d") {
-            Ok(d) => Some(d),
-            Err(_) => {
+        match parse_iso_date(value.get_ref()) {
+            Some(d) => Some(d),
+            None => {
                 self.at(
                     value,
                     format!(
@@ -440,11 +439,7 @@ impl Checker<'_> {
                     "baseline and target values are equal; a goal needs a distance to cover".into(),
                 );
             }
-            match Period::parse(
-                ind.period,
-                goal.baseline.period.get_ref(),
-                spec.fiscal_year_start,
-            ) {
+            match goal.baseline.period(ind.period, spec.fiscal_year_start) {
                 None => self.at(
                     &goal.baseline.period,
                     format!(

@@ -191,60 +191,54 @@ impl StateStore {
     pub fn runs(&self, pipeline: Option<&str>, limit: usize) -> Result<Vec<RunRecord>, StateError> {
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, pipeline, started_at, ended_at, status, rows_fetched, rows_written,
-                        table_version, published_version, error
-                 FROM runs WHERE (?1 IS NULL OR pipeline = ?1)
-                 ORDER BY started_at DESC, id DESC LIMIT ?2",
-            )
+            .prepare(&format!(
+                "{SELECT_RUN} WHERE (?1 IS NULL OR pipeline = ?1)
+                 ORDER BY started_at DESC, id DESC LIMIT ?2"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![pipeline, limit as i64], |r| {
-                let parse = |s: String| {
-                    DateTime::parse_from_rfc3339(&s)
-                        .map(|t| t.with_timezone(&Utc))
-                        .map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(
-                                2,
-                                rusqlite::types::Type::Text,
-                                Box::new(e),
-                            )
-                        })
-                };
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    pipeline: r.get(1)?,
-                    started_at: parse(r.get(2)?)?,
-                    ended_at: r.get::<_, Option<String>>(3)?.map(parse).transpose()?,
-                    status: RunStatus::parse(&r.get::<_, String>(4)?),
-                    rows_fetched: r.get::<_, i64>(5)? as u64,
-                    rows_written: r.get::<_, i64>(6)? as u64,
-                    table_version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                    published_version: r.get(8)?,
-                    error: r.get(9)?,
-                })
-            })
+            .query_map(params![pipeline, limit as i64], run_record)
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// One run by id.
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
-        let pipeline: Option<String> = self
-            .conn
-            .query_row("SELECT pipeline FROM runs WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+        self.conn
+            .query_row(&format!("{SELECT_RUN} WHERE id = ?1"), [id], run_record)
             .optional()
-            .map_err(|e| self.err(e))?;
-        let Some(pipeline) = pipeline else {
-            return Ok(None);
-        };
-        Ok(self
-            .runs(Some(&pipeline), usize::MAX >> 1)?
-            .into_iter()
-            .find(|r| r.id == id))
+            .map_err(|e| self.err(e))
     }
+}
+
+const SELECT_RUN: &str = "SELECT id, pipeline, started_at, ended_at, status, rows_fetched,
+        rows_written, table_version, published_version, error FROM runs";
+
+/// A row selected by [`SELECT_RUN`].
+fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    let parse = |s: String| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    2,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+    };
+    Ok(RunRecord {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        started_at: parse(r.get(2)?)?,
+        ended_at: r.get::<_, Option<String>>(3)?.map(parse).transpose()?,
+        status: RunStatus::parse(&r.get::<_, String>(4)?),
+        rows_fetched: r.get::<_, i64>(5)? as u64,
+        rows_written: r.get::<_, i64>(6)? as u64,
+        table_version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        published_version: r.get(8)?,
+        error: r.get(9)?,
+    })
 }
 
 #[cfg(test)]
