@@ -5,7 +5,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use goalpost_runner::{Runner, SystemClock};
+mod progress;
+
+use goalpost_runner::{RunOptions, Runner, SystemClock};
 use goalpost_spec::{Config, load_pipelines};
 use goalpost_state::StateStore;
 use std::path::PathBuf;
@@ -38,6 +40,12 @@ enum Command {
     Run {
         /// Pipeline ids (file names without .toml); none runs every pipeline.
         ids: Vec<String>,
+        /// Load every source in full, ignoring saved watermarks.
+        #[arg(long)]
+        full: bool,
+        /// Replay a recorded run offline: its saved responses stand in for the network.
+        #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["ids", "full"])]
+        replay: Option<String>,
     },
     /// Check the config and every pipeline file, including each indicator's SQL, without
     /// fetching anything.
@@ -101,7 +109,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         )
     })?;
     match cli.command {
-        Command::Run { ids } => run(config, ids).await,
+        Command::Run { ids, full, replay } => run(config, ids, full, replay).await,
         Command::Validate => validate(&config).await,
         Command::Runs {
             pipeline,
@@ -111,7 +119,28 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run(config: Config, ids: Vec<String>) -> Result<ExitCode> {
+async fn run(
+    config: Config,
+    mut ids: Vec<String>,
+    full: bool,
+    replay: Option<String>,
+) -> Result<ExitCode> {
+    if let Some(run_id) = &replay {
+        let store = StateStore::open(&config.state_db)?;
+        let pipeline = match store.run(run_id)? {
+            Some(r) => r.pipeline,
+            None => bail!("no run {run_id:?} in the run history (see `goalpost runs`)"),
+        };
+        let dir = config.data_dir.join("raw").join(&pipeline).join(run_id);
+        if !dir.join("responses.ndjson").is_file() {
+            bail!(
+                "run {run_id} has no raw recording at {} (file sources are not recorded, and only the newest [fetch] keep_raw_runs recordings are kept)",
+                dir.display()
+            );
+        }
+        ids = vec![pipeline];
+    }
+    let options = RunOptions { full, replay };
     let loaded = load_pipelines(&config.pipelines_dir)?;
     let mut configured: Vec<String> = loaded.pipelines.iter().map(|p| p.id.clone()).collect();
     configured.extend(loaded.failed.iter().map(|(id, _)| id.clone()));
@@ -131,7 +160,7 @@ async fn run(config: Config, ids: Vec<String>) -> Result<ExitCode> {
             config.pipelines_dir.display()
         );
     }
-    let runner = Runner::new(config, Arc::new(SystemClock));
+    let runner = Runner::new(config, Arc::new(SystemClock)).with_progress(progress::for_stderr());
     let mut failed = 0;
     let mut succeeded = 0;
     for (id, err) in loaded.failed.iter().filter(|(id, _)| wanted(id)) {
@@ -141,13 +170,29 @@ async fn run(config: Config, ids: Vec<String>) -> Result<ExitCode> {
         runner.record_load_failure(id, &err.to_string())?;
     }
     for pipeline in loaded.pipelines.iter().filter(|p| wanted(&p.id)) {
-        match runner.run(pipeline, &configured).await {
+        match runner.run(pipeline, &configured, &options).await {
             Ok(r) => {
                 succeeded += 1;
                 let s = &r.summary;
+                let f = &r.fetch;
+                let requests = if f.requests > 0 {
+                    format!(
+                        " in {} requests ({}{})",
+                        f.requests,
+                        human_bytes(f.bytes),
+                        if f.retries > 0 {
+                            format!(", {} retries", f.retries)
+                        } else {
+                            String::new()
+                        }
+                    )
+                } else {
+                    String::new()
+                };
                 out!(
-                    "{}: {} rows fetched, table {} v{} ({} rows), {} indicators, {} goals ({} met, {} on track, {} at risk, {} off track, {} no data)",
+                    "{}: {} load, {} rows fetched{requests}, table {} v{} ({} rows written), {} indicators, {} goals ({} met, {} on track, {} at risk, {} off track, {} no data)",
                     r.pipeline,
+                    r.mode,
                     r.rows_fetched,
                     r.table,
                     r.table_version,
@@ -234,14 +279,17 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
         return Ok(ExitCode::SUCCESS);
     }
     out!(
-        "{:<44} {:<14} {:<20} {:>8} {:<10} {:>8} {:>8} {:>5}  error",
+        "{:<44} {:<14} {:<20} {:>8} {:<10} {:<11} {:>8} {:>8} {:>8} {:>7} {:>5}  error",
         "run",
         "pipeline",
         "started (UTC)",
         "seconds",
         "status",
+        "mode",
+        "requests",
         "fetched",
         "written",
+        "retries",
         "table"
     );
     for r in runs {
@@ -260,18 +308,30 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
             .and_then(|e| e.lines().next())
             .unwrap_or("");
         out!(
-            "{:<44} {:<14} {:<20} {:>8} {:<10} {:>8} {:>8} {:>5}  {}",
+            "{:<44} {:<14} {:<20} {:>8} {:<10} {:<11} {:>8} {:>8} {:>8} {:>7} {:>5}  {}",
             r.id,
             r.pipeline,
             r.started_at.format("%Y-%m-%d %H:%M:%S"),
             secs,
             r.status.as_str(),
+            r.mode.as_deref().unwrap_or("-"),
+            r.fetch.requests,
             r.rows_fetched,
             r.rows_written,
+            r.fetch.retries,
             r.table_version
                 .map_or_else(|| "-".into(), |v| format!("v{v}")),
             error
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }

@@ -39,6 +39,17 @@ impl RawPage {
         }
     }
 
+    /// A page with no rows and no columns.
+    pub fn empty(index: usize, origin: &str) -> Self {
+        Self {
+            index,
+            origin: origin.to_string(),
+            complete_columns: false,
+            rows: RowOrigin::Records { first: 1 },
+            batch: RecordBatch::new_empty(Arc::new(Schema::empty())),
+        }
+    }
+
     pub fn num_rows(&self) -> usize {
         self.batch.num_rows()
     }

@@ -10,11 +10,16 @@
 
 mod clock;
 mod digest_build;
+mod load;
+mod progress;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use progress::{LogProgress, Progress};
 
 use chrono::{DateTime, Utc};
-use goalpost_fetch::{FetchError, open_source};
+use goalpost_fetch::{
+    FetchError, FetchStats, HttpClient, Recorder, Replayer, RunManifest, SourceContext, Tape,
+};
 use goalpost_indicators::IndicatorError;
 use goalpost_publish::{DIGEST_SCHEMA_VERSION, Digest, PublishError, Publisher, Summary};
 use goalpost_spec::{Config, Pipeline, SpecError};
@@ -42,6 +47,17 @@ pub enum RunError {
     Publish(#[from] PublishError),
     #[error("{0}")]
     State(#[from] StateError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// How to run a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Load everything, ignoring saved watermarks.
+    pub full: bool,
+    /// Replay the recorded responses of this run instead of touching the network.
+    pub replay: Option<String>,
 }
 
 /// What a successful run did.
@@ -51,6 +67,9 @@ pub struct RunReport {
     pub pipeline: String,
     pub rows_fetched: u64,
     pub rows_written: u64,
+    /// `full`, `incremental` or `unchanged`.
+    pub mode: &'static str,
+    pub fetch: goalpost_state::FetchCounts,
     pub table: String,
     pub table_version: u64,
     pub indicators: usize,
@@ -62,11 +81,35 @@ pub struct RunReport {
 pub struct Runner {
     config: Config,
     clock: Arc<dyn Clock>,
+    progress: Arc<dyn Progress>,
+    sleep: Option<goalpost_fetch::http::SleepFn>,
 }
 
 impl Runner {
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> Self {
-        Self { config, clock }
+        Self {
+            config,
+            clock,
+            progress: Arc::new(LogProgress::default()),
+            sleep: None,
+        }
+    }
+
+    /// Report fetch progress here instead of in log lines.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Wait between retries with this instead of sleeping (tests record the waits).
+    pub fn with_sleep(mut self, sleep: goalpost_fetch::http::SleepFn) -> Self {
+        self.sleep = Some(sleep);
+        self
+    }
+
+    /// Where a run's raw responses are kept.
+    pub fn raw_dir(&self, pipeline: &str, run_id: &str) -> PathBuf {
+        self.config.data_dir.join("raw").join(pipeline).join(run_id)
     }
 
     pub fn config(&self) -> &Config {
@@ -110,15 +153,19 @@ impl Runner {
         &self,
         pipeline: &Pipeline,
         configured: &[String],
+        options: &RunOptions,
     ) -> Result<RunReport, RunError> {
         let started = self.clock.now();
         let run_id = self.new_run_id(&pipeline.id, started);
         let state = self.state()?;
         state.start_run(&run_id, &pipeline.id, started)?;
         let span = tracing::info_span!("run", run_id = %run_id, pipeline = %pipeline.id);
-        let mut progress = RunEnd::default();
+        let mut progress = RunEnd {
+            replay_of: options.replay.clone(),
+            ..Default::default()
+        };
         let result = self
-            .stages(pipeline, configured, &run_id, &mut progress)
+            .stages(pipeline, configured, options, &run_id, &mut progress)
             .instrument(span)
             .await;
         let end = self.clock.now();
@@ -143,6 +190,7 @@ impl Runner {
         &self,
         pipeline: &Pipeline,
         configured: &[String],
+        options: &RunOptions,
         run_id: &str,
         progress: &mut RunEnd,
     ) -> Result<RunReport, RunError> {
@@ -151,41 +199,97 @@ impl Runner {
         if !problems.is_empty() {
             return Err(RunError::Invalid(problems));
         }
-
-        // Fetch and type every page of every source.
-        let table_spec = &pipeline.spec.table;
-        let schema = table_spec.arrow_schema();
-        let mut batches = Vec::new();
-        let mut sources = Vec::new();
-        for source_spec in &pipeline.spec.sources {
-            let spec = source_spec.get_ref();
-            let mut source = open_source(spec, &pipeline.dir)?;
-            let mut rows = 0u64;
-            while let Some(page) = source.next_page().await? {
-                rows += page.num_rows() as u64;
-                batches.push(goalpost_table::map_page(
-                    &page,
-                    table_spec,
-                    spec.fields(),
-                    pipeline.tz,
-                )?);
-            }
-            tracing::info!(source = %source.describe(), rows, "fetched");
-            progress.rows_fetched += rows;
-            sources.push(goalpost_publish::SourceInfo {
-                kind: spec.kind().to_string(),
-                location: spec.location().to_string(),
-                link: spec.link().map(str::to_string),
-                rows,
-            });
-        }
-
-        // One commit replaces the table.
         let store = TableStore::new(self.config.data_dir.join("tables"));
+        let table_spec = &pipeline.spec.table;
         let table_name = table_spec.name.get_ref();
-        let write = store.replace(table_name, schema, batches, run_id).await?;
-        progress.rows_written = write.rows;
-        progress.table_version = Some(write.version);
+        let mut state = self.state()?;
+
+        // Where to start from: the saved watermarks, unless a full load is asked for or the
+        // table cannot take a refresh (missing, or its columns changed in the pipeline).
+        let (tape, prior, full) = match &options.replay {
+            Some(replayed) => {
+                let dir = self.raw_dir(&pipeline.id, replayed);
+                let replayer = Replayer::open(&dir)?;
+                let m = replayer.manifest().clone();
+                (Tape::Replay(replayer), m.sources, m.full)
+            }
+            None => {
+                let saved = state.source_states(&pipeline.id)?;
+                let schema_matches = store
+                    .schema(table_name)
+                    .await?
+                    .is_some_and(|s| same_columns(&s, &table_spec.arrow_schema()));
+                let full = options.full || !schema_matches;
+                let prior = if full { Default::default() } else { saved };
+                let manifest = RunManifest {
+                    run_id: run_id.to_string(),
+                    pipeline: pipeline.id.clone(),
+                    full,
+                    sources: prior.clone(),
+                };
+                let has_web = pipeline
+                    .spec
+                    .sources
+                    .iter()
+                    .any(|s| s.get_ref().url().is_some());
+                let tape = if self.config.fetch.keep_raw && has_web {
+                    Tape::Record(Recorder::create(
+                        &self.raw_dir(&pipeline.id, run_id),
+                        &manifest,
+                    )?)
+                } else {
+                    Tape::Off
+                };
+                (tape, prior, full)
+            }
+        };
+        if full {
+            tracing::info!("loading everything");
+        }
+        let stats = Arc::new(FetchStats::default());
+        let mut http = HttpClient::new(&self.config.fetch, tape, stats.clone())?;
+        if let Some(sleep) = &self.sleep {
+            http = http.with_sleep(sleep.clone());
+        }
+        let fetch_started = std::time::Instant::now();
+        let input = load::LoadInput {
+            pipeline,
+            store: &store,
+            ctx: SourceContext {
+                base_dir: pipeline.dir.clone(),
+                http: Arc::new(http),
+                prior: None,
+            },
+            prior,
+            run_id,
+            progress: self.progress.clone(),
+        };
+        let loaded = load::load(&input).await;
+        let (requests, retries, bytes) = stats.snapshot();
+        progress.fetch = goalpost_state::FetchCounts {
+            requests,
+            retries,
+            bytes,
+            pages: loaded.as_ref().map_or(0, |l| l.pages),
+            fetch_ms: fetch_started.elapsed().as_millis() as u64,
+        };
+        let loaded = loaded?;
+        progress.mode = Some(loaded.kind.as_str().to_string());
+        progress.rows_fetched = loaded.rows_fetched;
+        progress.rows_written = loaded.write.rows;
+        progress.table_version = Some(loaded.write.version);
+        let write = loaded.write;
+        let sources = loaded.sources;
+        // The table holds what was fetched: the next run may start from here.
+        state.save_source_states(&pipeline.id, run_id, self.clock.now(), &loaded.states)?;
+        if options.replay.is_none()
+            && let Err(e) = goalpost_fetch::prune_recordings(
+                &self.config.data_dir.join("raw").join(&pipeline.id),
+                self.config.fetch.keep_raw_runs,
+            )
+        {
+            tracing::warn!(error = %e, "could not delete old raw recordings");
+        }
 
         // Figures and judgements from the version just written.
         let table = store.open_version(table_name, write.version).await?;
@@ -225,6 +329,8 @@ impl Runner {
             pipeline: pipeline.id.clone(),
             rows_fetched: progress.rows_fetched,
             rows_written: write.rows,
+            mode: loaded.kind.as_str(),
+            fetch: progress.fetch,
             table: table_name.clone(),
             table_version: write.version,
             indicators: series.len(),
@@ -232,4 +338,20 @@ impl Runner {
             published,
         })
     }
+}
+
+/// Whether two schemas have the same column names and types (nullability aside: Delta may
+/// report columns nullable that the pipeline declares required).
+fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> bool {
+    use arrow::datatypes::DataType;
+    // Delta reads text back as a view type; both spell the same column.
+    let norm = |t: &DataType| match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        other => other.clone(),
+    };
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && norm(x.data_type()) == norm(y.data_type()))
 }

@@ -1,6 +1,8 @@
 use crate::diagnostic::{SourceFile, SpecError};
+use crate::source::duration;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `config/goalpost.toml`: where things live and how the site is titled.
 ///
@@ -15,6 +17,7 @@ pub struct Config {
     /// Published versions kept besides the current one.
     pub keep_versions: usize,
     pub site: SiteSpec,
+    pub fetch: FetchSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -28,6 +31,8 @@ struct ConfigFile {
     keep_versions: usize,
     #[serde(default)]
     site: SiteSpec,
+    #[serde(default)]
+    fetch: FetchSettings,
 }
 
 fn default_keep() -> usize {
@@ -56,6 +61,63 @@ impl Default for SiteSpec {
             title: default_title(),
             organization: None,
             base_url: None,
+        }
+    }
+}
+
+/// `[fetch]`: how goalpost behaves as a web client. The defaults suit public portals.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchSettings {
+    /// Sent as `User-Agent`; name the city and a contact so portal operators can reach you.
+    pub user_agent: Option<String>,
+    /// Longest wait for one response, headers and body.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Retries of one request after a transient failure (connect error, timeout, 408, 429,
+    /// 5xx, a cut-off body).
+    pub retries: u32,
+    /// Give up once retrying one request has taken this long in total.
+    #[serde(deserialize_with = "duration")]
+    pub retry_budget: Duration,
+    /// First backoff; it doubles (with jitter) up to `backoff_max`.
+    #[serde(deserialize_with = "duration")]
+    pub backoff_initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub backoff_max: Duration,
+    /// Shortest wait after a `Retry-After`, so `Retry-After: 0` cannot become a tight loop.
+    #[serde(deserialize_with = "duration")]
+    pub retry_after_floor: Duration,
+    /// Requests per second to any one host.
+    pub requests_per_second: f64,
+    /// Largest response body accepted, as sent (MiB).
+    pub max_response_mib: u64,
+    /// Largest response body accepted after decompression (MiB).
+    pub max_decompressed_mib: u64,
+    /// Keep the raw responses of each run (zstd) under `data/raw/` for `run --replay`.
+    pub keep_raw: bool,
+    /// Raw recordings kept per pipeline; older ones are deleted.
+    pub keep_raw_runs: usize,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        Self {
+            user_agent: None,
+            timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(15),
+            retries: 6,
+            retry_budget: Duration::from_secs(600),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            retry_after_floor: Duration::from_secs(1),
+            requests_per_second: 4.0,
+            max_response_mib: 512,
+            max_decompressed_mib: 2048,
+            keep_raw: true,
+            keep_raw_runs: 10,
         }
     }
 }
@@ -94,6 +156,7 @@ impl Config {
             data_dir,
             keep_versions: raw.keep_versions,
             site: raw.site,
+            fetch: raw.fetch,
         })
     }
 }

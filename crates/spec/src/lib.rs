@@ -14,14 +14,19 @@ mod config;
 mod diagnostic;
 pub mod period;
 mod pipeline;
+mod source;
 mod status;
 mod validate;
 
-pub use config::{Config, SiteSpec};
+pub use config::{Config, FetchSettings, SiteSpec};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
 pub use pipeline::{
-    Baseline, Better, ColumnSpec, ColumnType, FileFormat, FileSource, GoalSpec, IndicatorSpec,
-    Pipeline, PipelineSpec, SourceSpec, TableSpec, Target,
+    Baseline, Better, ColumnSpec, ColumnType, GoalSpec, IndicatorSpec, Pipeline, PipelineSpec,
+    TableSpec, Target,
+};
+pub use source::{
+    ArcgisFormat, ArcgisSource, CkanSource, DatasetteSource, ExportMode, FileFormat, FileSource,
+    HttpSource, OpendatasoftSource, SocrataFormat, SocrataSource, SourceSpec, duration,
 };
 pub use status::GoalStatus;
 pub use validate::{LoadedPipelines, load_pipeline, load_pipelines, parse_pipeline};

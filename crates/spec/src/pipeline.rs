@@ -1,5 +1,6 @@
 use crate::diagnostic::SourceFile;
 use crate::period::PeriodKind;
+use crate::source::SourceSpec;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -67,73 +68,6 @@ pub struct PipelineSpec {
 
 fn default_fiscal_start() -> u32 {
     7
-}
-
-/// One source of rows. The `kind` key selects the connector.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceSpec {
-    /// A CSV, JSON array or NDJSON file on disk.
-    File(FileSource),
-}
-
-impl SourceSpec {
-    /// Overrides of `table.columns.<name>.from` for this source.
-    pub fn fields(&self) -> &IndexMap<String, String> {
-        match self {
-            Self::File(f) => &f.fields,
-        }
-    }
-
-    /// Where the rows come from, as written in the pipeline file (a path or URL).
-    pub fn location(&self) -> &str {
-        match self {
-            Self::File(f) => &f.path,
-        }
-    }
-
-    /// The public page about the dataset, if the pipeline names one.
-    pub fn link(&self) -> Option<&str> {
-        match self {
-            Self::File(f) => f.link.as_deref(),
-        }
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::File(_) => "file",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSource {
-    /// Path of the file, relative to the pipeline file's folder.
-    pub path: String,
-    /// `csv`, `json` (an array of objects, as Socrata returns) or `ndjson`; by default taken
-    /// from the file's extension.
-    pub format: Option<FileFormat>,
-    /// Rows per page handed to the table stage.
-    #[serde(default = "default_page_size")]
-    pub page_size: usize,
-    /// Per-source field names: `table column = "field at the source"`.
-    #[serde(default)]
-    pub fields: IndexMap<String, String>,
-    /// Public page about the dataset, shown as provenance.
-    pub link: Option<String>,
-}
-
-fn default_page_size() -> usize {
-    10_000
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    Csv,
-    Json,
-    Ndjson,
 }
 
 /// The typed table a pipeline writes.

@@ -1,5 +1,6 @@
 use crate::diagnostic::{Diagnostic, SourceFile, SpecError};
-use crate::pipeline::{ColumnType, Pipeline, PipelineSpec, SourceSpec, parse_iso_date};
+use crate::pipeline::{ColumnType, Pipeline, PipelineSpec, parse_iso_date};
+use crate::source::SourceSpec;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use serde_spanned::Spanned;
@@ -235,7 +236,83 @@ impl Checker<'_> {
                         self.at(source, "page_size is 0; expected at least 1".into());
                     }
                 }
+                web => self.check_web_source(source, web),
             }
+        }
+    }
+
+    fn check_web_source(&mut self, at: &Spanned<SourceSpec>, spec: &SourceSpec) {
+        let url = spec.url().unwrap_or_default();
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() < 10 {
+            self.at(
+                at,
+                format!("url {url:?} is not a web address; expected one starting with https:// or http://"),
+            );
+        }
+        let ceiling = match spec {
+            SourceSpec::Socrata(_) => Some(50_000),
+            SourceSpec::Ckan(_) => Some(32_000),
+            SourceSpec::Opendatasoft(_) => Some(100),
+            _ => None,
+        };
+        match (spec.page_size(), ceiling) {
+            (Some(0), _) => self.at(at, "page_size is 0; expected at least 1".into()),
+            (Some(n), Some(max)) if n > max => self.at(
+                at,
+                format!(
+                    "page_size {n} is more than the {max} rows a {} request may return",
+                    spec.kind()
+                ),
+            ),
+            _ => {}
+        }
+        match spec {
+            SourceSpec::Socrata(s) => {
+                let ok = s.dataset.len() == 9
+                    && s.dataset.as_bytes()[4] == b'-'
+                    && s.dataset
+                        .bytes()
+                        .enumerate()
+                        .all(|(i, b)| i == 4 || b.is_ascii_alphanumeric());
+                if !ok {
+                    self.at(
+                        at,
+                        format!("dataset {:?} is not a Socrata dataset id; expected the form \"abcd-1234\" from the dataset's address", s.dataset),
+                    );
+                }
+            }
+            SourceSpec::Ckan(s) => {
+                if s.resource_id.is_none() && s.dataset.is_none() {
+                    self.at(
+                        at,
+                        "a ckan source needs resource_id, or dataset (and optionally resource)"
+                            .into(),
+                    );
+                }
+                if s.resource_id.is_some() && s.resource.is_some() {
+                    self.at(
+                        at,
+                        "give either resource_id or resource (within dataset), not both".into(),
+                    );
+                }
+            }
+            _ => {}
+        }
+        let env_vars = match spec {
+            SourceSpec::Http(s) => s.auth_env.as_deref(),
+            SourceSpec::Socrata(s) => s.app_token_env.as_deref(),
+            SourceSpec::Ckan(s) => s.api_key_env.as_deref(),
+            SourceSpec::Arcgis(s) => s.token_env.as_deref(),
+            SourceSpec::Opendatasoft(s) => s.api_key_env.as_deref(),
+            _ => None,
+        };
+        if let Some(name) = env_vars
+            && (name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            self.at(
+                at,
+                format!("{name:?} is not an environment variable name; expected letters, digits and _ (the secret itself never goes in the pipeline file)"),
+            );
         }
     }
 

@@ -1,8 +1,10 @@
 //! goalpost-state: what goalpost remembers between runs, in one SQLite file
 //! (`data/state.sqlite`).
 //!
-//! Today that is the run history: one row per pipeline run with its times, outcome, row
-//! counts, table version, published version and error text. Schema changes are applied as
+//! It holds the run history (one row per pipeline run with its times, outcome, row counts,
+//! fetch statistics, table version, published version and error text) and each source's
+//! refresh state: the watermark an incremental refresh starts from and the validators (ETag,
+//! Last-Modified, a portal's modification stamp) that let an unchanged source cost nothing. Schema changes are applied as
 //! numbered migrations recorded in SQLite's `user_version`, so an old state file is upgraded
 //! in place.
 
@@ -68,6 +70,23 @@ pub struct RunRecord {
     pub table_version: Option<u64>,
     pub published_version: Option<String>,
     pub error: Option<String>,
+    /// `full`, `incremental` or `unchanged`.
+    pub mode: Option<String>,
+    /// The run whose recorded responses this run replayed.
+    pub replay_of: Option<String>,
+    pub fetch: FetchCounts,
+}
+
+/// What fetching cost in a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FetchCounts {
+    pub requests: u64,
+    pub pages: u64,
+    /// Response body bytes as received (after decompression).
+    pub bytes: u64,
+    pub retries: u64,
+    /// Time spent fetching, in milliseconds.
+    pub fetch_ms: u64,
 }
 
 /// How a finished run went, to record.
@@ -79,6 +98,24 @@ pub struct RunEnd {
     pub table_version: Option<u64>,
     pub published_version: Option<String>,
     pub error: Option<String>,
+    pub mode: Option<String>,
+    pub replay_of: Option<String>,
+    pub fetch: FetchCounts,
+}
+
+/// A source's refresh state, kept between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SourceState {
+    /// The newest value of the source's update field seen so far, as the portal wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// A portal's own modification stamp of the dataset (CKAN `metadata_modified`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
 }
 
 pub struct StateStore {
@@ -101,6 +138,22 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
      );
      CREATE INDEX runs_by_pipeline ON runs (pipeline, started_at);",
+    // 2: fetch statistics and per-source refresh state
+    "ALTER TABLE runs ADD COLUMN mode TEXT;
+     ALTER TABLE runs ADD COLUMN replay_of TEXT;
+     ALTER TABLE runs ADD COLUMN requests INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN pages INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN fetch_ms INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE source_state (
+        pipeline TEXT NOT NULL,
+        source_key TEXT NOT NULL,
+        state TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, source_key)
+     );",
 ];
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -170,7 +223,9 @@ impl StateStore {
         self.conn
             .execute(
                 "UPDATE runs SET ended_at = ?2, status = ?3, rows_fetched = ?4, rows_written = ?5,
-                        table_version = ?6, published_version = ?7, error = ?8
+                        table_version = ?6, published_version = ?7, error = ?8, mode = ?9,
+                        replay_of = ?10, requests = ?11, pages = ?12, bytes = ?13, retries = ?14,
+                        fetch_ms = ?15
                  WHERE id = ?1",
                 params![
                     id,
@@ -180,7 +235,14 @@ impl StateStore {
                     end.rows_written as i64,
                     end.table_version.map(|v| v as i64),
                     end.published_version,
-                    end.error
+                    end.error,
+                    end.mode,
+                    end.replay_of,
+                    end.fetch.requests as i64,
+                    end.fetch.pages as i64,
+                    end.fetch.bytes as i64,
+                    end.fetch.retries as i64,
+                    end.fetch.fetch_ms as i64,
                 ],
             )
             .map(|_| ())
@@ -202,6 +264,66 @@ impl StateStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// The refresh state of every source of a pipeline, by source key.
+    pub fn source_states(
+        &self,
+        pipeline: &str,
+    ) -> Result<std::collections::BTreeMap<String, SourceState>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT source_key, state FROM source_state WHERE pipeline = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([pipeline], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let (key, json) = row.map_err(|e| self.err(e))?;
+            // A state this version cannot read only costs a full reload.
+            out.insert(key, serde_json::from_str(&json).unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    /// Replace a pipeline's source states in one transaction: sources no longer configured
+    /// are forgotten. Call only after the run's table commit succeeded.
+    pub fn save_source_states(
+        &mut self,
+        pipeline: &str,
+        run_id: &str,
+        at: DateTime<Utc>,
+        states: &[(String, SourceState)],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM source_state WHERE pipeline = ?1", [pipeline])
+            .map_err(err)?;
+        for (key, state) in states {
+            let json = serde_json::to_string(state).expect("source state serializes");
+            tx.execute(
+                "INSERT INTO source_state (pipeline, source_key, state, run_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![pipeline, key, json, run_id, ts(at)],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Forget a pipeline's source states, so its next run loads everything.
+    pub fn clear_source_states(&self, pipeline: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("DELETE FROM source_state WHERE pipeline = ?1", [pipeline])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// One run by id.
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
         self.conn
@@ -212,7 +334,8 @@ impl StateStore {
 }
 
 const SELECT_RUN: &str = "SELECT id, pipeline, started_at, ended_at, status, rows_fetched,
-        rows_written, table_version, published_version, error FROM runs";
+        rows_written, table_version, published_version, error, mode, replay_of, requests, pages,
+        bytes, retries, fetch_ms FROM runs";
 
 /// A row selected by [`SELECT_RUN`].
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -238,6 +361,15 @@ fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         table_version: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
         published_version: r.get(8)?,
         error: r.get(9)?,
+        mode: r.get(10)?,
+        replay_of: r.get(11)?,
+        fetch: FetchCounts {
+            requests: r.get::<_, i64>(12)? as u64,
+            pages: r.get::<_, i64>(13)? as u64,
+            bytes: r.get::<_, i64>(14)? as u64,
+            retries: r.get::<_, i64>(15)? as u64,
+            fetch_ms: r.get::<_, i64>(16)? as u64,
+        },
     })
 }
 
@@ -281,5 +413,40 @@ mod tests {
         assert_eq!(store.runs(Some("a"), 10).unwrap().len(), 1);
         assert_eq!(store.run("r2").unwrap().unwrap().pipeline, "b");
         assert!(store.run("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn source_states_are_replaced_per_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("s.sqlite")).unwrap();
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let a = SourceState {
+            watermark: Some("2026-01-01T00:00:00.000".into()),
+            ..Default::default()
+        };
+        let b = SourceState {
+            etag: Some("\"x\"".into()),
+            ..Default::default()
+        };
+        store
+            .save_source_states(
+                "p",
+                "r1",
+                t,
+                &[("one".into(), a.clone()), ("two".into(), b)],
+            )
+            .unwrap();
+        store
+            .save_source_states("q", "r2", t, &[("one".into(), SourceState::default())])
+            .unwrap();
+        store
+            .save_source_states("p", "r3", t, &[("one".into(), a.clone())])
+            .unwrap();
+        let p = store.source_states("p").unwrap();
+        assert_eq!(p.len(), 1, "a source no longer configured is forgotten");
+        assert_eq!(p["one"], a);
+        assert_eq!(store.source_states("q").unwrap().len(), 1);
+        store.clear_source_states("p").unwrap();
+        assert!(store.source_states("p").unwrap().is_empty());
     }
 }

@@ -14,7 +14,7 @@ mod parse;
 mod store;
 
 pub use mapping::{MapError, ValueError, map_page};
-pub use store::{TableError, TableStore, TableWrite};
+pub use store::{BatchResult, TableError, TableStore, TableWrite};
 
 /// Delta Lake, re-exported so callers open tables with the same crate version.
 pub use deltalake;

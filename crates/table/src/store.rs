@@ -1,11 +1,35 @@
 //! Delta Lake tables under `data/tables/<name>/`.
+//!
+//! Two ways to write, each one commit:
+//! - [`TableStore::replace_stream`] replaces the table with rows that arrive as a stream of
+//!   batches (a full load): the batches go straight into Parquet files as they come, so a
+//!   source of millions of rows never sits in memory whole. Nothing is visible until the
+//!   single commit at the end; a stream that ends in an error commits nothing.
+//! - [`TableStore::merge`] upserts changed rows by the table's key (an incremental refresh).
 
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use deltalake::datafusion::catalog::streaming::StreamingTable;
+use deltalake::datafusion::common::DataFusionError;
+use deltalake::datafusion::datasource::provider_as_source;
+use deltalake::datafusion::execution::TaskContext;
+use deltalake::datafusion::logical_expr::LogicalPlanBuilder;
+use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
+use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use deltalake::datafusion::physical_plan::streaming::PartitionStream;
+use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// What a stream of batches for [`TableStore::replace_stream`] carries: a batch, or the reason
+/// the load failed (which aborts the write).
+pub type BatchResult = Result<RecordBatch, String>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -21,11 +45,16 @@ pub enum TableError {
 }
 
 /// What a write produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TableWrite {
     /// The table's version after the commit.
     pub version: u64,
+    /// Rows written: all of them for a replace; inserted plus updated for a merge.
     pub rows: u64,
+    /// For a merge: rows inserted, rows updated and data files rewritten.
+    pub inserted: u64,
+    pub updated: u64,
+    pub files_rewritten: u64,
 }
 
 /// The folder that holds every table.
@@ -89,10 +118,7 @@ impl TableStore {
         } else {
             batches
         };
-        let commit = CommitProperties::default().with_metadata([(
-            "goalpost.run_id".to_string(),
-            serde_json::Value::String(run_id.to_string()),
-        )]);
+        let commit = commit_properties(run_id);
         let written = self
             .handle(table)
             .await?
@@ -105,7 +131,135 @@ impl TableStore {
         Ok(TableWrite {
             version: written.version().unwrap_or(0),
             rows,
+            ..Default::default()
         })
+    }
+
+    /// Replace the table with the batches arriving on `rows`, in one commit at the end. The
+    /// sender ends the stream by dropping its side; it aborts the write by sending `Err`.
+    pub async fn replace_stream(
+        &self,
+        table: &str,
+        schema: SchemaRef,
+        rows: mpsc::Receiver<BatchResult>,
+        run_id: &str,
+    ) -> Result<TableWrite, TableError> {
+        let counted = Arc::new(AtomicU64::new(0));
+        let partition = ChannelPartition {
+            schema: schema.clone(),
+            rx: Mutex::new(Some(rows)),
+            counted: counted.clone(),
+        };
+        let provider = StreamingTable::try_new(schema, vec![Arc::new(partition)])
+            .map_err(|e| self.err(table, e.into()))?;
+        let plan =
+            LogicalPlanBuilder::scan("incoming", provider_as_source(Arc::new(provider)), None)
+                .and_then(LogicalPlanBuilder::build)
+                .map_err(|e| self.err(table, e.into()))?;
+        let written = self
+            .handle(table)
+            .await?
+            .write(vec![])
+            .with_input_plan(plan)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(SchemaMode::Overwrite)
+            .with_commit_properties(commit_properties(run_id))
+            .await
+            .map_err(|e| self.err(table, e))?;
+        Ok(TableWrite {
+            version: written.version().unwrap_or(0),
+            rows: counted.load(Ordering::Relaxed),
+            ..Default::default()
+        })
+    }
+
+    /// Upsert `batches` by `key`: a row whose key is in the table replaces it, any other row
+    /// is added. The batches must hold each key once (dedupe before). One commit.
+    pub async fn merge(
+        &self,
+        table: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        key: &[String],
+        run_id: &str,
+    ) -> Result<TableWrite, TableError> {
+        if !self.exists(table) {
+            return Err(TableError::Missing {
+                table: table.to_string(),
+            });
+        }
+        let handle = self.handle(table).await?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            // Nothing changed: no commit, the table stays at its version.
+            return Ok(TableWrite {
+                version: handle.version().unwrap_or(0),
+                ..Default::default()
+            });
+        }
+        let ctx = SessionContext::new();
+        let source = ctx
+            .read_batches(batches)
+            .map_err(|e| self.err(table, e.into()))?;
+        let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
+        let predicate = key
+            .iter()
+            .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let (written, metrics) = handle
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(commit_properties(run_id))
+            .when_matched_update(|mut u| {
+                for c in &columns {
+                    u = u.update(quote(c), format!("source.{}", quote(c)));
+                }
+                u
+            })
+            .and_then(|b| {
+                b.when_not_matched_insert(|mut i| {
+                    for c in &columns {
+                        i = i.set(quote(c), format!("source.{}", quote(c)));
+                    }
+                    i
+                })
+            })
+            .map_err(|e| self.err(table, e))?
+            .await
+            .map_err(|e| self.err(table, e))?;
+        let inserted = metrics.num_target_rows_inserted as u64;
+        let updated = metrics.num_target_rows_updated as u64;
+        Ok(TableWrite {
+            version: written.version().unwrap_or(0),
+            rows: inserted + updated,
+            inserted,
+            updated,
+            files_rewritten: metrics.num_target_files_removed as u64,
+        })
+    }
+
+    /// The table's current Arrow schema, or `None` when it does not exist yet.
+    pub async fn schema(&self, table: &str) -> Result<Option<SchemaRef>, TableError> {
+        if !self.exists(table) {
+            return Ok(None);
+        }
+        let handle = self.handle(table).await?;
+        let snapshot = handle.snapshot().map_err(|e| self.err(table, e))?;
+        Ok(Some(snapshot.snapshot().arrow_schema()))
+    }
+
+    /// The table's latest version, or `None` when it does not exist yet.
+    pub async fn latest_version(&self, table: &str) -> Result<Option<u64>, TableError> {
+        if !self.exists(table) {
+            return Ok(None);
+        }
+        Ok(self.handle(table).await?.version())
+    }
+
+    pub fn table_exists(&self, table: &str) -> bool {
+        self.exists(table)
     }
 
     /// Open a table as it was at `version` (Delta time travel), so figures are computed from
@@ -121,6 +275,52 @@ impl TableStore {
         deltalake::open_table_with_version(url, version)
             .await
             .map_err(|e| self.err(table, e))
+    }
+}
+
+fn commit_properties(run_id: &str) -> CommitProperties {
+    CommitProperties::default().with_metadata([(
+        "goalpost.run_id".to_string(),
+        serde_json::Value::String(run_id.to_string()),
+    )])
+}
+
+/// A scan whose one partition is the batches arriving on a channel.
+struct ChannelPartition {
+    schema: SchemaRef,
+    rx: Mutex<Option<mpsc::Receiver<BatchResult>>>,
+    counted: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ChannelPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelPartition")
+    }
+}
+
+impl PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let rx = self.rx.lock().expect("channel partition lock").take();
+        let counted = self.counted.clone();
+        let stream = futures::stream::unfold(rx, move |rx| {
+            let counted = counted.clone();
+            async move {
+                // A second execution has nothing to read: it must not see the rows twice.
+                let mut rx = rx?;
+                let item = rx.recv().await?;
+                let item = item
+                    .inspect(|b| {
+                        counted.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+                    })
+                    .map_err(|m| DataFusionError::External(m.into()));
+                Some((item, Some(rx)))
+            }
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }
 
@@ -178,5 +378,129 @@ mod tests {
             store.open_version("missing", 0).await,
             Err(TableError::Missing { .. })
         ));
+    }
+
+    fn keyed(rows: &[(i64, &str)]) -> RecordBatch {
+        use arrow::array::StringArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn contents(table: &DeltaTable) -> Vec<(i64, String)> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        let ctx = deltalake::datafusion::prelude::SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).unwrap();
+        ctx.register_table("t", table.table_provider().await.unwrap())
+            .unwrap();
+        let batches = ctx
+            .sql("SELECT id, v FROM t ORDER BY id")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for b in &batches {
+            let ids = b.column(0).as_primitive::<Int64Type>();
+            let vs = arrow::compute::cast(b.column(1), &DataType::Utf8).unwrap();
+            let vs = vs.as_string::<i32>();
+            for i in 0..b.num_rows() {
+                out.push((ids.value(i), vs.value(i).to_string()));
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_streamed_replace_commits_once_and_an_aborted_one_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TableStore::new(dir.path());
+        let schema = keyed(&[]).schema();
+        let (tx, rx) = mpsc::channel(2);
+        let feed = tokio::spawn(async move {
+            for i in 0..5 {
+                tx.send(Ok(keyed(&[(i * 2, "a"), (i * 2 + 1, "b")])))
+                    .await
+                    .unwrap();
+            }
+        });
+        let w = store
+            .replace_stream("t", schema.clone(), rx, "r1")
+            .await
+            .unwrap();
+        feed.await.unwrap();
+        assert_eq!((w.version, w.rows), (0, 10));
+        assert_eq!(
+            contents(&store.open_version("t", 0).await.unwrap())
+                .await
+                .len(),
+            10
+        );
+
+        let (tx, rx) = mpsc::channel(2);
+        let feed = tokio::spawn(async move {
+            tx.send(Ok(keyed(&[(100, "x")]))).await.unwrap();
+            let _ = tx.send(Err("page 2 failed".into())).await;
+        });
+        let err = store
+            .replace_stream("t", schema, rx, "r2")
+            .await
+            .unwrap_err();
+        feed.await.unwrap();
+        assert!(err.to_string().contains("page 2 failed"), "{err}");
+        let table = store.handle("t").await.unwrap();
+        assert_eq!(table.version(), Some(0), "a failed load commits nothing");
+    }
+
+    #[tokio::test]
+    async fn merge_updates_matching_keys_and_inserts_new_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TableStore::new(dir.path());
+        let schema = keyed(&[]).schema();
+        store
+            .replace(
+                "t",
+                schema.clone(),
+                vec![keyed(&[(1, "a"), (2, "b"), (3, "c")])],
+                "r1",
+            )
+            .await
+            .unwrap();
+        let key = vec!["id".to_string()];
+        let w = store
+            .merge(
+                "t",
+                schema.clone(),
+                vec![keyed(&[(2, "B"), (4, "d")])],
+                &key,
+                "r2",
+            )
+            .await
+            .unwrap();
+        assert_eq!((w.version, w.inserted, w.updated), (1, 1, 1));
+        let rows = contents(&store.open_version("t", 1).await.unwrap()).await;
+        let expected: Vec<(i64, String)> = [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
+            .iter()
+            .map(|(i, v)| (*i, v.to_string()))
+            .collect();
+        assert_eq!(rows, expected);
+        // No changes: no commit.
+        let w = store.merge("t", schema, vec![], &key, "r3").await.unwrap();
+        assert_eq!((w.version, w.rows), (1, 0));
     }
 }

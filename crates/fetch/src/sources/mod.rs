@@ -1,3 +1,4 @@
-//! One module per kind of source.
+//! One module per connector.
 
 pub mod file;
+pub mod socrata;
