@@ -14,7 +14,7 @@ validate:
 
 # All tests.
 test:
-    cargo test --workspace
+    tools/test
 
 # Formatting and lints, as CI checks them.
 lint:

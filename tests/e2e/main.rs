@@ -3,6 +3,7 @@
 //! Expected figures are computed here from the raw fixture files with plain Rust, never
 //! copied from goalpost's output.
 
+mod connectors;
 mod demo;
 mod failures;
 mod validate;

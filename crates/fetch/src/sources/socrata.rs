@@ -1,11 +1,16 @@
 //! The `socrata` source: SODA 2.x `/resource/<id>.json` (or `.csv`).
 //!
-//! - Pages with `$limit`/`$offset` under a stable `$order` (`:id` for a full load): without an
+//! - A full load pages with `$limit`/`$offset` under the stable `$order=:id`: without an
 //!   order, Socrata's pages may silently repeat and skip rows.
 //! - Asks for the system fields with `$select=:*,*`, so every row carries `:id` and
 //!   `:updated_at`.
 //! - A refresh asks only for rows with `:updated_at >= watermark − overlap`, ordered by
 //!   `:updated_at, :id` (`:updated_at` is not unique, hence the overlap and the tie-breaker).
+//!   It pages by key rather than by offset — each page asks for rows after the last
+//!   (`:updated_at`, `:id`) seen — because the order itself moves while it is read: a row
+//!   updated between two pages jumps to the end, and with offsets every row behind it would
+//!   shift back and one would be skipped. By key, the jumped row is simply read again at the
+//!   end.
 //! - Counts first (`$select=count(*)` with the same filter) and fails a load that received
 //!   fewer rows than that count.
 //! - Sends `X-App-Token` from the environment variable the pipeline names; turns SODA error
@@ -43,6 +48,8 @@ pub struct Socrata {
     done: bool,
     /// Newest `:updated_at` seen (ISO, UTC), carried over when nothing newer arrives.
     watermark: Option<String>,
+    /// For a refresh: (`:updated_at`, `:id`) of the last row read.
+    after: Option<(String, String)>,
 }
 
 impl Socrata {
@@ -94,6 +101,7 @@ impl Socrata {
             next_index: 0,
             done: false,
             watermark: prior_mark,
+            after: None,
         })
     }
 
@@ -182,10 +190,20 @@ impl Source for Socrata {
             ("$select", ":*,*".to_string()),
             ("$order", self.order.to_string()),
             ("$limit", self.page_size.to_string()),
-            ("$offset", offset.to_string()),
         ];
-        if let Some(c) = &self.condition {
-            params.push(("$where", c.clone()));
+        let keyset = self.after.as_ref().map(|(t, id)| {
+            let (t, id) = (soql_text(t.trim_end_matches('Z')), soql_text(id));
+            format!("(:updated_at > {t} OR (:updated_at = {t} AND :id > {id}))")
+        });
+        if self.kind != LoadKind::Changes {
+            params.push(("$offset", offset.to_string()));
+        }
+        let condition = match (&self.condition, keyset) {
+            (Some(c), Some(k)) => Some(format!("{c} AND {k}")),
+            (c, k) => c.clone().or(k),
+        };
+        if let Some(c) = condition {
+            params.push(("$where", c));
         }
         let req = self.request(&params)?;
         let index = self.next_index;
@@ -217,6 +235,17 @@ impl Source for Socrata {
             }
         }
         self.track_watermark(&page);
+        if self.kind == LoadKind::Changes && rows > 0 {
+            self.after = last_position(&page);
+            if self.after.is_none() {
+                return Err(FetchError::Portal {
+                    url: req.url.to_string(),
+                    message:
+                        "rows came without :updated_at and :id although $select=:*,* asked for them"
+                            .into(),
+                });
+            }
+        }
         if rows == 0 {
             return Ok(None);
         }
@@ -261,6 +290,22 @@ fn decode_page(
             Ok(page.unwrap_or_else(|| RawPage::empty(index, origin)))
         }
     }
+}
+
+/// (`:updated_at`, `:id`) of a page's last row.
+fn last_position(page: &RawPage) -> Option<(String, String)> {
+    use arrow::array::{Array, AsArray};
+    let last = page.num_rows().checked_sub(1)?;
+    let get = |name: &str| {
+        let col = page.batch.column_by_name(name)?.as_string::<i32>();
+        (!col.is_null(last)).then(|| col.value(last).to_string())
+    };
+    Some((get(":updated_at")?, get(":id")?))
+}
+
+/// A SoQL string literal.
+fn soql_text(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// The refresh window's start: the watermark less the overlap, as a SoQL floating literal.

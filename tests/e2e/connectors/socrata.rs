@@ -1,0 +1,328 @@
+//! The `socrata` connector against the SODA 2.x emulator.
+
+use super::{Harness, assert_same, expected};
+use goalpost_runner::RunOptions;
+use goalpost_testkit::dataset::BASE_EPOCH;
+use goalpost_testkit::socrata::{self, SocrataOptions};
+use goalpost_testkit::{Dataset, Fault, SharedDataset, TestServer};
+use std::time::Duration;
+
+fn name(label: &str) -> String {
+    goalpost_testkit::dataset::field_name(label)
+}
+
+async fn serve(rows: Option<usize>, options: SocrataOptions) -> (SharedDataset, TestServer) {
+    let full = Dataset::sf_fire();
+    let dataset = match rows {
+        Some(n) => full.subset(n),
+        None => full,
+    }
+    .shared();
+    let server = socrata::start(dataset.clone(), options).await;
+    (dataset, server)
+}
+
+fn harness(server: &TestServer, page_size: usize, extra: &str) -> Harness {
+    Harness::new(
+        &format!(
+            "kind = \"socrata\"\nurl = \"{}\"\ndataset = \"nuek-vuh3\"\npage_size = {page_size}\noverlap = \"10m\"\n{extra}",
+            server.base_url()
+        ),
+        name,
+    )
+}
+
+#[tokio::test]
+async fn full_load_then_refresh_fetches_only_what_changed() {
+    let (dataset, server) = serve(None, SocrataOptions::default()).await;
+    let h = harness(&server, 1500, "");
+
+    let first = h.run().await.expect("first run");
+    assert_eq!(first.mode, "full");
+    assert_eq!(first.rows_fetched, 7704);
+    let pages = server.log.data_requests();
+    assert_eq!(pages.len(), 6, "7,704 rows in pages of 1,500");
+    for p in &pages {
+        assert_eq!(
+            p.param("$order"),
+            Some(":id"),
+            "every page has a stable order"
+        );
+        assert_eq!(p.param("$select"), Some(":*,*"));
+    }
+    assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
+
+    // Change 1 % of the rows a day later; a refresh reads only rows updated since the last
+    // watermark less the overlap.
+    let changed = dataset
+        .write()
+        .unwrap()
+        .change_rows(100, BASE_EPOCH + 86_400);
+    assert_eq!(changed.len(), 77);
+    let watermark = dataset
+        .read()
+        .unwrap()
+        .rows()
+        .iter()
+        .filter(|r| {
+            !changed.contains(
+                &r.values[dataset.read().unwrap().key_index()]
+                    .clone()
+                    .unwrap(),
+            )
+        })
+        .map(|r| r.updated_at)
+        .max()
+        .unwrap();
+    let in_overlap = dataset
+        .read()
+        .unwrap()
+        .rows()
+        .iter()
+        .filter(|r| r.updated_at >= watermark - 600 && r.updated_at <= watermark)
+        .count();
+    server.log.clear();
+    let second = h.run().await.expect("refresh");
+    assert_eq!(second.mode, "incremental");
+    assert_eq!(
+        server.log.rows_served(),
+        changed.len() + in_overlap,
+        "the changed rows plus the overlap window, nothing else"
+    );
+    assert!(
+        server
+            .log
+            .data_requests()
+            .iter()
+            .all(|r| r.param("$order") == Some(":updated_at,:id") && r.param("$offset").is_none()),
+        "refreshes page by (update time, id), not by offset"
+    );
+    assert!(second.table_version > first.table_version);
+    let table = h.table().await;
+    assert_same(&table, &expected(&dataset.read().unwrap()));
+    assert!(table[&changed[0]].disposition.starts_with("Changed"));
+
+    // Nothing changed since: only the overlap window again, and no new table version.
+    server.log.clear();
+    let third = h.run().await.expect("quiet refresh");
+    assert_eq!(
+        server.log.rows_served(),
+        changed.len(),
+        "the overlap holds the changed rows"
+    );
+    assert_eq!(third.rows_written, changed.len() as u64);
+
+    // --full starts over.
+    server.log.clear();
+    let full = h
+        .run_with(&RunOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await
+        .expect("full run");
+    assert_eq!((full.mode, full.rows_fetched), ("full", 7704));
+}
+
+#[tokio::test]
+async fn transient_faults_are_retried_to_the_same_table() {
+    let faults = [
+        Fault::Status {
+            code: 503,
+            body: "busy".into(),
+        },
+        Fault::TooManyRequests {
+            retry_after: Some("0".into()),
+        },
+        Fault::Truncate,
+        Fault::MalformedJson,
+        Fault::Delay(Duration::from_secs(4)),
+    ];
+    for fault in faults {
+        let (dataset, server) = serve(Some(700), SocrataOptions::default()).await;
+        let h = harness(&server, 100, "");
+        // Twice on the third page.
+        server.faults.push_at(3, fault.clone());
+        server.faults.push_at(4, fault.clone());
+        let report = h
+            .run()
+            .await
+            .unwrap_or_else(|e| panic!("{fault:?} should be retried: {e}"));
+        assert_eq!(report.fetch.retries, 2, "{fault:?}");
+        assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
+        let waits = h.waits.lock().unwrap().clone();
+        assert_eq!(waits.len(), 2, "{fault:?}");
+        if matches!(fault, Fault::TooManyRequests { .. }) {
+            assert!(
+                waits.iter().all(|w| *w >= Duration::from_millis(25)),
+                "Retry-After: 0 waits at least the floor: {waits:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn failures_leave_the_table_and_digest_as_they_were() {
+    let (dataset, server) = serve(Some(500), SocrataOptions::default()).await;
+    let h = harness(&server, 100, "");
+    let good = h.run().await.expect("good run");
+    let digest = h.digest_bytes().expect("digest published");
+    let version = h.table_version().await;
+
+    // A 5xx burst longer than the retry budget, in a full load.
+    dataset
+        .write()
+        .unwrap()
+        .change_rows(10, BASE_EPOCH + 86_400);
+    server.faults.push(
+        Fault::Status {
+            code: 502,
+            body: "bad gateway".into(),
+        },
+        10,
+    );
+    let err = h
+        .run_with(&RunOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("502") && err.contains("gave up after 5 attempts"),
+        "{err}"
+    );
+    assert_eq!(h.table_version().await, version, "no table commit");
+    assert_eq!(h.digest_bytes().unwrap(), digest, "the digest is untouched");
+
+    // A 4xx is never retried.
+    server.faults.clear();
+    server.log.clear();
+    server.faults.push(
+        Fault::Status {
+            code: 400,
+            body: r#"{"code":"query.soql.no-such-column","error":true,"message":"No such column: received_dttm"}"#.into(),
+        },
+        1,
+    );
+    let err = h.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("no such column") && err.contains("schema has changed"),
+        "{err}"
+    );
+    assert_eq!(server.log.data_requests().len(), 1, "a 400 is not retried");
+    assert_eq!(h.table_version().await, version);
+    assert_eq!(h.digest_bytes().unwrap(), digest);
+    assert!(good.rows_fetched == 500);
+}
+
+#[tokio::test]
+async fn a_row_changing_between_pages_is_never_lost() {
+    let (dataset, server) = serve(Some(1000), SocrataOptions::default()).await;
+    let h = harness(&server, 100, "");
+    h.run().await.expect("first run");
+    // Mark a tenth of the rows changed, then, while the refresh pages through them in update
+    // order, change every seventh row after the first page: rows already read jump to the
+    // end, which under offset paging would shift the rest back and skip some.
+    dataset
+        .write()
+        .unwrap()
+        .change_rows(10, BASE_EPOCH + 86_400);
+    server.faults.push_at(
+        server.faults.data_requests() + 1,
+        Fault::MutateAfterServe {
+            every: 7,
+            at_epoch: BASE_EPOCH + 2 * 86_400,
+        },
+    );
+    let report = h.run().await.expect("refresh");
+    assert_eq!(report.mode, "incremental");
+    assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
+
+    // In a full load (by :id) rows do not move, but a row changed after it was read is stored
+    // as it was: the next refresh's overlap window brings the change in.
+    server.faults.push_at(
+        server.faults.data_requests() + 2,
+        Fault::MutateAfterServe {
+            every: 3,
+            at_epoch: BASE_EPOCH + 3 * 86_400,
+        },
+    );
+    h.run_with(&RunOptions {
+        full: true,
+        ..Default::default()
+    })
+    .await
+    .expect("full load");
+    let report = h.run().await.expect("refresh after the full load");
+    assert_eq!(report.mode, "incremental");
+    assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
+}
+
+#[tokio::test]
+async fn app_tokens_come_from_the_environment_and_are_required_when_set() {
+    let (_dataset, server) = serve(
+        Some(300),
+        SocrataOptions {
+            app_token: Some("s3cret-token".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Without a token: the portal's 403 becomes advice.
+    let h = harness(&server, 100, "");
+    let err = h.run().await.unwrap_err().to_string();
+    assert!(err.contains("app_token_env"), "{err}");
+
+    // The variable named but not set.
+    let h = harness(
+        &server,
+        100,
+        "app_token_env = \"GOALPOST_TEST_UNSET_TOKEN\"\n",
+    );
+    let err = h.run().await.unwrap_err().to_string();
+    assert!(
+        err.contains("GOALPOST_TEST_UNSET_TOKEN is not set"),
+        "{err}"
+    );
+
+    // SAFETY: no other test reads or writes this variable.
+    unsafe { std::env::set_var("GOALPOST_TEST_SODA_TOKEN", "s3cret-token") };
+    let h = harness(
+        &server,
+        100,
+        "app_token_env = \"GOALPOST_TEST_SODA_TOKEN\"\n",
+    );
+    let report = h.run().await.expect("with the token");
+    assert_eq!(report.rows_fetched, 300);
+    assert!(
+        server
+            .log
+            .requests()
+            .iter()
+            .any(|r| r.header("x-app-token") == Some("s3cret-token"))
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_run_replays_offline() {
+    let (dataset, server) = serve(Some(400), SocrataOptions::default()).await;
+    let h = harness(&server, 100, "");
+    let first = h.run().await.expect("recorded run");
+    let recording = h.dir.path().join("data/raw/fire").join(&first.run_id);
+    assert!(recording.join("responses.ndjson").is_file());
+    assert!(recording.join("000001.zst").is_file());
+    let want = expected(&dataset.read().unwrap());
+    drop(server);
+    let replay = h
+        .run_with(&RunOptions {
+            replay: Some(first.run_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect("replay without the server");
+    assert_eq!(replay.rows_fetched, 400);
+    assert_eq!(replay.fetch.requests, 0, "nothing went to the network");
+    assert_same(&h.table().await, &want);
+}
