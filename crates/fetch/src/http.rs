@@ -209,7 +209,31 @@ impl HttpClient {
     where
         P: Fn(&Response) -> Result<T, Problem> + Send + Sync,
     {
-        if let Some(replayed) = self.tape.replay(&req.url)? {
+        self.fetch(req, None, parse).await
+    }
+
+    /// GET a document straight into the file `dest` (a large download never sits in memory).
+    /// The response's `body` is empty; a 304 leaves `dest` untouched.
+    pub async fn download(
+        &self,
+        req: &Request,
+        dest: &std::path::Path,
+    ) -> Result<Response, FetchError> {
+        self.fetch(req, Some(dest), |_| Ok(()))
+            .await
+            .map(|(r, ())| r)
+    }
+
+    async fn fetch<T: Send, P>(
+        &self,
+        req: &Request,
+        sink: Option<&std::path::Path>,
+        parse: P,
+    ) -> Result<(Response, T), FetchError>
+    where
+        P: Fn(&Response) -> Result<T, Problem> + Send + Sync,
+    {
+        if let Some(replayed) = self.tape.replay(&req.url, sink)? {
             return match parse(&replayed) {
                 Ok(v) => Ok((replayed, v)),
                 Err(Problem::Transient(m) | Problem::Permanent(m)) => Err(FetchError::Http {
@@ -233,7 +257,7 @@ impl HttpClient {
         let mut attempts = 0u32;
         let result = loop {
             attempts += 1;
-            let outcome = match self.attempt(req).await {
+            let outcome = match self.attempt(req, sink).await {
                 Ok(response) => match parse(&response) {
                     Ok(v) => Ok((response, v)),
                     Err(Problem::Transient(message)) => Err(Failure {
@@ -281,7 +305,7 @@ impl HttpClient {
         };
         match result {
             Ok((response, value)) => {
-                self.tape.record(&response).await?;
+                self.tape.record(&response, sink).await?;
                 Ok((response, value))
             }
             Err(f) => {
@@ -301,7 +325,11 @@ impl HttpClient {
     }
 
     /// One attempt: wait for the host's rate limit, send, follow redirects, read the body.
-    async fn attempt(&self, req: &Request) -> Result<Response, Failure> {
+    async fn attempt(
+        &self,
+        req: &Request,
+        sink: Option<&std::path::Path>,
+    ) -> Result<Response, Failure> {
         let mut url = req.url.clone();
         let origin = req.url.origin();
         for _hop in 0..10 {
@@ -345,8 +373,22 @@ impl HttpClient {
                 continue;
             }
             let headers = response.headers().clone();
-            if status.is_success() || status.as_u16() == 304 {
-                let body = self.read_body(response).await?;
+            if status.as_u16() == 304 {
+                return Ok(Response {
+                    url: req.url.clone(),
+                    status: 304,
+                    headers,
+                    body: Bytes::new(),
+                });
+            }
+            if status.is_success() {
+                let body = match sink {
+                    Some(path) => {
+                        self.save_body(response, path).await?;
+                        Bytes::new()
+                    }
+                    None => self.read_body(response).await?,
+                };
                 return Ok(Response {
                     url: req.url.clone(),
                     status: status.as_u16(),
@@ -382,7 +424,37 @@ impl HttpClient {
         Err(permanent("more than 10 redirects".into()))
     }
 
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, Failure> {
+    async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, Failure> {
+        let mut body = BytesMut::new();
+        self.each_chunk(response, |chunk| {
+            body.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(body.freeze())
+    }
+
+    /// Stream the body into `path` (created or truncated).
+    async fn save_body(
+        &self,
+        response: reqwest::Response,
+        path: &std::path::Path,
+    ) -> Result<(), Failure> {
+        use std::io::Write;
+        let io_failure =
+            |e: std::io::Error| permanent(format!("cannot write {}: {e}", path.display()));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io_failure)?);
+        self.each_chunk(response, |chunk| file.write_all(chunk).map_err(io_failure))
+            .await?;
+        file.flush().map_err(io_failure)
+    }
+
+    /// Hand each chunk of the (decompressed) body to `each`, enforcing the size caps.
+    async fn each_chunk(
+        &self,
+        mut response: reqwest::Response,
+        mut each: impl FnMut(&[u8]) -> Result<(), Failure>,
+    ) -> Result<(), Failure> {
         let max_sent = self.settings.max_response_mib.saturating_mul(1 << 20);
         let max_body = self.settings.max_decompressed_mib.saturating_mul(1 << 20);
         if let Some(len) = response.content_length()
@@ -394,22 +466,23 @@ impl HttpClient {
                 self.settings.max_response_mib
             )));
         }
-        let mut body = BytesMut::new();
+        let mut seen = 0u64;
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     self.stats
                         .bytes
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    if (body.len() + chunk.len()) as u64 > max_body {
+                    seen += chunk.len() as u64;
+                    if seen > max_body {
                         return Err(permanent(format!(
                             "the response body grew past max_decompressed_mib = {} MiB",
                             self.settings.max_decompressed_mib
                         )));
                     }
-                    body.extend_from_slice(&chunk);
+                    each(&chunk)?;
                 }
-                Ok(None) => return Ok(body.freeze()),
+                Ok(None) => return Ok(()),
                 Err(e) => {
                     return Err(Failure {
                         message: format!("the response body was cut off: {}", describe_reqwest(&e)),

@@ -93,6 +93,7 @@ pub fn open_source(spec: &SourceSpec, ctx: &SourceContext) -> Result<Box<dyn Sou
     Ok(match spec {
         SourceSpec::File(cfg) => Box::new(sources::file::FileReader::open(cfg, &ctx.base_dir)?),
         SourceSpec::Socrata(cfg) => Box::new(sources::socrata::Socrata::open(cfg, ctx)?),
+        SourceSpec::Http(cfg) => Box::new(sources::http::HttpDocument::open(cfg, ctx)?),
         other => {
             return Err(FetchError::Config {
                 message: format!(

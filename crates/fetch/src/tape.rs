@@ -57,16 +57,26 @@ pub enum Tape {
 }
 
 impl Tape {
-    pub(crate) async fn record(&self, response: &Response) -> Result<(), FetchError> {
+    /// Keep a response; `file` holds its body when it was downloaded to disk.
+    pub(crate) async fn record(
+        &self,
+        response: &Response,
+        file: Option<&Path>,
+    ) -> Result<(), FetchError> {
         match self {
-            Tape::Record(r) => r.record(response).await,
+            Tape::Record(r) => r.record(response, file).await,
             _ => Ok(()),
         }
     }
 
-    pub(crate) fn replay(&self, url: &Url) -> Result<Option<Response>, FetchError> {
+    /// The recorded response to a request; with `file`, its body is written there instead.
+    pub(crate) fn replay(
+        &self,
+        url: &Url,
+        file: Option<&Path>,
+    ) -> Result<Option<Response>, FetchError> {
         match self {
-            Tape::Replay(r) => r.next(url).map(Some),
+            Tape::Replay(r) => r.next(url, file).map(Some),
             _ => Ok(None),
         }
     }
@@ -102,7 +112,11 @@ impl Recorder {
         &self.dir
     }
 
-    async fn record(&self, response: &Response) -> Result<(), FetchError> {
+    async fn record(
+        &self,
+        response: &Response,
+        body_file: Option<&Path>,
+    ) -> Result<(), FetchError> {
         let seq = {
             let mut state = self.state.lock().expect("recorder lock");
             state.0 += 1;
@@ -112,9 +126,18 @@ impl Recorder {
         let path = self.dir.join(&file);
         let body = response.body.clone();
         let path2 = path.clone();
-        tokio::task::spawn_blocking(move || {
-            let compressed = zstd::encode_all(&body[..], 3)?;
-            std::fs::write(&path2, compressed)
+        let source = body_file
+            .filter(|_| response.status != 304)
+            .map(Path::to_path_buf);
+        tokio::task::spawn_blocking(move || match source {
+            Some(source) => {
+                let mut out = std::fs::File::create(&path2)?;
+                zstd::stream::copy_encode(std::fs::File::open(source)?, &mut out, 3)
+            }
+            None => {
+                let compressed = zstd::encode_all(&body[..], 3)?;
+                std::fs::write(&path2, compressed)
+            }
         })
         .await
         .expect("compression task")
@@ -187,7 +210,7 @@ impl Replayer {
         &self.manifest
     }
 
-    fn next(&self, url: &Url) -> Result<Response, FetchError> {
+    fn next(&self, url: &Url, body_file: Option<&Path>) -> Result<Response, FetchError> {
         let entry = self
             .entries
             .lock()
@@ -203,8 +226,19 @@ impl Replayer {
             path: path.clone(),
             source,
         })?;
-        let body =
-            zstd::decode_all(&compressed[..]).map_err(|source| FetchError::Io { path, source })?;
+        let body = match body_file.filter(|_| entry.status != 304) {
+            Some(dest) => {
+                let mut out = std::fs::File::create(dest).map_err(|source| FetchError::Io {
+                    path: dest.to_path_buf(),
+                    source,
+                })?;
+                zstd::stream::copy_decode(&compressed[..], &mut out)
+                    .map_err(|source| FetchError::Io { path, source })?;
+                Vec::new()
+            }
+            None => zstd::decode_all(&compressed[..])
+                .map_err(|source| FetchError::Io { path, source })?,
+        };
         let mut headers = HeaderMap::new();
         for (k, v) in &entry.headers {
             if let (Ok(k), Ok(v)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {

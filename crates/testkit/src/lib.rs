@@ -8,12 +8,15 @@
 //! - [`fault`]: scripted failures (status bursts, 429s, delays, truncated and malformed
 //!   bodies, rows changing between pages) applied alike by every server.
 //! - [`log`]: what each server was asked and how many rows it sent.
+//! - [`files`]: a plain web server of the same rows as CSV, JSON, NDJSON and GeoJSON
+//!   documents, with ETag / Last-Modified and 304 answers.
 //! - [`server`]: the [`TestServer`] handle that runs a router and stops it on drop.
 
 pub mod arcgis;
 pub mod ckan;
 pub mod dataset;
 pub mod fault;
+pub mod files;
 pub mod log;
 pub mod opendatasoft;
 pub mod proxy;

@@ -5,6 +5,7 @@
 //! of it, and compares the stored table with the fixture row for row. Expected values come
 //! from the fixture itself, never from goalpost.
 
+mod http;
 mod socrata;
 
 use arrow::array::{Array, AsArray};

@@ -1,4 +1,5 @@
 //! One module per connector.
 
 pub mod file;
+pub mod http;
 pub mod socrata;
