@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+mod init;
 mod progress;
 
 use goalpost_runner::{RunOptions, Runner, SystemClock};
@@ -46,6 +47,28 @@ enum Command {
         /// Replay a recorded run offline: its saved responses stand in for the network.
         #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["ids", "full"])]
         replay: Option<String>,
+    },
+    /// Write a starter pipeline for a dataset from its portal's description of it: typed
+    /// columns, a key, the refresh field and an example indicator.
+    Init {
+        /// The dataset's address: its page on the portal or its API address.
+        address: String,
+        /// The portal software, when the address does not tell: socrata, ckan, arcgis,
+        /// opendatasoft, datasette or http.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Pipeline id (the file name); by default made from the dataset's title.
+        #[arg(long)]
+        id: Option<String>,
+        /// The city's IANA time zone; by default the portal's, else this machine's.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Replace an existing pipeline file.
+        #[arg(long)]
+        force: bool,
+        /// Print the pipeline instead of writing it.
+        #[arg(long)]
+        print: bool,
     },
     /// Check the config and every pipeline file, including each indicator's SQL, without
     /// fetching anything.
@@ -110,6 +133,35 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     })?;
     match cli.command {
         Command::Run { ids, full, replay } => run(config, ids, full, replay).await,
+        Command::Init {
+            address,
+            kind,
+            id,
+            timezone,
+            force,
+            print,
+        } => {
+            let written = init::init(
+                &config,
+                init::InitArgs {
+                    address,
+                    kind,
+                    id,
+                    timezone,
+                    force,
+                    print,
+                },
+            )
+            .await?;
+            if let Some(path) = written {
+                out!("Wrote {}", path.display());
+                out!(
+                    "It validates as written. Review it, then: goalpost run {}",
+                    path.file_stem().unwrap_or_default().to_string_lossy()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate => validate(&config).await,
         Command::Runs {
             pipeline,

@@ -16,6 +16,7 @@
 //! Build a source from its pipeline config with [`open_source`].
 
 mod decode;
+pub mod discover;
 pub mod http;
 mod page;
 pub mod sources;

@@ -6,6 +6,7 @@
 //! from the fixture itself, never from goalpost.
 
 mod http;
+mod init;
 mod socrata;
 
 use arrow::array::{Array, AsArray};
