@@ -102,3 +102,19 @@ fn validate_reports_each_broken_file_with_line_and_column() {
     let out = demo.ok(&["validate"]);
     assert!(out.contains("3 pipeline file(s)"), "{out}");
 }
+
+/// The example pipelines point at real portals (not reachable from tests), but each must be
+/// a valid pipeline whose SQL plans against its declared table.
+#[test]
+fn example_pipelines_validate() {
+    let examples = repo().join("pipelines/examples");
+    let p = Project::new(&examples);
+    let out = p.goalpost(&["validate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let files = std::fs::read_dir(&examples)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "toml"))
+        .count();
+    assert!(stdout.contains(&format!("{files} pipeline file(s)")), "{stdout}");
+}
