@@ -199,16 +199,14 @@ fn render(found: &Discovered, id: &str, timezone: &str, address: &str) -> Result
     if let Some(link) = &found.link {
         writeln!(t, "link = {}", q(link))?;
     }
-    match &found.incremental {
-        Some(f) => writeln!(
-            t,
-            "# Refreshes read only rows whose {f} moved since the last run."
-        )?,
-        None => writeln!(
-            t,
-            "# The portal has no row-update field: every run reads the whole dataset."
-        )?,
-    }
+    let refresh = match (found.portal.kind(), &found.incremental) {
+        ("socrata", _) => "Refreshes read only rows whose :updated_at moved since the last run.".to_string(),
+        ("ckan", _) => "CKAN has no row-update field: a run reads everything when the dataset's metadata_modified moved, and nothing otherwise.".to_string(),
+        ("http", _) => "Conditional GET: an unchanged document costs one request and no work.".to_string(),
+        (_, Some(f)) => format!("Refreshes read only rows whose {f} moved since the last run."),
+        (_, None) => "Every run reads the whole dataset; set incremental_field to a field that moves when a row changes to read only what changed.".to_string(),
+    };
+    writeln!(t, "# {refresh}")?;
     writeln!(t)?;
     writeln!(t, "[table]")?;
     writeln!(t, "name = {}", q(&table))?;

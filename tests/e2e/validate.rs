@@ -111,10 +111,23 @@ fn example_pipelines_validate() {
     let p = Project::new(&examples);
     let out = p.goalpost(&["validate"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let files = std::fs::read_dir(&examples)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "toml"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "toml")
+        })
         .count();
-    assert!(stdout.contains(&format!("{files} pipeline file(s)")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{files} pipeline file(s)")),
+        "{stdout}"
+    );
 }

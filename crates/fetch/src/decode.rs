@@ -320,16 +320,23 @@ pub(crate) fn append_feature(
             ),
         });
     };
-    if let Some(Value::Object(props)) = feature.get("properties") {
+    let props = feature.get("properties").and_then(Value::as_object);
+    if let Some(props) = props {
         for (k, v) in props {
             let i = builder.column_index(k);
             builder.append(i, json_text(v).as_deref());
         }
     }
+    // Properties of the same names win over the derived columns.
+    let has = |name: &str| props.is_some_and(|p| p.contains_key(name));
     if let Some(geometry) = feature.get("geometry").filter(|g| !g.is_null()) {
-        let i = builder.column_index("geometry");
-        builder.append(i, Some(&geometry.to_string()));
-        if geometry.get("type").and_then(Value::as_str) == Some("Point")
+        if !has("geometry") {
+            let i = builder.column_index("geometry");
+            builder.append(i, Some(&geometry.to_string()));
+        }
+        if !has("longitude")
+            && !has("latitude")
+            && geometry.get("type").and_then(Value::as_str) == Some("Point")
             && let Some([x, y, ..]) = geometry
                 .get("coordinates")
                 .and_then(Value::as_array)

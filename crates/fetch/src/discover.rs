@@ -202,13 +202,524 @@ pub async fn discover(portal: Portal, http: &HttpClient) -> Result<Discovered, F
     match &portal {
         Portal::Socrata { base, dataset } => socrata(portal.clone(), base, dataset, http).await,
         Portal::Http { url } => document(portal.clone(), url, http).await,
-        other => Err(FetchError::Config {
-            message: format!(
-                "reading a {} dataset's schema is not supported yet; write the pipeline by hand (see docs/sources.md)",
-                other.kind()
-            ),
-        }),
+        Portal::Ckan {
+            base,
+            dataset,
+            resource,
+        } => {
+            ckan(
+                portal.clone(),
+                base,
+                dataset.as_deref(),
+                resource.as_deref(),
+                http,
+            )
+            .await
+        }
+        Portal::Arcgis { layer } => arcgis(portal.clone(), layer, http).await,
+        Portal::Opendatasoft { base, dataset } => {
+            opendatasoft(portal.clone(), base, dataset, http).await
+        }
+        Portal::Datasette { table } => datasette(portal.clone(), table, http).await,
     }
+}
+
+fn parse_url(s: &str) -> Result<Url, FetchError> {
+    Url::parse(s).map_err(|e| FetchError::Config {
+        message: format!("{s:?} is not a web address: {e}"),
+    })
+}
+
+fn with_query(base: &str, path: &str, pairs: &[(&str, &str)]) -> Result<Url, FetchError> {
+    let mut url = parse_url(&format!("{}{path}", base.trim_end_matches('/')))?;
+    url.query_pairs_mut().extend_pairs(pairs);
+    Ok(url)
+}
+
+/// A unique field of the sampled rows to key by: one whose name says it is an id first.
+fn unique_field(sample: &[Value], fields: &[Field]) -> Option<String> {
+    let unique = |name: &str| {
+        let values: Vec<String> = sample
+            .iter()
+            .filter_map(|r| r.get(name).filter(|v| !v.is_null()).map(Value::to_string))
+            .collect();
+        !values.is_empty()
+            && values.len() == sample.len()
+            && values
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == values.len()
+    };
+    let candidates: Vec<&Field> = fields
+        .iter()
+        .filter(|f| matches!(f.column_type, ColumnType::String | ColumnType::Int64))
+        .collect();
+    let named_id = |f: &&&Field| {
+        let n = f.name.to_ascii_lowercase();
+        n == "id"
+            || n.ends_with("_id")
+            || n.ends_with("id")
+            || n.contains("key")
+            || n.contains("number")
+    };
+    candidates
+        .iter()
+        .filter(named_id)
+        .chain(candidates.iter())
+        .find(|f| unique(&f.name))
+        .map(|f| f.name.clone())
+}
+
+/// CKAN: the DataStore's `fields` (with Postgres types), or the resource file's first rows.
+async fn ckan(
+    portal: Portal,
+    base: &str,
+    dataset: Option<&str>,
+    resource: Option<&str>,
+    http: &HttpClient,
+) -> Result<Discovered, FetchError> {
+    let action = |name: &str, pairs: &[(&str, &str)]| {
+        with_query(base, &format!("/api/3/action/{name}"), pairs)
+    };
+    let unwrap = |v: Value, url: &Url| -> Result<Value, FetchError> {
+        if v.get("success") == Some(&Value::Bool(true)) {
+            Ok(v.get("result").cloned().unwrap_or(Value::Null))
+        } else {
+            Err(FetchError::Portal {
+                url: url.to_string(),
+                message: format!(
+                    "CKAN said: {}",
+                    v.get("error").map(Value::to_string).unwrap_or_default()
+                ),
+            })
+        }
+    };
+    let package = match dataset {
+        Some(d) => {
+            let url = action("package_show", &[("id", d)])?;
+            Some(unwrap(get_json(http, url.clone()).await?, &url)?)
+        }
+        None => None,
+    };
+    let resources: Vec<Value> = package
+        .as_ref()
+        .and_then(|p| p.get("resources"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let res = match resource {
+        Some(r) if package.is_none() => {
+            let url = action("resource_show", &[("id", r)])?;
+            unwrap(get_json(http, url.clone()).await?, &url)?
+        }
+        Some(r) => resources
+            .iter()
+            .find(|x| x.get("id").and_then(Value::as_str) == Some(r) || x.get("name").and_then(Value::as_str) == Some(r))
+            .cloned()
+            .ok_or_else(|| FetchError::Config {
+                message: format!("dataset {} has no resource {r:?}", dataset.unwrap_or_default()),
+            })?,
+        None => resources
+            .iter()
+            .find(|x| x.get("datastore_active") == Some(&Value::Bool(true)))
+            .or_else(|| resources.iter().find(|x| x.get("format").and_then(Value::as_str).is_some_and(|f| f.eq_ignore_ascii_case("csv"))))
+            .cloned()
+            .ok_or_else(|| FetchError::Config {
+                message: format!("dataset {} has no DataStore or CSV resource; name one with --kind ckan and its /resource/<id> address", dataset.unwrap_or_default()),
+            })?,
+    };
+    let resource_id = res
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let title = package
+        .as_ref()
+        .and_then(|p| p.get("title"))
+        .or_else(|| res.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or(&resource_id)
+        .to_string();
+    let description = package
+        .as_ref()
+        .and_then(|p| p.get("notes"))
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let mut source = vec![("url".to_string(), Value::from(base))];
+    match (dataset, resource) {
+        (Some(d), _) if res.get("datastore_active") != Some(&Value::Bool(true)) => {
+            source.push(("dataset".into(), Value::from(d)));
+            source.push(("resource".into(), Value::from(resource_id.clone())));
+        }
+        _ => source.push(("resource_id".into(), Value::from(resource_id.clone()))),
+    }
+    let link = package
+        .as_ref()
+        .and_then(|p| p.get("name"))
+        .and_then(Value::as_str)
+        .map(|n| format!("{}/dataset/{n}", base.trim_end_matches('/')));
+    if res.get("datastore_active") != Some(&Value::Bool(true)) {
+        let file = res
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| FetchError::Portal {
+                url: base.to_string(),
+                message: format!(
+                    "resource {resource_id} is neither in the DataStore nor has a download url"
+                ),
+            })?;
+        let doc = document(
+            Portal::Http {
+                url: file.to_string(),
+            },
+            file,
+            http,
+        )
+        .await?;
+        return Ok(Discovered {
+            portal,
+            title,
+            description,
+            link,
+            source,
+            incremental: None,
+            timezone: None,
+            ..doc
+        });
+    }
+    let url = action(
+        "datastore_search",
+        &[("resource_id", &resource_id), ("limit", "1000")],
+    )?;
+    let result = unwrap(get_json(http, url.clone()).await?, &url)?;
+    let sample = result
+        .get("records")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let fields: Vec<Field> = result
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let name = f.get("id")?.as_str()?;
+            if name == "_id" || name == "_full_text" {
+                return None;
+            }
+            let t = f
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("text")
+                .to_ascii_lowercase();
+            let column_type = match t.as_str() {
+                "int" | "int4" | "int8" | "integer" | "bigint" | "smallint" => ColumnType::Int64,
+                "numeric" | "float" | "float4" | "float8" | "double precision" | "real" => {
+                    if whole_numbers(&sample, name) {
+                        ColumnType::Int64
+                    } else {
+                        ColumnType::Float64
+                    }
+                }
+                "timestamp" | "timestamptz" => ColumnType::Timestamp,
+                "date" => ColumnType::Date,
+                "bool" | "boolean" => ColumnType::Bool,
+                _ => ColumnType::String,
+            };
+            Some(Field {
+                name: name.to_string(),
+                label: f
+                    .pointer("/info/label")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                description: f
+                    .pointer("/info/notes")
+                    .and_then(Value::as_str)
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string),
+                column_type,
+            })
+        })
+        .collect();
+    let key = unique_field(&sample, &fields).into_iter().collect();
+    Ok(Discovered {
+        title,
+        description,
+        link,
+        source,
+        time: pick_time(&fields),
+        fields,
+        key,
+        incremental: None,
+        timezone: None,
+        portal,
+    })
+}
+
+/// ArcGIS: the layer's `fields`, object id field and edit-date field.
+async fn arcgis(portal: Portal, layer: &str, http: &HttpClient) -> Result<Discovered, FetchError> {
+    let mut url = parse_url(layer)?;
+    url.query_pairs_mut().append_pair("f", "json");
+    let info = get_json(http, url.clone()).await?;
+    if let Some(error) = info.get("error") {
+        return Err(FetchError::Portal {
+            url: url.to_string(),
+            message: format!("ArcGIS said: {error}"),
+        });
+    }
+    let mut fields: Vec<Field> = info
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let name = f.get("name")?.as_str()?.to_string();
+            let column_type = match f.get("type").and_then(Value::as_str).unwrap_or_default() {
+                "esriFieldTypeOID"
+                | "esriFieldTypeInteger"
+                | "esriFieldTypeSmallInteger"
+                | "esriFieldTypeBigInteger" => ColumnType::Int64,
+                "esriFieldTypeDouble" | "esriFieldTypeSingle" => ColumnType::Float64,
+                "esriFieldTypeDate" | "esriFieldTypeTimestampOffset" => ColumnType::Timestamp,
+                "esriFieldTypeDateOnly" => ColumnType::Date,
+                "esriFieldTypeGeometry" | "esriFieldTypeBlob" | "esriFieldTypeRaster" => {
+                    return None;
+                }
+                _ => ColumnType::String,
+            };
+            Some(Field {
+                label: f
+                    .get("alias")
+                    .and_then(Value::as_str)
+                    .filter(|a| *a != name)
+                    .map(str::to_string),
+                name,
+                description: None,
+                column_type,
+            })
+        })
+        .collect();
+    if info.get("geometryType").and_then(Value::as_str) == Some("esriGeometryPoint") {
+        for (name, label) in [
+            ("longitude", "Longitude (WGS 84)"),
+            ("latitude", "Latitude (WGS 84)"),
+        ] {
+            fields.push(Field {
+                name: name.into(),
+                label: Some(label.into()),
+                description: None,
+                column_type: ColumnType::Float64,
+            });
+        }
+    }
+    let oid = info
+        .get("objectIdField")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            fields
+                .iter()
+                .find(|f| f.name.eq_ignore_ascii_case("objectid"))
+                .map(|f| f.name.clone())
+        });
+    let global = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case("globalid"))
+        .map(|f| f.name.clone());
+    let edit = info
+        .pointer("/editFieldsInfo/editDateField")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let name = info
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("layer")
+        .to_string();
+    Ok(Discovered {
+        title: name,
+        description: info
+            .get("description")
+            .and_then(Value::as_str)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+        link: Some(layer.to_string()),
+        source: vec![("url".into(), Value::from(layer))],
+        time: pick_time(&fields),
+        key: global.or(oid).into_iter().collect(),
+        fields,
+        incremental: edit,
+        timezone: None,
+        portal,
+    })
+}
+
+/// Opendatasoft: the dataset's `fields` (with ODS types) and its time zone.
+async fn opendatasoft(
+    portal: Portal,
+    base: &str,
+    dataset: &str,
+    http: &HttpClient,
+) -> Result<Discovered, FetchError> {
+    let path = format!("/api/explore/v2.1/catalog/datasets/{dataset}");
+    let info = get_json(http, with_query(base, &path, &[])?).await?;
+    let records = get_json(
+        http,
+        with_query(base, &format!("{path}/records"), &[("limit", "100")])?,
+    )
+    .await?;
+    let sample = records
+        .get("results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let fields: Vec<Field> = info
+        .get("fields")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let name = f.get("name")?.as_str()?.to_string();
+            let column_type = match f.get("type").and_then(Value::as_str).unwrap_or_default() {
+                "int" => ColumnType::Int64,
+                "double" => ColumnType::Float64,
+                "date" => ColumnType::Date,
+                "datetime" => ColumnType::Timestamp,
+                "boolean" => ColumnType::Bool,
+                _ => ColumnType::String,
+            };
+            Some(Field {
+                label: f
+                    .get("label")
+                    .and_then(Value::as_str)
+                    .filter(|l| *l != name)
+                    .map(str::to_string),
+                description: f
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string),
+                name,
+                column_type,
+            })
+        })
+        .collect();
+    let meta = |k: &str| {
+        info.pointer(&format!("/metas/default/{k}"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    Ok(Discovered {
+        title: meta("title").unwrap_or_else(|| dataset.to_string()),
+        description: meta("description"),
+        link: Some(format!(
+            "{}/explore/dataset/{dataset}/",
+            base.trim_end_matches('/')
+        )),
+        source: vec![
+            ("url".into(), Value::from(base)),
+            ("dataset".into(), Value::from(dataset)),
+        ],
+        time: pick_time(&fields),
+        key: unique_field(&sample, &fields).into_iter().collect(),
+        fields,
+        incremental: None,
+        timezone: meta("timezone"),
+        portal,
+    })
+}
+
+/// Datasette: a sample page gives the columns, the primary keys and, from the values, types.
+async fn datasette(
+    portal: Portal,
+    table: &str,
+    http: &HttpClient,
+) -> Result<Discovered, FetchError> {
+    let mut url = parse_url(&format!("{table}.json"))?;
+    url.query_pairs_mut()
+        .append_pair("_shape", "objects")
+        .append_pair("_size", "100")
+        .append_pair("_nosuggest", "1");
+    let page = get_json(http, url.clone()).await?;
+    if page.get("ok") == Some(&Value::Bool(false)) {
+        return Err(FetchError::Portal {
+            url: url.to_string(),
+            message: format!(
+                "Datasette said: {}",
+                page.get("error").map(Value::to_string).unwrap_or_default()
+            ),
+        });
+    }
+    let sample = page
+        .get("rows")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let columns: Vec<String> = page
+        .get("columns")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .or_else(|| {
+            sample
+                .first()
+                .and_then(Value::as_object)
+                .map(|o| o.keys().cloned().collect())
+        })
+        .unwrap_or_default();
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|name| {
+            let texts: Vec<String> = sample
+                .iter()
+                .filter_map(|r| match r.get(name)? {
+                    Value::Null => None,
+                    Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                })
+                .collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Field {
+                name: name.clone(),
+                label: None,
+                description: None,
+                column_type: infer(&refs),
+            }
+        })
+        .collect();
+    let mut key: Vec<String> = page
+        .get("primary_keys")
+        .and_then(Value::as_array)
+        .map(|k| {
+            k.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if key.is_empty() {
+        key = unique_field(&sample, &fields).into_iter().collect();
+    }
+    let name = table.rsplit('/').next().unwrap_or("table").to_string();
+    Ok(Discovered {
+        title: page
+            .get("table")
+            .and_then(Value::as_str)
+            .unwrap_or(&name)
+            .replace(['-', '_'], " "),
+        description: None,
+        link: Some(table.to_string()),
+        source: vec![("url".into(), Value::from(table))],
+        time: pick_time(&fields),
+        fields,
+        key,
+        incremental: None,
+        timezone: None,
+        portal,
+    })
 }
 
 async fn get_json(http: &HttpClient, url: Url) -> Result<Value, FetchError> {

@@ -23,7 +23,6 @@ pub mod sources;
 pub mod tape;
 
 pub use decode::records_page;
-pub use goalpost_state::SourceState;
 pub use http::{FetchStats, HttpClient, Problem, Request, Response};
 pub use page::{RawPage, RowOrigin};
 pub use tape::{Recorder, Replayer, RunManifest, Tape, prune_recordings};
@@ -32,6 +31,32 @@ use async_trait::async_trait;
 use goalpost_spec::SourceSpec;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// A source's refresh state, kept between runs (in the state store, as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceState {
+    /// The newest value of the source's update field seen so far, as the portal wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+    /// A portal's own modification stamp of the dataset (CKAN `metadata_modified`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+}
+
+impl SourceState {
+    /// Read a saved state; one this version cannot read only costs a full reload.
+    pub fn from_json(text: &str) -> Self {
+        serde_json::from_str(text).unwrap_or_default()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("source state serializes")
+    }
+}
 
 /// How a fetch loads its rows into the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,15 +119,13 @@ pub fn open_source(spec: &SourceSpec, ctx: &SourceContext) -> Result<Box<dyn Sou
     Ok(match spec {
         SourceSpec::File(cfg) => Box::new(sources::file::FileReader::open(cfg, &ctx.base_dir)?),
         SourceSpec::Socrata(cfg) => Box::new(sources::socrata::Socrata::open(cfg, ctx)?),
-        SourceSpec::Http(cfg) => Box::new(sources::http::HttpDocument::open(cfg, ctx)?),
-        other => {
-            return Err(FetchError::Config {
-                message: format!(
-                    "the {} connector is not available in this build",
-                    other.kind()
-                ),
-            });
+        SourceSpec::Ckan(cfg) => Box::new(sources::ckan::Ckan::open(cfg, ctx)?),
+        SourceSpec::Opendatasoft(cfg) => {
+            Box::new(sources::opendatasoft::Opendatasoft::open(cfg, ctx)?)
         }
+        SourceSpec::Http(cfg) => Box::new(sources::http::HttpDocument::open(cfg, ctx)?),
+        SourceSpec::Arcgis(cfg) => Box::new(sources::arcgis::Arcgis::open(cfg, ctx)?),
+        SourceSpec::Datasette(cfg) => Box::new(sources::datasette::Datasette::open(cfg, ctx)?),
     })
 }
 

@@ -8,9 +8,9 @@
 //! saw, so a replay is exactly the recorded run or an error.
 
 use crate::FetchError;
+use crate::SourceState;
 use crate::http::Response;
 use bytes::Bytes;
-use goalpost_state::SourceState;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};

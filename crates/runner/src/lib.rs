@@ -214,7 +214,11 @@ impl Runner {
                 (Tape::Replay(replayer), m.sources, m.full)
             }
             None => {
-                let saved = state.source_states(&pipeline.id)?;
+                let saved: std::collections::BTreeMap<String, goalpost_fetch::SourceState> = state
+                    .source_states(&pipeline.id)?
+                    .into_iter()
+                    .map(|(k, v)| (k, goalpost_fetch::SourceState::from_json(&v)))
+                    .collect();
                 let schema_matches = store
                     .schema(table_name)
                     .await?
@@ -281,7 +285,12 @@ impl Runner {
         let write = loaded.write;
         let sources = loaded.sources;
         // The table holds what was fetched: the next run may start from here.
-        state.save_source_states(&pipeline.id, run_id, self.clock.now(), &loaded.states)?;
+        let states: Vec<(String, String)> = loaded
+            .states
+            .iter()
+            .map(|(k, s)| (k.clone(), s.to_json()))
+            .collect();
+        state.save_source_states(&pipeline.id, run_id, self.clock.now(), &states)?;
         if options.replay.is_none()
             && let Err(e) = goalpost_fetch::prune_recordings(
                 &self.config.data_dir.join("raw").join(&pipeline.id),

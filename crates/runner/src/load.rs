@@ -60,6 +60,8 @@ pub(crate) async fn load(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
 }
 
 struct Opened {
+    /// Position of the source in the pipeline file.
+    index: usize,
     key: String,
     source: Box<dyn Source>,
     first: Option<RawPage>,
@@ -70,7 +72,7 @@ async fn open_all(
     prior: &BTreeMap<String, SourceState>,
 ) -> Result<Vec<Opened>, RunError> {
     let mut opened = Vec::new();
-    for spec in &input.pipeline.spec.sources {
+    for (index, spec) in input.pipeline.spec.sources.iter().enumerate() {
         let spec = spec.get_ref();
         let key = spec.watermark_key();
         let ctx = SourceContext {
@@ -80,7 +82,12 @@ async fn open_all(
         let mut source = open_source(spec, &ctx)?;
         input.progress.source_started(&source.describe());
         let first = source.next_page().await?;
-        opened.push(Opened { key, source, first });
+        opened.push(Opened {
+            index,
+            key,
+            source,
+            first,
+        });
     }
     Ok(opened)
 }
@@ -185,14 +192,7 @@ async fn load_once(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
 }
 
 fn info(input: &LoadInput<'_>, o: &Opened, rows: u64) -> goalpost_publish::SourceInfo {
-    let spec = input
-        .pipeline
-        .spec
-        .sources
-        .iter()
-        .map(|s| s.get_ref())
-        .find(|s| s.watermark_key() == o.key)
-        .expect("opened sources come from the pipeline");
+    let spec = input.pipeline.spec.sources[o.index].get_ref();
     goalpost_publish::SourceInfo {
         kind: spec.kind().to_string(),
         location: spec.location(),

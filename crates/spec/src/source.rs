@@ -115,19 +115,26 @@ impl SourceSpec {
         }
     }
 
-    /// A key that identifies this source's watermark: changing what is fetched starts over.
+    /// A key that identifies this source's watermark: changing what is fetched (the address,
+    /// the filter, the field a refresh follows) starts over with a full load.
     pub fn watermark_key(&self) -> String {
-        let filter = match self {
-            Self::Socrata(s) => s.filter.clone().unwrap_or_default(),
-            Self::Arcgis(s) => s.filter.clone().unwrap_or_default(),
-            Self::Opendatasoft(s) => s.filter.clone().unwrap_or_default(),
-            _ => String::new(),
+        let (filter, field) = match self {
+            Self::Socrata(s) => (s.filter.clone(), None),
+            Self::Arcgis(s) => (s.filter.clone(), s.incremental_field.clone()),
+            Self::Opendatasoft(s) => (s.filter.clone(), s.incremental_field.clone()),
+            Self::Datasette(s) => (None, s.incremental_field.clone()),
+            _ => (None, None),
         };
-        if filter.is_empty() {
-            format!("{}:{}", self.kind(), self.location())
-        } else {
-            format!("{}:{}?{}", self.kind(), self.location(), filter)
+        let mut key = format!("{}:{}", self.kind(), self.location());
+        if let Some(f) = filter.filter(|f| !f.is_empty()) {
+            key.push('?');
+            key.push_str(&f);
         }
+        if let Some(f) = field {
+            key.push('#');
+            key.push_str(&f);
+        }
+        key
     }
 }
 
@@ -243,6 +250,12 @@ pub struct CkanSource {
     pub page_size: Option<usize>,
     /// Environment variable holding an API token sent as `Authorization`.
     pub api_key_env: Option<String>,
+    /// Skip the load when the portal's modification stamps (`metadata_modified`,
+    /// `last_modified`) have not moved since the last run, or a downloaded file answers 304
+    /// (default true). CKAN does not move the stamps when a publisher writes the DataStore
+    /// directly (`datastore_upsert`): set false for such resources to load everything every run.
+    #[serde(default = "default_true")]
+    pub skip_unchanged: bool,
     #[serde(default)]
     pub fields: IndexMap<String, String>,
     pub link: Option<String>,
@@ -269,7 +282,8 @@ pub struct ArcgisSource {
     pub incremental: bool,
     #[serde(default = "default_overlap", deserialize_with = "duration")]
     pub overlap: Duration,
-    /// Environment variable holding a token sent as the `token` parameter.
+    /// Environment variable holding a token, sent as the `X-Esri-Authorization: Bearer …`
+    /// header (never in the URL, which ends up in logs and recordings).
     pub token_env: Option<String>,
     #[serde(default)]
     pub fields: IndexMap<String, String>,

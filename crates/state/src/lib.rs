@@ -103,21 +103,6 @@ pub struct RunEnd {
     pub fetch: FetchCounts,
 }
 
-/// A source's refresh state, kept between runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct SourceState {
-    /// The newest value of the source's update field seen so far, as the portal wrote it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub watermark: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub etag: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_modified: Option<String>,
-    /// A portal's own modification stamp of the dataset (CKAN `metadata_modified`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub modified: Option<String>,
-}
-
 pub struct StateStore {
     path: PathBuf,
     conn: Connection,
@@ -264,11 +249,12 @@ impl StateStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
-    /// The refresh state of every source of a pipeline, by source key.
+    /// The refresh state of every source of a pipeline, by source key, as the JSON text the
+    /// fetch layer saved (this crate does not interpret it).
     pub fn source_states(
         &self,
         pipeline: &str,
-    ) -> Result<std::collections::BTreeMap<String, SourceState>, StateError> {
+    ) -> Result<std::collections::BTreeMap<String, String>, StateError> {
         let mut stmt = self
             .conn
             .prepare("SELECT source_key, state FROM source_state WHERE pipeline = ?1")
@@ -281,8 +267,7 @@ impl StateStore {
         let mut out = std::collections::BTreeMap::new();
         for row in rows {
             let (key, json) = row.map_err(|e| self.err(e))?;
-            // A state this version cannot read only costs a full reload.
-            out.insert(key, serde_json::from_str(&json).unwrap_or_default());
+            out.insert(key, json);
         }
         Ok(out)
     }
@@ -294,7 +279,7 @@ impl StateStore {
         pipeline: &str,
         run_id: &str,
         at: DateTime<Utc>,
-        states: &[(String, SourceState)],
+        states: &[(String, String)],
     ) -> Result<(), StateError> {
         let path = self.path.clone();
         let err = |source| StateError::Sqlite {
@@ -305,11 +290,10 @@ impl StateStore {
         tx.execute("DELETE FROM source_state WHERE pipeline = ?1", [pipeline])
             .map_err(err)?;
         for (key, state) in states {
-            let json = serde_json::to_string(state).expect("source state serializes");
             tx.execute(
                 "INSERT INTO source_state (pipeline, source_key, state, run_id, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![pipeline, key, json, run_id, ts(at)],
+                params![pipeline, key, state, run_id, ts(at)],
             )
             .map_err(err)?;
         }
@@ -420,14 +404,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(&dir.path().join("s.sqlite")).unwrap();
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let a = SourceState {
-            watermark: Some("2026-01-01T00:00:00.000".into()),
-            ..Default::default()
-        };
-        let b = SourceState {
-            etag: Some("\"x\"".into()),
-            ..Default::default()
-        };
+        let a = r#"{"watermark":"2026-01-01T00:00:00.000"}"#.to_string();
+        let b = r#"{"etag":"\"x\""}"#.to_string();
         store
             .save_source_states(
                 "p",
@@ -437,7 +415,7 @@ mod tests {
             )
             .unwrap();
         store
-            .save_source_states("q", "r2", t, &[("one".into(), SourceState::default())])
+            .save_source_states("q", "r2", t, &[("one".into(), "{}".into())])
             .unwrap();
         store
             .save_source_states("p", "r3", t, &[("one".into(), a.clone())])

@@ -114,3 +114,84 @@ async fn a_csv_document_becomes_a_pipeline_keyed_by_its_unique_column() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `init` then `validate` then `run`, in a fresh project; returns the pipeline text.
+fn init_validate_run(address: &str, extra: &[&str], rows: usize) -> String {
+    let p = project();
+    let mut args = vec![
+        "init",
+        address,
+        "--timezone",
+        "America/Los_Angeles",
+        "--id",
+        "ds",
+    ];
+    args.extend_from_slice(extra);
+    let out = tokio::task::block_in_place(|| goalpost(&p, &args));
+    assert!(
+        out.status.success(),
+        "init {address}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(p.path().join("pipelines/ds.toml")).unwrap();
+    let out = tokio::task::block_in_place(|| goalpost(&p, &["validate"]));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = tokio::task::block_in_place(|| goalpost(&p, &["run", "ds"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("{rows} rows fetched")), "{stdout}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ckan_opendatasoft_and_arcgis_datasets_become_pipelines() {
+    use goalpost_testkit::{arcgis, ckan, opendatasoft};
+    let dataset = Dataset::sf_fire().subset(400).shared();
+
+    let server = ckan::start(dataset.clone(), Default::default()).await;
+    let text = init_validate_run(
+        &server.url("/dataset/fire-department-calls-for-service"),
+        &[],
+        400,
+    );
+    assert!(
+        text.contains("kind = \"ckan\"") && text.contains("resource_id = "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"Received DtTm\", type = \"timestamp\""),
+        "{text}"
+    );
+
+    let server = opendatasoft::start(dataset.clone(), Default::default()).await;
+    let text = init_validate_run(
+        &server.url("/explore/dataset/sf-fire-department-calls/"),
+        &[],
+        400,
+    );
+    assert!(text.contains("kind = \"opendatasoft\""), "{text}");
+    assert!(
+        text.contains("from = \"received_dttm\", type = \"timestamp\""),
+        "{text}"
+    );
+
+    let server = arcgis::start(dataset, Default::default()).await;
+    let text = init_validate_run(
+        &server.url("/arcgis/rest/services/FireCalls/FeatureServer/0"),
+        &[],
+        400,
+    );
+    assert!(
+        text.contains("kind = \"arcgis\"") && text.contains("key = [\"objectid\"]"),
+        "{text}"
+    );
+    assert!(text.contains("EditDate moved"), "{text}");
+}

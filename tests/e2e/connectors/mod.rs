@@ -5,8 +5,12 @@
 //! of it, and compares the stored table with the fixture row for row. Expected values come
 //! from the fixture itself, never from goalpost.
 
+mod arcgis;
+mod ckan;
+mod datasette;
 mod http;
 mod init;
+mod opendatasoft;
 mod socrata;
 
 use arrow::array::{Array, AsArray};

@@ -85,6 +85,8 @@ pub struct DatasetteOptions {
     pub default_page_size: usize,
     /// Further `--setting NAME VALUE` pairs, e.g. `("suggest_facets", "off")`.
     pub settings: Vec<(String, String)>,
+    /// A `--metadata` file (JSON), e.g. one giving a table a default `sort`.
+    pub metadata: Option<PathBuf>,
     /// How long to wait for the server to be ready. Default 60 s.
     pub startup_timeout: Duration,
 }
@@ -95,6 +97,7 @@ impl Default for DatasetteOptions {
             max_returned_rows: 1000,
             default_page_size: 100,
             settings: Vec::new(),
+            metadata: None,
             startup_timeout: Duration::from_secs(60),
         }
     }
@@ -173,6 +176,9 @@ impl Datasette {
             ]);
         for (name, value) in &options.settings {
             command.args(["--setting", name, value]);
+        }
+        if let Some(metadata) = &options.metadata {
+            command.arg("--metadata").arg(metadata);
         }
         command
             .env("PYTHONUNBUFFERED", "1")

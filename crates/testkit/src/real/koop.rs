@@ -43,9 +43,11 @@
 //! * Dates: a property holding an ISO 8601 string makes a Date field; `f=json` serializes it
 //!   as epoch milliseconds (a string without offset is read in the server's time zone, UTC
 //!   here), `f=geojson` returns the file's string unchanged. In `where`, `date 'YYYY-MM-DD'`
-//!   and `timestamp 'YYYY-MM-DD HH:MM:SS'` literals work against ISO strings (the comparison
-//!   is on the stored text, so store `YYYY-MM-DDTHH:MM:SS` consistently); comparing a date
-//!   field with epoch milliseconds matches nothing.
+//!   and `timestamp 'YYYY-MM-DD HH:MM:SS'` literals work against ISO strings, but the
+//!   comparison is on text: Koop rewrites the literal as `YYYY-MM-DDTHH:MM:SS.000Z` and
+//!   compares that with the stored string, so store timestamps in exactly that form
+//!   (`2017-01-08T01:26:00` would sort below the literal `2017-01-08T01:26:00.000Z` and fail
+//!   `>=`); comparing a date field with epoch milliseconds matches nothing.
 //! * Geometry: points as `{"x": lon, "y": lat}` with `spatialReference {"wkid": 4326}`.
 
 use std::io::Write;
