@@ -630,6 +630,70 @@ async fn opendatasoft(
     })
 }
 
+/// The declared SQLite type of each column of a Datasette table (empty when the instance
+/// does not allow SQL queries).
+async fn datasette_declared_types(
+    table: &str,
+    http: &HttpClient,
+) -> std::collections::HashMap<String, String> {
+    let Some((database, name)) = table.rsplit_once('/') else {
+        return Default::default();
+    };
+    let Ok(mut url) = parse_url(&format!("{database}.json")) else {
+        return Default::default();
+    };
+    url.query_pairs_mut()
+        .append_pair("sql", "select name, type from pragma_table_info(:t)")
+        .append_pair("t", &tilde_decode(name))
+        .append_pair("_shape", "objects");
+    match get_json(http, url).await {
+        Ok(v) => v
+            .get("rows")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some((
+                    r.get("name")?.as_str()?.to_string(),
+                    r.get("type")?.as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::info!(error = %e, "column types not available; guessing them from a sample");
+            Default::default()
+        }
+    }
+}
+
+/// Undo Datasette's tilde-encoding (`~2E` → `.`) and percent-encoding of a name in a path.
+fn tilde_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'~' | b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Datasette: a sample page gives the columns, the primary keys and, from the values, types.
 async fn datasette(
     portal: Portal,
@@ -639,7 +703,7 @@ async fn datasette(
     let mut url = parse_url(&format!("{table}.json"))?;
     url.query_pairs_mut()
         .append_pair("_shape", "objects")
-        .append_pair("_size", "100")
+        .append_pair("_size", "max")
         .append_pair("_nosuggest", "1");
     let page = get_json(http, url.clone()).await?;
     if page.get("ok") == Some(&Value::Bool(false)) {
@@ -671,9 +735,11 @@ async fn datasette(
                 .map(|o| o.keys().cloned().collect())
         })
         .unwrap_or_default();
+    let declared = datasette_declared_types(table, http).await;
     let fields: Vec<Field> = columns
         .iter()
         .map(|name| {
+            let declared = declared.get(name).map(|t| t.to_ascii_uppercase());
             let texts: Vec<String> = sample
                 .iter()
                 .filter_map(|r| match r.get(name)? {
@@ -683,11 +749,26 @@ async fn datasette(
                 })
                 .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            // SQLite's declared type settles numbers; a sample cannot prove that a text
+            // column holds only digits. Text may still hold dates, which the sample shows.
+            let column_type = match declared.as_deref() {
+                Some(t) if t.contains("INT") => ColumnType::Int64,
+                Some(t) if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") => {
+                    ColumnType::Float64
+                }
+                Some(t) if t.contains("CHAR") || t.contains("TEXT") || t.contains("CLOB") => {
+                    match infer(&refs) {
+                        c @ (ColumnType::Timestamp | ColumnType::Date) => c,
+                        _ => ColumnType::String,
+                    }
+                }
+                _ => infer(&refs),
+            };
             Field {
                 name: name.clone(),
                 label: None,
                 description: None,
-                column_type: infer(&refs),
+                column_type,
             }
         })
         .collect();
@@ -745,7 +826,7 @@ async fn socrata(
     };
     let view = get_json(http, join(&format!("/api/views/{dataset}.json"))?).await?;
     let mut sample_url = join(&format!("/resource/{dataset}.json"))?;
-    sample_url.query_pairs_mut().append_pair("$limit", "500");
+    sample_url.query_pairs_mut().append_pair("$limit", "5000");
     let sample = get_json(http, sample_url).await?;
     let sample = sample.as_array().cloned().unwrap_or_default();
     // The column the publisher declared as the row identifier: `rowIdentifierColumnId`, or
@@ -874,8 +955,10 @@ async fn document(
         .unwrap_or(FileFormat::Csv);
     let origin = Path::new(address);
     let mut decoder = Decoder::open(&response.body[..], format, origin, None)?;
+    // Types are guessed from the values, so look at many rows: a code column that holds
+    // one letter in row 30,000 is text.
     let page = decoder
-        .read_page(origin, 1000, 0)?
+        .read_page(origin, 50_000, 0)?
         .ok_or_else(|| FetchError::Decode {
             origin: address.to_string(),
             message: "the document has no rows to learn the columns from".into(),

@@ -555,7 +555,7 @@ async fn a_recorded_run_replays_offline() {
 /// timestamps as UTC ISO text in the form Koop compares `timestamp` literals with
 /// (`2017-01-08T01:26:00.000Z`), the row number as `OBJECTID` and the update time as
 /// `EditDate`.
-fn koop_features(dataset: &Dataset) -> Vec<(f64, f64, Map<String, Value>)> {
+pub(super) fn koop_features(dataset: &Dataset) -> Vec<(f64, f64, Map<String, Value>)> {
     let location = dataset
         .columns()
         .iter()

@@ -12,7 +12,7 @@ use goalpost_testkit::{ColumnKind, Dataset, Fault, FaultPlan, LoggedRequest, Req
 use std::path::Path;
 use std::time::Duration;
 
-const TABLE: &str = "fire_calls";
+pub(super) const TABLE: &str = "fire_calls";
 
 /// Datasette tables keep the CSV's headers as column names (as `csv-to-sqlite` and
 /// `sqlite-utils` make them).
@@ -23,7 +23,7 @@ fn name(label: &str) -> String {
 /// The fixture as a SQLite table: one column per CSV header (numbers as INTEGER or REAL,
 /// everything else as the fixture's canonical text), keyed by `RowID`, plus `updated_at`, the
 /// row's update time as `YYYY-MM-DD HH:MM:SS` UTC text.
-fn write_db(path: &Path, dataset: &Dataset) {
+pub(super) fn write_db(path: &Path, dataset: &Dataset) {
     let mut columns: Vec<(&str, &str)> = dataset
         .columns()
         .iter()

@@ -195,3 +195,40 @@ async fn ckan_opendatasoft_and_arcgis_datasets_become_pipelines() {
     );
     assert!(text.contains("EditDate moved"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn datasette_and_koop_tables_become_pipelines() {
+    use goalpost_testkit::real::datasette::{self, DatasetteOptions};
+    use goalpost_testkit::real::koop::{self, KoopOptions, write_geojson};
+    let dataset = Dataset::sf_fire().subset(300);
+    let dir = tempfile::tempdir().unwrap();
+
+    let db = dir.path().join("calls.db");
+    super::datasette::write_db(&db, &dataset);
+    if let Some(server) = datasette::start_or_skip(&db, DatasetteOptions::default()).await {
+        let table = format!("{}/calls/{}", server.base_url(), super::datasette::TABLE);
+        let text = init_validate_run(&table, &["--kind", "datasette"], 300);
+        assert!(
+            text.contains("kind = \"datasette\"") && text.contains("key = [\"rowid\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("call_number = { from = \"Call Number\", type = \"int64\""),
+            "{text}"
+        );
+    }
+
+    write_geojson(
+        &dir.path().join("calls.geojson"),
+        super::arcgis::koop_features(&dataset),
+    )
+    .unwrap();
+    if let Some(koop) = koop::start_or_skip(dir.path(), KoopOptions::default()).await {
+        let text = init_validate_run(&koop.layer_url("calls"), &[], 300);
+        assert!(text.contains("kind = \"arcgis\""), "{text}");
+        assert!(
+            text.contains("longitude = { from = \"longitude\", type = \"float64\""),
+            "{text}"
+        );
+    }
+}
