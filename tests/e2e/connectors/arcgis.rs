@@ -335,18 +335,7 @@ async fn error_envelopes_in_http_200_are_reported_or_retried() {
 
 #[tokio::test]
 async fn transient_faults_are_retried_to_the_same_table() {
-    let faults = [
-        Fault::Status {
-            code: 503,
-            body: "busy".into(),
-        },
-        Fault::TooManyRequests {
-            retry_after: Some("0".into()),
-        },
-        Fault::Truncate,
-        Fault::MalformedJson,
-        Fault::Delay(Duration::from_secs(4)),
-    ];
+    let faults = super::transient_faults();
     for fault in faults {
         let (dataset, server) = serve(Some(700), options(2000)).await;
         let h = harness(&layer_url(&server), "page_size = 100\n");
@@ -367,14 +356,7 @@ async fn transient_faults_are_retried_to_the_same_table() {
             );
         }
         assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
-        let waits = h.waits.lock().unwrap().clone();
-        assert_eq!(waits.len(), 2, "{fault:?}");
-        if matches!(fault, Fault::TooManyRequests { .. }) {
-            assert!(
-                waits.iter().all(|w| *w >= Duration::from_millis(25)),
-                "Retry-After: 0 waits at least the floor: {waits:?}"
-            );
-        }
+        super::assert_waited_twice(&h, &fault);
     }
 }
 

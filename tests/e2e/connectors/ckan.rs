@@ -295,18 +295,7 @@ async fn a_file_resource_is_downloaded_and_an_unchanged_file_costs_one_304() {
 
 #[tokio::test]
 async fn transient_faults_are_retried_to_the_same_table() {
-    let faults = [
-        Fault::Status {
-            code: 503,
-            body: "busy".into(),
-        },
-        Fault::TooManyRequests {
-            retry_after: Some("0".into()),
-        },
-        Fault::Truncate,
-        Fault::MalformedJson,
-        Fault::Delay(Duration::from_secs(4)),
-    ];
+    let faults = super::transient_faults();
     for fault in faults {
         // The DataStore: twice on the third page.
         let (dataset, server) = serve(Some(700), CkanOptions::default()).await;
@@ -320,14 +309,7 @@ async fn transient_faults_are_retried_to_the_same_table() {
         assert_eq!(report.fetch.retries, 2, "{fault:?}");
         assert_eq!(report.rows_fetched, 700, "{fault:?}");
         assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
-        let waits = h.waits.lock().unwrap().clone();
-        assert_eq!(waits.len(), 2, "{fault:?}");
-        if matches!(fault, Fault::TooManyRequests { .. }) {
-            assert!(
-                waits.iter().all(|w| *w >= Duration::from_millis(25)),
-                "Retry-After: 0 waits at least the floor: {waits:?}"
-            );
-        }
+        super::assert_waited_twice(&h, &fault);
 
         // A downloaded file: twice on the download. (A complete 200 whose body does not parse
         // is the publisher's file, reported with its line, not retried.)

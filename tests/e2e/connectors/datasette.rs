@@ -202,18 +202,7 @@ async fn transient_faults_through_the_proxy_are_retried_to_the_same_table() {
     let Some(served) = serve(&dataset, DatasetteOptions::default()).await else {
         return;
     };
-    let faults = [
-        Fault::Status {
-            code: 503,
-            body: "busy".into(),
-        },
-        Fault::TooManyRequests {
-            retry_after: Some("0".into()),
-        },
-        Fault::Truncate,
-        Fault::MalformedJson,
-        Fault::Delay(Duration::from_secs(4)),
-    ];
+    let faults = super::transient_faults();
     for fault in faults {
         let h = harness(&served.table_url(), "page_size = 100\n");
         // Twice on the third page.
@@ -227,14 +216,7 @@ async fn transient_faults_through_the_proxy_are_retried_to_the_same_table() {
         assert_eq!(report.fetch.retries, 2, "{fault:?}");
         assert_eq!(report.rows_fetched, 700, "{fault:?}");
         assert_same(&h.table().await, &expected(&dataset));
-        let waits = h.waits.lock().unwrap().clone();
-        assert_eq!(waits.len(), 2, "{fault:?}");
-        if matches!(fault, Fault::TooManyRequests { .. }) {
-            assert!(
-                waits.iter().all(|w| *w >= Duration::from_millis(25)),
-                "Retry-After: 0 waits at least the floor: {waits:?}"
-            );
-        }
+        super::assert_waited_twice(&h, &fault);
     }
 }
 

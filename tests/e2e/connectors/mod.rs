@@ -20,7 +20,7 @@ use goalpost_runner::{FixedClock, RunError, RunOptions, RunReport, Runner};
 use goalpost_spec::{Config, Pipeline, load_pipeline};
 use goalpost_table::TableStore;
 use goalpost_table::deltalake::datafusion::prelude::SessionContext;
-use goalpost_testkit::{Dataset, Value};
+use goalpost_testkit::{Dataset, Fault, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -185,6 +185,37 @@ sql = "SELECT period, count(*) AS value FROM {TABLE} GROUP BY period"
             }
         }
         out
+    }
+}
+
+/// The transient faults every connector must ride out: a 503, a 429 with `Retry-After: 0`,
+/// a body cut off before its announced length, a malformed body, and an answer slower than
+/// the client's timeout (1.5 s in the harness's config).
+pub fn transient_faults() -> [Fault; 5] {
+    [
+        Fault::Status {
+            code: 503,
+            body: "busy".into(),
+        },
+        Fault::TooManyRequests {
+            retry_after: Some("0".into()),
+        },
+        Fault::Truncate,
+        Fault::MalformedJson,
+        Fault::Delay(Duration::from_secs(4)),
+    ]
+}
+
+/// After a run that met `fault` twice: two waits, and after a 429 with `Retry-After: 0` each
+/// at least the configured floor (25 ms), never a tight loop.
+pub fn assert_waited_twice(h: &Harness, fault: &Fault) {
+    let waits = h.waits.lock().unwrap().clone();
+    assert_eq!(waits.len(), 2, "{fault:?}: {waits:?}");
+    if matches!(fault, Fault::TooManyRequests { .. }) {
+        assert!(
+            waits.iter().all(|w| *w >= Duration::from_millis(25)),
+            "Retry-After: 0 waits at least the floor: {waits:?}"
+        );
     }
 }
 

@@ -231,18 +231,7 @@ async fn export_never_beyond_the_window_fails_clearly_and_keeps_the_table() {
 
 #[tokio::test]
 async fn transient_faults_are_retried_to_the_same_table() {
-    let faults = [
-        Fault::Status {
-            code: 503,
-            body: "busy".into(),
-        },
-        Fault::TooManyRequests {
-            retry_after: Some("0".into()),
-        },
-        Fault::Truncate,
-        Fault::MalformedJson,
-        Fault::Delay(Duration::from_secs(4)),
-    ];
+    let faults = super::transient_faults();
     // Records: data request 1 counts, 2 checks the window, 3… are pages; the fault hits the
     // second page twice. Exports: 1 counts, 2 is the export, hit twice.
     for (mode, at) in [("auto", 4), ("always", 2)] {

@@ -126,18 +126,7 @@ async fn full_load_then_refresh_fetches_only_what_changed() {
 
 #[tokio::test]
 async fn transient_faults_are_retried_to_the_same_table() {
-    let faults = [
-        Fault::Status {
-            code: 503,
-            body: "busy".into(),
-        },
-        Fault::TooManyRequests {
-            retry_after: Some("0".into()),
-        },
-        Fault::Truncate,
-        Fault::MalformedJson,
-        Fault::Delay(Duration::from_secs(4)),
-    ];
+    let faults = super::transient_faults();
     for fault in faults {
         let (dataset, server) = serve(Some(700), SocrataOptions::default()).await;
         let h = harness(&server, 100, "");
@@ -150,14 +139,7 @@ async fn transient_faults_are_retried_to_the_same_table() {
             .unwrap_or_else(|e| panic!("{fault:?} should be retried: {e}"));
         assert_eq!(report.fetch.retries, 2, "{fault:?}");
         assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
-        let waits = h.waits.lock().unwrap().clone();
-        assert_eq!(waits.len(), 2, "{fault:?}");
-        if matches!(fault, Fault::TooManyRequests { .. }) {
-            assert!(
-                waits.iter().all(|w| *w >= Duration::from_millis(25)),
-                "Retry-After: 0 waits at least the floor: {waits:?}"
-            );
-        }
+        super::assert_waited_twice(&h, &fault);
     }
 }
 
