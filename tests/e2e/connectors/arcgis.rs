@@ -12,7 +12,6 @@ use goalpost_testkit::{
     ColumnKind, Dataset, Fault, FaultPlan, LoggedRequest, RequestLog, SharedDataset, TestServer,
 };
 use serde_json::{Map, Value, json};
-use std::time::Duration;
 
 fn name(label: &str) -> String {
     arcgis_name(label)

@@ -5,7 +5,6 @@ use goalpost_runner::RunOptions;
 use goalpost_testkit::ckan::{self, CkanOptions};
 use goalpost_testkit::dataset::BASE_EPOCH;
 use goalpost_testkit::{Dataset, Fault, LoggedRequest, SharedDataset, TestServer};
-use std::time::Duration;
 
 /// CKAN keeps the original column labels (`Received DtTm`).
 fn name(label: &str) -> String {

@@ -10,7 +10,6 @@ use goalpost_testkit::proxy::{self, Proxy};
 use goalpost_testkit::real::datasette::{self, Datasette, DatasetteOptions, write_sqlite};
 use goalpost_testkit::{ColumnKind, Dataset, Fault, FaultPlan, LoggedRequest, RequestLog};
 use std::path::Path;
-use std::time::Duration;
 
 pub(super) const TABLE: &str = "fire_calls";
 
