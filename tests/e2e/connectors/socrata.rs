@@ -5,7 +5,6 @@ use goalpost_runner::RunOptions;
 use goalpost_testkit::dataset::BASE_EPOCH;
 use goalpost_testkit::socrata::{self, SocrataOptions};
 use goalpost_testkit::{Dataset, Fault, SharedDataset, TestServer};
-use std::time::Duration;
 
 fn name(label: &str) -> String {
     goalpost_testkit::dataset::field_name(label)
