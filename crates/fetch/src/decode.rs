@@ -123,7 +123,7 @@ impl<R: BufRead> Decoder<R> {
             Decoder::Done => Ok(None),
             Decoder::Csv { reader, header } => {
                 let mut b = RawBatchBuilder::new(header.clone());
-                let mut lines = Vec::with_capacity(page_size);
+                let mut lines = Vec::with_capacity(page_size.min(1 << 16));
                 let mut record = csv::StringRecord::new();
                 while b.rows() < page_size {
                     let more = reader
@@ -165,7 +165,7 @@ impl<R: BufRead> Decoder<R> {
             }
             Decoder::Ndjson { lines, line } => {
                 let mut b = RawBatchBuilder::new(Vec::new());
-                let mut at = Vec::with_capacity(page_size);
+                let mut at = Vec::with_capacity(page_size.min(1 << 16));
                 while b.rows() < page_size {
                     let Some(text) = lines.next() else {
                         *self = Decoder::Done;
@@ -359,14 +359,28 @@ pub fn records_page(
     index: usize,
     first_record: u64,
 ) -> Result<RawPage, FetchError> {
-    let mut b = RawBatchBuilder::new(Vec::new());
+    records_page_with_columns(items, None, origin, index, first_record)
+}
+
+/// Like [`records_page`], when the portal also says which fields the dataset has (objects
+/// leave out empty fields): every one of them becomes a column, and a field the pipeline
+/// names that is not among them is reported as missing rather than read as empty.
+pub fn records_page_with_columns(
+    items: &[Value],
+    columns: Option<Vec<String>>,
+    origin: &str,
+    index: usize,
+    first_record: u64,
+) -> Result<RawPage, FetchError> {
+    let complete_columns = columns.is_some();
+    let mut b = RawBatchBuilder::new(columns.unwrap_or_default());
     for (n, value) in items.iter().enumerate() {
         append_object(&mut b, value, origin, first_record + n as u64)?;
     }
     Ok(RawPage {
         index,
         origin: origin.to_string(),
-        complete_columns: false,
+        complete_columns,
         rows: RowOrigin::Records {
             first: first_record,
         },

@@ -22,7 +22,7 @@ mod page;
 pub mod sources;
 pub mod tape;
 
-pub use decode::records_page;
+pub use decode::{records_page, records_page_with_columns};
 pub use http::{FetchStats, HttpClient, Problem, Request, Response};
 pub use page::{RawPage, RowOrigin};
 pub use tape::{Recorder, Replayer, RunManifest, Tape, prune_recordings};

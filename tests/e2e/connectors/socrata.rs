@@ -307,3 +307,46 @@ async fn a_recorded_run_replays_offline() {
     assert_eq!(replay.fetch.requests, 0, "nothing went to the network");
     assert_same(&h.table().await, &want);
 }
+
+#[tokio::test]
+async fn a_field_gone_from_the_source_is_an_error_not_empty_values() {
+    let (_dataset, server) = serve(Some(200), SocrataOptions::default()).await;
+    // The pipeline still maps an optional column to a field the dataset no longer has.
+    fn renamed(label: &str) -> String {
+        match label {
+            "Available DtTm" => "available_datetime".into(),
+            other => name(other),
+        }
+    }
+    let h = Harness::new(
+        &format!(
+            "kind = \"socrata\"\nurl = \"{}\"\ndataset = \"nuek-vuh3\"\npage_size = 100\n",
+            server.base_url()
+        ),
+        renamed,
+    );
+    let err = h.run().await.unwrap_err().to_string();
+    assert!(err.contains("available_datetime"), "{err}");
+    assert!(
+        err.contains("available_dttm"),
+        "the message lists the fields there are: {err}"
+    );
+    assert_eq!(h.table_version().await, None, "nothing was stored");
+}
+
+#[tokio::test]
+async fn the_csv_format_loads_the_same_rows() {
+    let (dataset, server) = serve(Some(1200), SocrataOptions::default()).await;
+    let h = harness(&server, 250, "format = \"csv\"\n");
+    let report = h.run().await.expect("csv run");
+    assert_eq!(report.rows_fetched, 1200);
+    assert!(
+        server
+            .log
+            .data_requests()
+            .iter()
+            .all(|r| r.path.ends_with(".csv")),
+        "pages come from the .csv endpoint"
+    );
+    assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
+}

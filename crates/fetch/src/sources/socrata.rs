@@ -13,10 +13,13 @@
 //!   end.
 //! - Counts first (`$select=count(*)` with the same filter) and fails a load that received
 //!   fewer rows than that count.
+//! - Reads `X-SODA2-Fields`, the full list of the result's fields (objects leave empty fields
+//!   out), so a field the pipeline maps that has disappeared at the source is reported as
+//!   schema drift instead of being read as empty.
 //! - Sends `X-App-Token` from the environment variable the pipeline names; turns SODA error
 //!   bodies (`{"code", "error", "message"}`) into messages that say what to fix.
 
-use crate::decode::{Decoder, records_page};
+use crate::decode::{Decoder, records_page_with_columns};
 use crate::http::{HttpClient, Problem, Request, Response};
 use crate::page::RawPage;
 use crate::{FetchError, LoadKind, Source, SourceContext, SourceState, secret_from_env};
@@ -278,7 +281,13 @@ fn decode_page(
     match format {
         SocrataFormat::Json => {
             let items: Vec<Value> = r.json()?;
-            records_page(&items, origin, index, offset + 1)
+            // SODA leaves empty fields out of each object, but names every field of the
+            // result in X-SODA2-Fields: with it, a column gone from the source is an error,
+            // not a column of empty values.
+            let fields = r
+                .header("x-soda2-fields")
+                .and_then(|h| serde_json::from_str::<Vec<String>>(h).ok());
+            records_page_with_columns(&items, fields, origin, index, offset + 1)
                 .map_err(|e| Problem::Permanent(e.to_string()))
         }
         SocrataFormat::Csv => {
