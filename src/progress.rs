@@ -2,7 +2,7 @@
 //! is a terminal, the runner's periodic log lines otherwise.
 
 use goalpost_runner::{LogProgress, Progress};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +25,16 @@ impl Progress for Bar {
     fn source_started(&self, source: &str) {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg}: {human_pos} rows ({per_sec}) {elapsed}")
-                .expect("static template"),
+            ProgressStyle::with_template(
+                "{spinner} {msg}: {human_pos} rows ({rate} rows/s) {elapsed}",
+            )
+            .expect("static template")
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}", HumanCount(state.per_sec() as u64));
+                },
+            ),
         );
         bar.set_message(source.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
