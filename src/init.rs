@@ -32,7 +32,11 @@ pub async fn init(config: &Config, args: InitArgs) -> Result<Option<PathBuf>> {
         .await
         .with_context(|| format!("reading the schema of {}", args.address))?;
     let id = match args.id {
-        Some(id) => id,
+        Some(id) if slug(&id, '-') == id || slug(&id, '_') == id => id,
+        Some(id) => bail!(
+            "--id {id:?} is not a pipeline id; use lowercase letters, digits, - and _, e.g. {:?}",
+            slug(&id, '-')
+        ),
         None => slug(&found.title, '-'),
     };
     if id.is_empty() {
@@ -162,7 +166,9 @@ fn render(found: &Discovered, id: &str, timezone: &str, address: &str) -> Result
         "# Starter pipeline for {}, written by `goalpost init` from",
         q(&found.title)
     )?;
-    writeln!(t, "# {address}")?;
+    // The address as parsed, on one line: nothing in it can start a TOML line of its own.
+    let shown: String = address.chars().filter(|c| !c.is_control()).collect();
+    writeln!(t, "# {shown}")?;
     writeln!(
         t,
         "# Review it: drop the columns you do not need, make the indicator the one you report,"
@@ -266,7 +272,7 @@ fn render(found: &Discovered, id: &str, timezone: &str, address: &str) -> Result
     writeln!(t, "decimals = 0")?;
     writeln!(t, "sql = \"\"\"")?;
     writeln!(t, "SELECT period, count(*) AS value")?;
-    writeln!(t, "FROM {table}")?;
+    writeln!(t, "FROM \"{table}\"")?;
     writeln!(t, "GROUP BY period")?;
     writeln!(t, "\"\"\"")?;
     Ok(t)

@@ -126,12 +126,25 @@ pub fn recognise(address: &str, kind: Option<&str>) -> Result<Portal, FetchError
             .and_then(|i| segments.get(i + 1))
             .map(|s| s.to_string())
     };
-    let four_by_four = segments
-        .iter()
-        .rev()
-        .map(|s| s.trim_end_matches(".json").trim_end_matches(".csv"))
-        .find(|s| is_four_by_four(s))
-        .map(str::to_string);
+    // A Socrata id is four-by-four lowercase letters and digits, in one of the portal's own
+    // address shapes: `/resource/<id>.json`, `/api/views/<id>`, `/d/<id>`, or a dataset page
+    // ending `/<id>` (optionally `/about_data`). A file named like one elsewhere is not it.
+    let four_by_four = segments.iter().enumerate().rev().find_map(|(i, s)| {
+        let prev = i.checked_sub(1).map(|j| segments[j]);
+        let (stem, ext) = match s.rsplit_once('.') {
+            Some((stem, ext)) => (stem, Some(ext)),
+            None => (*s, None),
+        };
+        let lowercase = stem
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_lowercase() || b.is_ascii_digit());
+        let placed = match ext {
+            Some("json" | "csv") => matches!(prev, Some("resource" | "views")),
+            Some(_) => false,
+            None => true,
+        };
+        (is_four_by_four(stem) && lowercase && placed).then(|| stem.to_string())
+    });
     let layer = || {
         let i = segments
             .iter()
@@ -1148,6 +1161,11 @@ mod tests {
             }
         );
         assert_eq!(r("https://example.org/files/counts.csv").kind(), "http");
+        assert_eq!(
+            r("https://example.org/files/city-data.csv").kind(),
+            "http",
+            "a file named like a Socrata id is still a file"
+        );
         assert_eq!(
             recognise(
                 "https://example.org/db/table.json?_size=5",

@@ -244,7 +244,9 @@ impl HttpClient {
                 }),
             };
         }
-        let started = Instant::now();
+        // Time spent on attempts plus time spent waiting (the waits may be virtual in tests,
+        // so they are counted apart from the attempts, never twice).
+        let mut in_attempts = Duration::ZERO;
         // backon supplies the schedule (exponential, jittered, capped); the loop adds what a
         // schedule cannot know: the server's Retry-After and the time budget.
         let mut schedule = ExponentialBuilder::default()
@@ -257,7 +259,10 @@ impl HttpClient {
         let mut attempts = 0u32;
         let result = loop {
             attempts += 1;
-            let outcome = match self.attempt(req, sink).await {
+            let attempt_started = Instant::now();
+            let attempt = self.attempt(req, sink).await;
+            in_attempts += attempt_started.elapsed();
+            let outcome = match attempt {
                 Ok(response) => match parse(&response) {
                     Ok(v) => Ok((response, v)),
                     Err(Problem::Transient(message)) => Err(Failure {
@@ -289,7 +294,8 @@ impl HttpClient {
             let wait = failure
                 .retry_after
                 .map_or(next, |ra| ra.max(self.settings.retry_after_floor));
-            if started.elapsed() + waited + wait > self.settings.retry_budget {
+            let spent = in_attempts.saturating_add(waited).saturating_add(wait);
+            if spent > self.settings.retry_budget {
                 break Err(Failure {
                     message: format!(
                         "{}; the next wait ({wait:?}) would pass retry_budget = {:?}",
@@ -301,7 +307,7 @@ impl HttpClient {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(url = %req.url, wait = ?wait, attempt = attempts, "{}; retrying", failure.message);
             (self.sleep)(wait).await;
-            waited += wait;
+            waited = waited.saturating_add(wait);
         };
         match result {
             Ok((response, value)) => {
@@ -511,7 +517,8 @@ fn permanent(message: String) -> Failure {
 fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        // Absurd values are capped; the retry budget then ends the retrying with a message.
+        return Some(Duration::from_secs(secs.min(86_400 * 365)));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let now = chrono::Utc::now();

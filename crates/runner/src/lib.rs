@@ -290,7 +290,14 @@ impl Runner {
             .iter()
             .map(|(k, s)| (k.clone(), s.to_json()))
             .collect();
-        state.save_source_states(&pipeline.id, run_id, self.clock.now(), &states)?;
+        if options.replay.is_some() {
+            // The table now holds the replayed (older) rows, so no saved watermark describes
+            // it any more: the next run loads everything.
+            state.clear_source_states(&pipeline.id)?;
+            tracing::info!("replayed; the next run of this pipeline loads everything");
+        } else {
+            state.save_source_states(&pipeline.id, run_id, self.clock.now(), &states)?;
+        }
         if options.replay.is_none()
             && let Err(e) = goalpost_fetch::prune_recordings(
                 &self.config.data_dir.join("raw").join(&pipeline.id),

@@ -140,8 +140,17 @@ async fn load_once(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
             result
         };
         let (fed, written) = tokio::join!(producer, writer);
-        let (rows_fetched, pages, per_source) = fed?;
-        let write = written?;
+        // A fetch error aborted the write: report the fetch error. Otherwise the writer's
+        // own error (if any) is the cause.
+        let ((rows_fetched, pages, per_source), write) = match (fed, written) {
+            (Err(e @ RunError::Internal(_)), Err(w)) => {
+                tracing::debug!(error = %e, "the producer saw the writer stop");
+                return Err(w.into());
+            }
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(w)) => return Err(w.into()),
+            (Ok(fed), Ok(w)) => (fed, w),
+        };
         return Ok(Loaded {
             kind: LoadKind::Full,
             write,
@@ -232,8 +241,10 @@ async fn feed(
             match tx {
                 Some(tx) => {
                     if tx.send(Ok(batch)).await.is_err() {
-                        // The writer stopped: its own error explains why.
-                        return Ok((total, pages, per_source));
+                        // The writer stopped; its own error, reported first, says why.
+                        return Err(RunError::Internal(
+                            "the table writer stopped before the load ended".into(),
+                        ));
                     }
                 }
                 None => keep.push(batch),

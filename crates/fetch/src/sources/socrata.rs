@@ -159,6 +159,40 @@ impl Socrata {
         })
     }
 
+    /// The newest `:updated_at` among the rows this fetch will read, asked before paging.
+    ///
+    /// A full load pages by `:id`, so a row it has already passed may be updated while later
+    /// pages are read, with a stamp older than rows read after it: the newest stamp *seen*
+    /// could lie past that update and a refresh would never ask for it. The newest stamp at
+    /// the start cannot: every update made during the load is newer.
+    async fn newest_update(&self) -> Result<Option<String>, FetchError> {
+        let mut url = self.endpoint.clone();
+        url.set_path(&url.path().replace(".csv", ".json"));
+        let mut params = vec![
+            ("$select", ":updated_at".to_string()),
+            ("$order", ":updated_at DESC".to_string()),
+            ("$limit", "1".to_string()),
+        ];
+        if let Some(c) = &self.condition {
+            params.push(("$where", c.clone()));
+        }
+        url.query_pairs_mut().extend_pairs(&params);
+        let mut req = Request::new(url).header(ACCEPT, "application/json");
+        if let Some(token) = &self.app_token {
+            req = req.secret(HeaderName::from_static("x-app-token"), token)?;
+        }
+        let (_, rows) = self
+            .http
+            .get_with(&req, |r| r.json::<Vec<Value>>())
+            .await
+            .map_err(|e| soda_error(e, &self.cfg.dataset))?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get(":updated_at"))
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
     fn track_watermark(&mut self, page: &RawPage) {
         use arrow::array::AsArray;
         let Some(col) = page.batch.column_by_name(":updated_at") else {
@@ -187,6 +221,9 @@ impl Source for Socrata {
             let n = self.count().await?;
             tracing::info!(source = %self.endpoint, rows = n, mode = self.kind.as_str(), "counted");
             self.expected = Some(n);
+            if self.kind == LoadKind::Full && self.cfg.incremental {
+                self.watermark = self.newest_update().await?;
+            }
         }
         let offset = self.next_index * self.page_size;
         let mut params = vec![
@@ -237,7 +274,11 @@ impl Source for Socrata {
                 });
             }
         }
-        self.track_watermark(&page);
+        if self.kind == LoadKind::Changes {
+            // Refreshes page in update order by key, so every update made while they read
+            // is read too: the newest stamp seen is safe.
+            self.track_watermark(&page);
+        }
         if self.kind == LoadKind::Changes && rows > 0 {
             self.after = last_position(&page);
             if self.after.is_none() {
