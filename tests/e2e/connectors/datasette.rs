@@ -129,7 +129,11 @@ async fn full_load_then_refresh_fetches_only_what_changed() {
 
     let first = h.run().await.expect("first run");
     assert_eq!((first.mode, first.rows_fetched), ("full", 7704));
-    let pages = served.log().data_requests();
+    // Before the pages: the largest updated_at, taken as the full load's watermark.
+    let requests = served.log().data_requests();
+    assert_eq!(requests[0].param("_sort_desc"), Some("updated_at"));
+    assert_eq!(requests[0].param("_size"), Some("1"));
+    let pages: Vec<_> = requests[1..].to_vec();
     assert_eq!(
         pages.len(),
         8,

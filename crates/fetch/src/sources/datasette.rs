@@ -19,7 +19,9 @@
 //! - Query parameters in the table's URL (`?status=open`, `?year__gte=2020`, `_where=…`) are
 //!   kept as the fetch's filter.
 //! - A refresh adds `<incremental_field>__gte=<watermark − overlap>` and still pages in key
-//!   order. The watermark is the largest value of the field seen, compared as SQLite compares
+//!   order. Its watermark is the largest value of the field seen (a full load instead asks for
+//!   the largest value before it pages: rows it has passed may change while it reads on, and
+//!   only a mark taken at the start is sure to lie before such changes), compared as SQLite compares
 //!   (numbers below text, numbers by value, text byte by byte). A timestamp watermark is moved
 //!   back by the overlap and written in the same shape it was read in (`2017-01-08 00:00:00`
 //!   stays space-separated, `…Z` keeps its `Z`), because SQLite compares such text byte by
@@ -300,7 +302,39 @@ impl Datasette {
             }
         }
         tracing::info!(source = %self.json_url, rows = ?self.expected, mode = self.kind.as_str(), "counted");
+        if self.kind == LoadKind::Full
+            && let Some(field) = self.cfg.incremental_field.clone()
+        {
+            self.watermark = self.newest_at_start(&field).await?;
+        }
         Ok(())
+    }
+
+    /// The largest value of the incremental field before a full load pages.
+    ///
+    /// A full load pages in key order, so a row it has already passed may change while later
+    /// pages are read, with a value below rows read after it: the largest value *seen* could
+    /// lie past that change and no refresh would ask for it. The largest value at the start
+    /// cannot: every change made during the load is larger.
+    async fn newest_at_start(&self, field: &str) -> Result<Option<Mark>, FetchError> {
+        let mut params = self.filter_params();
+        params.extend([
+            ("_shape".into(), "objects".into()),
+            ("_size".into(), "1".into()),
+            ("_sort_desc".into(), field.to_string()),
+            ("_nosuggest".into(), "1".into()),
+            ("_nofacet".into(), "1".into()),
+            ("_nocount".into(), "1".into()),
+        ]);
+        let req = self.request(&params);
+        let (_, v) = self
+            .http
+            .get_with(&req, |r| r.json::<Value>())
+            .await
+            .map_err(|e| datasette_error(e, &self.cfg, self.page_size))?;
+        Ok(v.pointer("/rows/0")
+            .and_then(|row| row.get(field))
+            .and_then(Mark::from_json))
     }
 
     fn track(&mut self, newest: Option<Mark>) {
@@ -363,7 +397,10 @@ impl Source for Datasette {
         let rows = got.page.num_rows();
         self.received += rows as u64;
         self.next_index += 1;
-        self.track(got.newest);
+        if self.kind == LoadKind::Changes {
+            // Refreshes keep the largest value seen; a full load took its mark at the start.
+            self.track(got.newest);
+        }
         match got.next {
             Some(next) if rows > 0 && self.next_token.as_deref() != Some(next.as_str()) => {
                 self.next_token = Some(next);
