@@ -64,13 +64,19 @@ fn is_export(r: &LoggedRequest) -> bool {
 }
 
 /// `/records` requests that asked for rows (not counts).
+/// The `/records` requests that read rows: not counts (`limit=0`), and not the one-row
+/// request a full load makes first for the newest value of the incremental field.
 fn record_pages(server: &TestServer) -> Vec<LoggedRequest> {
     server
         .log
         .requests()
         .into_iter()
-        .filter(|r| is_records(r) && r.param("limit") != Some("0"))
+        .filter(|r| is_records(r) && r.param("limit") != Some("0") && !is_newest_probe(r))
         .collect()
+}
+
+fn is_newest_probe(r: &LoggedRequest) -> bool {
+    r.param("limit") == Some("1") && r.param("select").is_some()
 }
 
 /// The refresh's expected window: rows updated at or after the first run's watermark less
@@ -104,6 +110,18 @@ async fn full_load_pages_records_then_refresh_fetches_only_what_changed() {
     let first = h.run().await.expect("first run");
     assert_eq!(first.mode, "full");
     assert_eq!(first.rows_fetched, 7704);
+    let probes: Vec<_> = server
+        .log
+        .requests()
+        .into_iter()
+        .filter(is_newest_probe)
+        .collect();
+    assert_eq!(
+        probes.len(),
+        1,
+        "a full load asks for the newest update first"
+    );
+    assert_eq!(probes[0].param("order_by"), Some("`updated` DESC"));
     let pages = record_pages(&server);
     assert_eq!(pages.len(), 78, "7,704 rows in pages of 100");
     for (i, p) in pages.iter().enumerate() {
@@ -116,7 +134,11 @@ async fn full_load_pages_records_then_refresh_fetches_only_what_changed() {
         server.log.requests().iter().all(|r| !is_export(r)),
         "7,704 rows fit in the records window"
     );
-    assert_eq!(server.log.rows_served(), 7704);
+    assert_eq!(
+        server.log.rows_served(),
+        7704 + 1,
+        "the pages and the one-row probe"
+    );
     assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
 
     // Change 1 % of the rows a day later; a refresh reads only rows updated since the last

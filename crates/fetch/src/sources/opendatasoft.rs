@@ -21,7 +21,9 @@
 //!   in by the next refresh's window.
 //! - With `incremental_field` (a `date` or `datetime` field, checked against the dataset's
 //!   schema), a refresh asks only for rows with ``field >= date'<watermark − overlap>'``, the
-//!   watermark being the newest value of the field seen so far, kept as the portal wrote it.
+//!   watermark being the newest value of the field when the load began, kept as the portal
+//!   wrote it (a full load asks for it with a one-row request before paging; a refresh reads
+//!   newest first, so its first row holds it).
 //! - A refresh pages by offset, newest first (``order_by=`field` DESC``), because the order
 //!   moves while it is read and only this direction makes offsets safe: a row updated
 //!   mid-read takes the newest value and jumps to the front, and a row entering the window
@@ -281,6 +283,39 @@ impl Opendatasoft {
         }
     }
 
+    /// The newest value of the incremental field before a full load pages.
+    ///
+    /// A full load reads in the dataset's natural order, so a row it has already passed may
+    /// change while it reads on, with a value below rows read after it: the newest value
+    /// *seen* could lie past that change and no refresh would ask for it. The newest value at
+    /// the start cannot.
+    async fn newest_at_start(
+        &self,
+        field: &str,
+    ) -> Result<Option<(DateTime<Utc>, String)>, FetchError> {
+        let mut params = vec![
+            ("limit", "1".to_string()),
+            ("select", odsql_field(field)),
+            ("order_by", format!("{} DESC", odsql_field(field))),
+        ];
+        if let Some(c) = &self.condition {
+            params.push(("where", c.clone()));
+        }
+        params.push(("timezone", "UTC".to_string()));
+        let req = self.request(self.endpoint(&["records"]), &params)?;
+        let (_, answer) = self
+            .http
+            .get_with(&req, records_answer)
+            .await
+            .map_err(|e| self.portal_error(e))?;
+        Ok(answer
+            .results
+            .first()
+            .and_then(|r| r.get(field))
+            .and_then(Value::as_str)
+            .and_then(|text| Some((instant(text)?, text.to_string()))))
+    }
+
     /// Count, then choose between `/records` and `/exports/json`.
     async fn plan(&mut self) -> Result<(), FetchError> {
         if let Some(field) = self.cfg.incremental_field.clone() {
@@ -288,6 +323,12 @@ impl Opendatasoft {
         }
         let total = self.count(0).await.map_err(|e| self.portal_error(e))?;
         self.expected = Some(total);
+        if self.kind == LoadKind::Full
+            && total > 0
+            && let Some(field) = self.cfg.incremental_field.clone()
+        {
+            self.watermark = self.newest_at_start(&field).await?;
+        }
         tracing::info!(source = %self.dataset_url, rows = total, mode = self.kind.as_str(), "counted");
         if total == 0 {
             self.read = Read::Done;
@@ -495,7 +536,11 @@ impl Source for Opendatasoft {
                 });
             }
         }
-        self.track_watermark(&page);
+        if self.kind == LoadKind::Changes {
+            // Refreshes read newest first, so the newest value seen is the newest at their
+            // start; a full load took its mark before paging.
+            self.track_watermark(&page);
+        }
         if page.num_rows() == 0 {
             return Ok(None);
         }
