@@ -31,7 +31,10 @@
 //!   shifts back one offset, so one is skipped), and a keyset on the date would need date
 //!   literals as precise as the stored values, which many servers do not accept. In
 //!   object-id order an edit never moves a feature back; one edited after it was read is
-//!   stored as it was and the next refresh's overlap brings the change in.
+//!   stored as it was, and the next refresh brings the change in: the watermark is the
+//!   newest edit date *before* the pages are read (a one-feature query ordered by the field,
+//!   descending), so every edit made while paging lies after it. (Layers without pagination
+//!   keep the newest date seen, and rely on the overlap.)
 //! - Errors come with HTTP 200 and a body `{"error": {"code", "message", "details"}}`, so
 //!   every body is checked: a 5xx code is retried like a busy server, any other code is
 //!   reported with its details and advice.
@@ -79,6 +82,9 @@ pub struct Arcgis {
     empty_in_a_row: u32,
     /// Newest value of the incremental field seen (epoch ms), carried over from the last run.
     watermark_ms: Option<i64>,
+    /// The watermark was taken from the layer before paging (see [`ArcGis::newest_at_start`]),
+    /// so the pages must not move it.
+    mark_taken: bool,
 }
 
 /// What the fetch needs from the layer's description.
@@ -174,6 +180,7 @@ impl Arcgis {
             done: false,
             empty_in_a_row: 0,
             watermark_ms,
+            mark_taken: false,
         })
     }
 
@@ -279,6 +286,13 @@ impl Arcgis {
                     })?;
             self.expected = Some(count);
             self.cursor = Cursor::Offsets;
+            if let (Some(field), true) = (layer.incremental.clone(), self.cfg.incremental)
+                && count > 0
+                && let Some(ms) = self.newest_at_start(&field).await?
+            {
+                self.watermark_ms = Some(self.watermark_ms.map_or(ms, |w| w.max(ms)));
+                self.mark_taken = true;
+            }
             if count == 0 {
                 self.done = true;
             }
@@ -340,7 +354,40 @@ impl Arcgis {
         answer.map_err(|e| portal_error(&req.url, &e, &self.cfg))
     }
 
+    /// The newest value of the edit-date field before paging.
+    ///
+    /// Pages come in object-id order, so a feature already read may be edited while later
+    /// pages are read, with a date below features read after it: the newest date *seen* could
+    /// lie past that edit and no refresh would ask for it. The newest date at the start
+    /// cannot: every edit made while paging is newer.
+    async fn newest_at_start(&self, field: &str) -> Result<Option<i64>, FetchError> {
+        let req = self.request(
+            &self.query_url,
+            &[
+                ("where", self.condition.clone()),
+                ("outFields", field.to_string()),
+                ("orderByFields", format!("{field} DESC")),
+                ("resultRecordCount", "1".into()),
+                ("returnGeometry", "false".into()),
+                ("f", "json".into()),
+            ],
+        )?;
+        let answer = self.get_json(&req).await?;
+        let attributes = answer.pointer("/features/0/attributes");
+        Ok(attributes
+            .and_then(Value::as_object)
+            .and_then(|a| {
+                a.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(field))
+                    .map(|(_, v)| v)
+            })
+            .and_then(Value::as_i64))
+    }
+
     fn track(&mut self, newest: Option<i64>) {
+        if self.mark_taken {
+            return;
+        }
         if let Some(ms) = newest
             && self.watermark_ms.is_none_or(|w| ms > w)
         {
