@@ -37,6 +37,14 @@ impl<'a> TimestampParser<'a> {
     /// Microseconds since the epoch (UTC).
     pub(crate) fn parse(&mut self, s: &str) -> Option<i64> {
         let s = s.trim();
+        match self.format {
+            Some("epoch_ms") => return s.parse::<i64>().ok()?.checked_mul(1_000),
+            Some("epoch_s") => return s.parse::<i64>().ok()?.checked_mul(1_000_000),
+            _ => {}
+        }
+        if let Some(us) = epoch(s) {
+            return Some(us);
+        }
         if let Some(f) = self.format {
             if let Ok(dt) = DateTime::parse_from_str(s, f) {
                 return Some(dt.with_timezone(&Utc).timestamp_micros());
@@ -110,6 +118,22 @@ const OFFSET_FORMATS: &[&str] = &[
 ];
 
 /// Ends in `Z`, `±HH`, `±HHMM` or `±HH:MM` after a time (checked on bytes, so any text is safe).
+/// A bare integer in a timestamp column is a Unix time: 12 or 13 digits are milliseconds
+/// (ArcGIS and many JSON APIs write them; 2001-09-09 to 2286), 9 or 10 digits seconds
+/// (1973 to 2286). Other lengths (`20170108`) are not taken as epochs.
+fn epoch(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = s.parse().ok()?;
+    match digits.len() {
+        12 | 13 => n.checked_mul(1_000),
+        9 | 10 => n.checked_mul(1_000_000),
+        _ => None,
+    }
+}
+
 fn has_offset(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() < 16 {
@@ -226,6 +250,29 @@ mod tests {
             p.parse("2018-03-11T02:30:00"),
             Some(utc("2018-03-11T07:30:00Z"))
         );
+    }
+
+    #[test]
+    fn unix_times_in_seconds_and_milliseconds() {
+        let mut p = TimestampParser::new(chrono_tz::America::New_York, None);
+        // 2017-01-01T07:57:56Z, as ArcGIS writes it and as seconds.
+        assert_eq!(p.parse("1483257476000"), Some(1_483_257_476_000_000));
+        assert_eq!(p.parse("1483257476"), Some(1_483_257_476_000_000));
+        assert_eq!(p.parse("1483257476123"), Some(1_483_257_476_123_000));
+        assert_eq!(
+            p.parse("20170101"),
+            None,
+            "a date without separators is not an epoch"
+        );
+        let mut ms = TimestampParser::new(chrono_tz::UTC, Some("epoch_ms"));
+        assert_eq!(
+            ms.parse("1000"),
+            Some(1_000_000),
+            "explicit units take any length"
+        );
+        let mut secs = TimestampParser::new(chrono_tz::UTC, Some("epoch_s"));
+        assert_eq!(secs.parse("86400"), Some(86_400_000_000));
+        assert_eq!(secs.parse("x"), None);
     }
 
     #[test]
