@@ -87,15 +87,12 @@ enum Command {
     },
 }
 
-/// Print a line to stdout; a closed pipe (`goalpost runs | head`) ends the program quietly.
+/// Print a line to stdout. A closed pipe (`goalpost run | head -1`) only stops the printing:
+/// the work goes on, so a run is never cut off half-recorded because its reader left.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
     }};
 }
 
