@@ -237,6 +237,13 @@ pub async fn discover(portal: Portal, http: &HttpClient) -> Result<Discovered, F
     }
 }
 
+/// The array at `key` of a JSON object; empty when it is missing or not an array.
+fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
 fn parse_url(s: &str) -> Result<Url, FetchError> {
     Url::parse(s).map_err(|e| FetchError::Config {
         message: format!("{s:?} is not a web address: {e}"),
@@ -407,16 +414,9 @@ async fn ckan(
         &[("resource_id", &resource_id), ("limit", "1000")],
     )?;
     let result = unwrap(get_json(http, url.clone()).await?, &url)?;
-    let sample = result
-        .get("records")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let fields: Vec<Field> = result
-        .get("fields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let sample = items(&result, "records").to_vec();
+    let fields: Vec<Field> = items(&result, "fields")
+        .iter()
         .filter_map(|f| {
             let name = f.get("id")?.as_str()?;
             if name == "_id" || name == "_full_text" {
@@ -482,11 +482,8 @@ async fn arcgis(portal: Portal, layer: &str, http: &HttpClient) -> Result<Discov
             message: format!("ArcGIS said: {error}"),
         });
     }
-    let mut fields: Vec<Field> = info
-        .get("fields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let mut fields: Vec<Field> = items(&info, "fields")
+        .iter()
         .filter_map(|f| {
             let name = f.get("name")?.as_str()?.to_string();
             let column_type = match f.get("type").and_then(Value::as_str).unwrap_or_default() {
@@ -582,16 +579,9 @@ async fn opendatasoft(
         with_query(base, &format!("{path}/records"), &[("limit", "100")])?,
     )
     .await?;
-    let sample = records
-        .get("results")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let fields: Vec<Field> = info
-        .get("fields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let sample = items(&records, "results").to_vec();
+    let fields: Vec<Field> = items(&info, "fields")
+        .iter()
         .filter_map(|f| {
             let name = f.get("name")?.as_str()?.to_string();
             let column_type = match f.get("type").and_then(Value::as_str).unwrap_or_default() {
@@ -660,11 +650,8 @@ async fn datasette_declared_types(
         .append_pair("t", &tilde_decode(name))
         .append_pair("_shape", "objects");
     match get_json(http, url).await {
-        Ok(v) => v
-            .get("rows")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
+        Ok(v) => items(&v, "rows")
+            .iter()
             .filter_map(|r| {
                 Some((
                     r.get("name")?.as_str()?.to_string(),
@@ -728,11 +715,7 @@ async fn datasette(
             ),
         });
     }
-    let sample = page
-        .get("rows")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let sample = items(&page, "rows").to_vec();
     let columns: Vec<String> = page
         .get("columns")
         .and_then(Value::as_array)
@@ -850,12 +833,7 @@ async fn socrata(
         .cloned();
     let mut fields = Vec::new();
     let mut key = Vec::new();
-    for c in view
-        .get("columns")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for c in items(&view, "columns").iter() {
         let Some(name) = c.get("fieldName").and_then(Value::as_str) else {
             continue;
         };

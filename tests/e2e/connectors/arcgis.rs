@@ -4,7 +4,6 @@
 
 use super::{Harness, assert_same, expected};
 use chrono::DateTime;
-use goalpost_runner::RunOptions;
 use goalpost_testkit::arcgis::{self, ArcGisOptions, arcgis_name};
 use goalpost_testkit::dataset::{BASE_EPOCH, local_to_utc};
 use goalpost_testkit::real::koop::{self, KoopOptions, write_geojson};
@@ -42,13 +41,6 @@ fn harness(url: &str, extra: &str) -> Harness {
 fn options(max_record_count: usize) -> ArcGisOptions {
     ArcGisOptions {
         max_record_count,
-        ..Default::default()
-    }
-}
-
-fn full() -> RunOptions {
-    RunOptions {
-        full: true,
         ..Default::default()
     }
 }
@@ -163,7 +155,7 @@ async fn full_load_then_refresh_fetches_only_what_changed() {
     assert_eq!(third.rows_written, changed.len() as u64);
 
     // --full starts over.
-    let again = h.run_with(&full()).await.expect("full run");
+    let again = h.run_full().await.expect("full run");
     assert_eq!((again.mode, again.rows_fetched), ("full", 7704));
 }
 
@@ -204,7 +196,7 @@ async fn an_empty_page_flagged_for_more_is_asked_again_but_not_forever() {
             },
         );
     }
-    let err = h.run_with(&full()).await.unwrap_err().to_string();
+    let err = h.run_full().await.unwrap_err().to_string();
     assert!(
         err.contains("3 empty pages in a row at offset 500"),
         "{err}"
@@ -264,10 +256,7 @@ async fn layers_without_pagination_are_read_by_object_id() {
             body: r#"{"features": [], "exceededTransferLimit": true}"#.into(),
         },
     );
-    let again = h
-        .run_with(&full())
-        .await
-        .expect("full run with a cut range");
+    let again = h.run_full().await.expect("full run with a cut range");
     assert_eq!(again.rows_fetched, 7704);
     let wheres: Vec<String> = server
         .log
@@ -396,7 +385,7 @@ async fn failures_leave_the_table_and_digest_as_they_were() {
         },
         10,
     );
-    let err = h.run_with(&full()).await.unwrap_err().to_string();
+    let err = h.run_full().await.unwrap_err().to_string();
     assert!(
         err.contains("502") && err.contains("gave up after 5 attempts"),
         "{err}"
@@ -475,7 +464,7 @@ async fn a_feature_edited_mid_read_is_never_skipped() {
             at_epoch: BASE_EPOCH + 3 * 86_400,
         },
     );
-    h.run_with(&full()).await.expect("full load");
+    h.run_full().await.expect("full load");
     let report = h.run().await.expect("refresh after the full load");
     assert_eq!(report.mode, "incremental");
     assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
@@ -531,15 +520,10 @@ async fn a_recorded_run_replays_offline() {
     let (dataset, server) = serve(Some(400), options(100)).await;
     let h = harness(&layer_url(&server), "");
     let first = h.run().await.expect("recorded run");
-    let recording = h.dir.path().join("data/raw/fire").join(&first.run_id);
-    assert!(recording.join("responses.ndjson").is_file());
     let want = expected(&dataset.read().unwrap());
     drop(server);
     let replay = h
-        .run_with(&RunOptions {
-            replay: Some(first.run_id.clone()),
-            ..Default::default()
-        })
+        .replay(&first.run_id)
         .await
         .expect("replay without the server");
     assert_eq!(replay.rows_fetched, 400);
@@ -638,7 +622,7 @@ async fn koop_full_load_and_refresh_equal_the_fixture() {
     assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
 
     // A full reload ends the same.
-    let again = h.run_with(&full()).await.expect("full run");
+    let again = h.run_full().await.expect("full run");
     assert_eq!(again.rows_fetched, 7704);
     assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
 }

@@ -1,7 +1,6 @@
 //! The `ckan` connector against the CKAN Action API emulator.
 
 use super::{Harness, assert_same, expected};
-use goalpost_runner::RunOptions;
 use goalpost_testkit::ckan::{self, CkanOptions};
 use goalpost_testkit::dataset::BASE_EPOCH;
 use goalpost_testkit::{Dataset, Fault, LoggedRequest, SharedDataset, TestServer};
@@ -44,13 +43,6 @@ fn dataset_harness(server: &TestServer, page_size: usize, extra: &str) -> Harnes
         ),
         name,
     )
-}
-
-fn full() -> RunOptions {
-    RunOptions {
-        full: true,
-        ..Default::default()
-    }
 }
 
 fn action(r: &LoggedRequest) -> &str {
@@ -133,7 +125,7 @@ async fn full_load_then_unchanged_then_changed_metadata() {
 
     // --full always reloads.
     server.log.clear();
-    let reload = h.run_with(&full()).await.expect("full run");
+    let reload = h.run_full().await.expect("full run");
     assert_eq!((reload.mode, reload.rows_fetched), ("full", 7704));
     assert_eq!(server.log.data_requests().len(), 6);
 }
@@ -272,7 +264,7 @@ async fn a_file_resource_is_downloaded_and_an_unchanged_file_costs_one_304() {
 
     // --full asks unconditionally.
     server.log.clear();
-    let reload = h.run_with(&full()).await.expect("full download");
+    let reload = h.run_full().await.expect("full download");
     assert_eq!(reload.mode, "full");
     assert_eq!(server.log.requests()[1].header("if-none-match"), None);
 
@@ -508,7 +500,7 @@ async fn a_short_read_is_read_again_once() {
             body: r#"{"help": "h", "success": true, "result": {"records": [], "total": 499, "limit": 100}}"#.into(),
         },
     );
-    let report = h.run_with(&full()).await.expect("read again");
+    let report = h.run_full().await.expect("read again");
     assert_eq!(report.rows_fetched, 500);
     assert_eq!(server.log.data_requests().len(), 2 + 5);
 }
@@ -573,16 +565,10 @@ async fn a_recorded_run_replays_offline() {
     let (dataset, server) = serve(Some(400), CkanOptions::default()).await;
     let h = harness(&server, 100, "");
     let first = h.run().await.expect("recorded run");
-    let recording = h.dir.path().join("data/raw/fire").join(&first.run_id);
-    assert!(recording.join("responses.ndjson").is_file());
-    assert!(recording.join("000001.zst").is_file());
     let want = expected(&dataset.read().unwrap());
     drop(server);
     let replay = h
-        .run_with(&RunOptions {
-            replay: Some(first.run_id.clone()),
-            ..Default::default()
-        })
+        .replay(&first.run_id)
         .await
         .expect("replay without the server");
     assert_eq!(replay.rows_fetched, 400);
@@ -635,10 +621,7 @@ async fn a_recorded_download_replays_offline() {
     drop(server);
     for (run, mode) in [(&first, "full"), (&unchanged, "unchanged")] {
         let replay = h
-            .run_with(&RunOptions {
-                replay: Some(run.run_id.clone()),
-                ..Default::default()
-            })
+            .replay(&run.run_id)
             .await
             .expect("replay without the server");
         assert_eq!(replay.mode, mode);

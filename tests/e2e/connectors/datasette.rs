@@ -4,7 +4,6 @@
 
 use super::{Harness, assert_same, expected};
 use chrono::DateTime;
-use goalpost_runner::RunOptions;
 use goalpost_testkit::dataset::BASE_EPOCH;
 use goalpost_testkit::proxy::{self, Proxy};
 use goalpost_testkit::real::datasette::{self, Datasette, DatasetteOptions, write_sqlite};
@@ -88,13 +87,6 @@ fn harness(url: &str, extra: &str) -> Harness {
         &format!("kind = \"datasette\"\nurl = \"{url}\"\noverlap = \"10m\"\n{extra}"),
         name,
     )
-}
-
-fn full() -> RunOptions {
-    RunOptions {
-        full: true,
-        ..Default::default()
-    }
 }
 
 fn changed_rows_plus_overlap(dataset: &Dataset, changed: &[String], overlap_secs: i64) -> usize {
@@ -194,7 +186,7 @@ async fn full_load_then_refresh_fetches_only_what_changed() {
     );
 
     // --full starts over.
-    let again = h.run_with(&full()).await.expect("full run");
+    let again = h.run_full().await.expect("full run");
     assert_eq!((again.mode, again.rows_fetched), ("full", 7704));
     assert_same(&h.table().await, &expected(&dataset));
 }
@@ -415,14 +407,9 @@ async fn a_recorded_run_replays_offline() {
         "page_size = 100\nincremental_field = \"updated_at\"\n",
     );
     let first = h.run().await.expect("recorded run");
-    let recording = h.dir.path().join("data/raw/fire").join(&first.run_id);
-    assert!(recording.join("responses.ndjson").is_file());
     drop(served);
     let replay = h
-        .run_with(&RunOptions {
-            replay: Some(first.run_id.clone()),
-            ..Default::default()
-        })
+        .replay(&first.run_id)
         .await
         .expect("replay without the server");
     assert_eq!(replay.rows_fetched, 400);

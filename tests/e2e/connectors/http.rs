@@ -1,7 +1,6 @@
 //! The `http` connector against a plain document server with ETag / Last-Modified.
 
 use super::{Harness, assert_same, expected};
-use goalpost_runner::RunOptions;
 use goalpost_testkit::dataset::BASE_EPOCH;
 use goalpost_testkit::{Dataset, Fault, SharedDataset, TestServer, files};
 
@@ -62,13 +61,7 @@ async fn an_unchanged_document_costs_one_304_and_no_work() {
 
     // --full ignores the validators.
     server.log.clear();
-    let forced = h
-        .run_with(&RunOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .expect("forced run");
+    let forced = h.run_full().await.expect("forced run");
     assert_eq!(forced.rows_fetched, 7704);
     assert!(server.log.requests()[0].header("if-none-match").is_none());
 }

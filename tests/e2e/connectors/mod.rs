@@ -129,6 +129,33 @@ sql = "SELECT period, count(*) AS value FROM {TABLE} GROUP BY period"
         self.run_with(&RunOptions::default()).await
     }
 
+    /// `goalpost run --full`.
+    pub async fn run_full(&self) -> Result<RunReport, RunError> {
+        self.run_with(&RunOptions {
+            full: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// `goalpost run --replay <run_id>`, after checking the run left a recording.
+    pub async fn replay(&self, run_id: &str) -> Result<RunReport, RunError> {
+        let recording = self.dir.path().join("data/raw/fire").join(run_id);
+        assert!(
+            recording.join("responses.ndjson").is_file(),
+            "{run_id} was recorded"
+        );
+        assert!(
+            recording.join("000001.zst").is_file(),
+            "{run_id} kept its bodies"
+        );
+        self.run_with(&RunOptions {
+            replay: Some(run_id.to_string()),
+            ..Default::default()
+        })
+        .await
+    }
+
     pub fn digest_bytes(&self) -> Option<Vec<u8>> {
         std::fs::read(self.dir.path().join("publish/current/digest.json")).ok()
     }

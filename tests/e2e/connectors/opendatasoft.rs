@@ -2,7 +2,6 @@
 
 use super::{Harness, Stored, assert_same, expected};
 use chrono::DateTime;
-use goalpost_runner::RunOptions;
 use goalpost_testkit::dataset::BASE_EPOCH;
 use goalpost_testkit::opendatasoft::{self, OdsOptions, UPDATED_FIELD};
 use goalpost_testkit::{Dataset, Fault, LoggedRequest, SharedDataset, TestServer};
@@ -183,13 +182,7 @@ async fn full_load_pages_records_then_refresh_fetches_only_what_changed() {
 
     // --full starts over.
     server.log.clear();
-    let full = h
-        .run_with(&RunOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .expect("full run");
+    let full = h.run_full().await.expect("full run");
     assert_eq!((full.mode, full.rows_fetched), ("full", 7704));
 }
 
@@ -316,14 +309,7 @@ async fn failures_leave_the_table_and_digest_as_they_were() {
         },
         10,
     );
-    let err = h
-        .run_with(&RunOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.run_full().await.unwrap_err().to_string();
     assert!(
         err.contains("502") && err.contains("gave up after 5 attempts"),
         "{err}"
@@ -460,12 +446,7 @@ async fn a_row_changing_between_pages_is_never_lost() {
             at_epoch: BASE_EPOCH + 3 * 86_400,
         },
     );
-    h.run_with(&RunOptions {
-        full: true,
-        ..Default::default()
-    })
-    .await
-    .expect("full load");
+    h.run_full().await.expect("full load");
     assert_eq!(server.faults.pending(), 0);
     let report = h.run().await.expect("refresh after the full load");
     assert_eq!(report.mode, "incremental");
@@ -505,14 +486,7 @@ async fn api_keys_come_from_the_environment() {
         },
         1,
     );
-    let err = h
-        .run_with(&RunOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.run_full().await.unwrap_err().to_string();
     assert!(
         err.contains("access denied (The API key is invalid.)") && err.contains("api_key_env"),
         "{err}"
@@ -533,10 +507,7 @@ async fn a_recorded_run_replays_offline() {
         let want = expected(&dataset.read().unwrap());
         drop(server);
         let replay = h
-            .run_with(&RunOptions {
-                replay: Some(first.run_id.clone()),
-                ..Default::default()
-            })
+            .replay(&first.run_id)
             .await
             .expect("replay without the server");
         assert_eq!(replay.mode, "full");

