@@ -47,6 +47,45 @@ enum Command {
         /// Replay a recorded run offline: its saved responses stand in for the network.
         #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["ids", "full"])]
         replay: Option<String>,
+        /// Accept what the sources send now as the new normal: schema_drift and row_count
+        /// checks pass this run and their baselines move.
+        #[arg(long)]
+        accept_changes: bool,
+    },
+    /// Show the data-quality check results of a run (by default each pipeline's latest).
+    Checks {
+        /// A run id (see `goalpost runs`).
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// Only this pipeline's latest run.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// JSON for tools instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite the small files of tables into large ones (one new version each).
+    Compact {
+        /// A table name; none compacts every pipeline's table.
+        table: Option<String>,
+    },
+    /// Delete table files that no kept published version needs.
+    Vacuum {
+        /// A table name; none vacuums every pipeline's table.
+        table: Option<String>,
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Recompute a published version's figures from the table versions its digest names,
+    /// into a folder of your choice; nothing published changes.
+    Recompute {
+        /// The published version (its run id).
+        #[arg(long, value_name = "RUN_ID")]
+        run: String,
+        /// Where to write digest.json, indicators.parquet and index.html.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Write a starter pipeline for a dataset from its portal's description of it: typed
     /// columns, a key, the refresh field and an example indicator.
@@ -130,7 +169,27 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         )
     })?;
     match cli.command {
-        Command::Run { ids, full, replay } => run(config, ids, full, replay).await,
+        Command::Run {
+            ids,
+            full,
+            replay,
+            accept_changes,
+        } => {
+            let options = RunOptions {
+                full,
+                replay,
+                accept_changes,
+            };
+            run(config, ids, options).await
+        }
+        Command::Checks {
+            run,
+            pipeline,
+            json,
+        } => checks(&config, run.as_deref(), pipeline.as_deref(), json),
+        Command::Compact { table } => compact(config, table.as_deref()).await,
+        Command::Vacuum { table, dry_run } => vacuum(config, table.as_deref(), dry_run).await,
+        Command::Recompute { run, out } => recompute(config, &run, &out).await,
         Command::Init {
             address,
             kind,
@@ -169,13 +228,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn run(
-    config: Config,
-    mut ids: Vec<String>,
-    full: bool,
-    replay: Option<String>,
-) -> Result<ExitCode> {
-    if let Some(run_id) = &replay {
+async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Result<ExitCode> {
+    if let Some(run_id) = &options.replay {
         let store = StateStore::open(&config.state_db)?;
         let pipeline = match store.run(run_id)? {
             Some(r) => r.pipeline,
@@ -190,7 +244,6 @@ async fn run(
         }
         ids = vec![pipeline];
     }
-    let options = RunOptions { full, replay };
     let loaded = load_pipelines(&config.pipelines_dir)?;
     let mut configured: Vec<String> = loaded.pipelines.iter().map(|p| p.id.clone()).collect();
     configured.extend(loaded.failed.iter().map(|(id, _)| id.clone()));
@@ -255,6 +308,28 @@ async fn run(
                     s.off_track,
                     s.no_data
                 );
+                if r.rows_quarantined > 0 {
+                    out!(
+                        "  {} row(s) quarantined (failed typing or a row check): see `goalpost checks --pipeline {}` and data/quarantine/{}/",
+                        r.rows_quarantined,
+                        r.pipeline,
+                        r.table
+                    );
+                }
+                for c in r.checks.iter().filter(|c| {
+                    !matches!(
+                        c.status,
+                        goalpost_table::CheckStatus::Passed | goalpost_table::CheckStatus::Skipped
+                    )
+                }) {
+                    out!("  check {} {}: {}", c.id, c.status.as_str(), c.message);
+                }
+                if r.held.is_some() {
+                    out!(
+                        "  HELD: a data-quality check failed, so {}'s figures keep their last good values",
+                        r.pipeline
+                    );
+                }
             }
             Err(e) => {
                 failed += 1;
@@ -329,7 +404,7 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
         return Ok(ExitCode::SUCCESS);
     }
     out!(
-        "{:<44} {:<14} {:<20} {:>8} {:<10} {:<11} {:>8} {:>8} {:>8} {:>7} {:>5}  error",
+        "{:<44} {:<14} {:<20} {:>8} {:<10} {:<11} {:>8} {:>8} {:>8} {:>11} {:>7} {:>5}  error",
         "run",
         "pipeline",
         "started (UTC)",
@@ -339,6 +414,7 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
         "requests",
         "fetched",
         "written",
+        "quarantined",
         "retries",
         "table"
     );
@@ -355,19 +431,26 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
         let error = r
             .error
             .as_deref()
+            .or(r.held.as_deref())
             .and_then(|e| e.lines().next())
             .unwrap_or("");
+        let status = if r.held.is_some() {
+            "held"
+        } else {
+            r.status.as_str()
+        };
         out!(
-            "{:<44} {:<14} {:<20} {:>8} {:<10} {:<11} {:>8} {:>8} {:>8} {:>7} {:>5}  {}",
+            "{:<44} {:<14} {:<20} {:>8} {:<10} {:<11} {:>8} {:>8} {:>8} {:>11} {:>7} {:>5}  {}",
             r.id,
             r.pipeline,
             r.started_at.format("%Y-%m-%d %H:%M:%S"),
             secs,
-            r.status.as_str(),
+            status,
             r.mode.as_deref().unwrap_or("-"),
             r.fetch.requests,
             r.rows_fetched,
             r.rows_written,
+            r.rows_quarantined,
             r.fetch.retries,
             r.table_version
                 .map_or_else(|| "-".into(), |v| format!("v{v}")),
@@ -375,6 +458,144 @@ fn runs(config: &Config, pipeline: Option<&str>, limit: usize, json: bool) -> Re
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn checks(
+    config: &Config,
+    run: Option<&str>,
+    pipeline: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let store = StateStore::open(&config.state_db)?;
+    let runs: Vec<goalpost_state::RunRecord> = match run {
+        Some(id) => match store.run(id)? {
+            Some(r) => vec![r],
+            None => bail!("no run {id:?} in the run history (see `goalpost runs`)"),
+        },
+        None => {
+            // Each pipeline's newest run.
+            let mut seen = std::collections::BTreeSet::new();
+            store
+                .runs(pipeline, 10_000)?
+                .into_iter()
+                .filter(|r| seen.insert(r.pipeline.clone()))
+                .collect()
+        }
+    };
+    let mut all = Vec::new();
+    for r in &runs {
+        all.push((r, store.checks(&r.id)?));
+    }
+    if json {
+        let value: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(r, c)| {
+                serde_json::json!({
+                    "run": r.id,
+                    "pipeline": r.pipeline,
+                    "rows_quarantined": r.rows_quarantined,
+                    "held": r.held,
+                    "checks": c,
+                })
+            })
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        out!("no runs yet");
+    }
+    for (r, checks) in &all {
+        out!(
+            "{} (run {}): {} row(s) quarantined{}",
+            r.pipeline,
+            r.id,
+            r.rows_quarantined,
+            if r.held.is_some() {
+                "; figures HELD at their last good values"
+            } else {
+                ""
+            }
+        );
+        if checks.is_empty() {
+            out!("  no checks recorded");
+        }
+        for c in checks {
+            out!(
+                "  {:<11} {:<5} {}: {}",
+                c.status,
+                c.severity,
+                c.check_id,
+                c.message
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pipelines for upkeep commands: every loadable one (a broken file is reported, not fatal).
+fn upkeep_pipelines(config: &Config) -> Result<Vec<goalpost_spec::Pipeline>> {
+    let loaded = load_pipelines(&config.pipelines_dir)?;
+    for (id, err) in &loaded.failed {
+        eprintln!("{id}: skipped, the pipeline file has errors:\n{err}");
+    }
+    Ok(loaded.pipelines)
+}
+
+async fn compact(config: Config, table: Option<&str>) -> Result<ExitCode> {
+    let pipelines = upkeep_pipelines(&config)?;
+    let runner = Runner::new(config, Arc::new(SystemClock));
+    let id = format!("compact-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
+    for c in runner.compact(&pipelines, table, &id).await? {
+        match c.version {
+            Some(v) => out!(
+                "{}: {} files compacted into {} (version {v})",
+                c.table,
+                c.files_removed,
+                c.files_added
+            ),
+            None => out!("{}: nothing to compact ({} files)", c.table, c.files_before),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn vacuum(config: Config, table: Option<&str>, dry_run: bool) -> Result<ExitCode> {
+    let pipelines = upkeep_pipelines(&config)?;
+    let runner = Runner::new(config, Arc::new(SystemClock));
+    for v in runner.vacuum(&pipelines, table, dry_run).await? {
+        out!(
+            "{}: {} {} file(s), {}; versions from {} on stay readable",
+            v.table,
+            if dry_run { "would delete" } else { "deleted" },
+            v.files_deleted,
+            human_bytes(v.bytes),
+            v.kept_from
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn recompute(config: Config, run_id: &str, out_dir: &std::path::Path) -> Result<ExitCode> {
+    let pipelines = upkeep_pipelines(&config)?;
+    let runner = Runner::new(config, Arc::new(SystemClock));
+    let r = runner.recompute(&pipelines, run_id, out_dir).await?;
+    for (pipeline, table, version) in &r.tables {
+        out!("{pipeline}: read table {table} at version {version}");
+    }
+    out!("Wrote {}", r.out.display());
+    for d in &r.differences {
+        out!("  differs: {d}");
+    }
+    if r.parquet_identical && r.differences.is_empty() {
+        out!("indicators.parquet is byte for byte the published one; every figure agrees");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if !r.parquet_identical {
+            out!("indicators.parquet differs from the published one");
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn human_bytes(n: u64) -> String {

@@ -72,19 +72,33 @@ fn bad_values_and_bad_files_fail_clearly_and_publish_nothing() {
     project.ok(&["run"]);
     let before = published(&project);
 
-    // A value that is not an integer, in record 7 of a copy of the real page.
+    // A value that is not an integer, in record 7 of a copy of the real page, with a
+    // quarantine limit of 0 %: one bad row fails the run.
     let mut rows: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(page_1()).unwrap()).unwrap();
     rows[6]["counts"] = serde_json::Value::String("lots".into());
     let broken = pipelines.path().join("bike_counts_bad_value.json");
     std::fs::write(&broken, serde_json::to_string(&rows).unwrap()).unwrap();
-    std::fs::write(&file, bike_pipeline(&broken)).unwrap();
+    std::fs::write(
+        &file,
+        bike_pipeline(&broken).replace(
+            "time = \"counted_at\"",
+            "time = \"counted_at\"\nquarantine_limit = 0",
+        ),
+    )
+    .unwrap();
     let out = project.goalpost(&["run", "bikes"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bike_counts_bad_value.json"), "{err}");
     assert!(
         err.contains(r#"record 7: column "bicycles" (field "counts"): "lots" is not an integer"#),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "1 of 1000 rows (0.1 %) failed typing or row checks, above the quarantine limit of 0 %"
+        ),
         "{err}"
     );
     assert_unchanged(&project, &before);

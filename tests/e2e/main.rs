@@ -6,6 +6,8 @@
 mod connectors;
 mod demo;
 mod failures;
+mod quality;
+mod reproduce;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -73,7 +73,12 @@ async fn session(
     indicator: &IndicatorSpec,
     base: Arc<dyn TableProvider>,
 ) -> datafusion::error::Result<SessionContext> {
-    let ctx = SessionContext::new();
+    // One partition: floating-point sums and averages then add up in the same order every
+    // time, so a figure recomputed from the same table version is bit for bit the same
+    // (`goalpost recompute` depends on it). City-sized tables need no parallel plan.
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(1),
+    );
     ctx.register_udf(ScalarUDF::from(PeriodUdf::new(
         indicator.period,
         pipeline.tz,

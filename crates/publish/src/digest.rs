@@ -34,6 +34,10 @@ pub struct Summary {
     pub at_risk: usize,
     pub off_track: usize,
     pub no_data: usize,
+    /// Goals whose figures are held at their last good values by a failed data-quality
+    /// check (counted under their status as well).
+    #[serde(default)]
+    pub held: usize,
 }
 
 impl Summary {
@@ -41,6 +45,7 @@ impl Summary {
         let mut s = Self::default();
         for g in goals {
             s.goals += 1;
+            s.held += usize::from(g.held.is_some());
             match g.status {
                 GoalStatus::Met => s.met += 1,
                 GoalStatus::OnTrack => s.on_track += 1,
@@ -67,6 +72,12 @@ pub struct PipelineDigest {
     pub as_of: NaiveDate,
     pub table: TableInfo,
     pub sources: Vec<SourceInfo>,
+    /// This run's data-quality checks and quarantine.
+    #[serde(default)]
+    pub data_quality: DataQuality,
+    /// Set when a failed `error` check holds every figure below at its last good value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
     pub indicators: Vec<IndicatorDigest>,
     pub goals: Vec<GoalDigest>,
 }
@@ -76,7 +87,58 @@ pub struct TableInfo {
     pub name: String,
     /// Delta Lake version the figures were computed from.
     pub version: u64,
+    /// Rows in the table at `version`.
     pub rows: u64,
+    /// The table's newest version, when it is newer than the figures' (their figures are
+    /// held) — the version the failing checks judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<u64>,
+}
+
+/// Why figures are held at their last good values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Always `"data quality"` for now.
+    pub reason: String,
+    /// The failing check(s).
+    pub checks: Vec<String>,
+    /// The failing checks' messages.
+    pub message: String,
+    /// The first run whose figures were held (holds carry over until a run passes).
+    pub since_run: String,
+}
+
+/// The data-quality section of a dataset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataQuality {
+    /// The run the checks belong to.
+    pub run_id: String,
+    /// Rows that came in this run (before quarantine).
+    pub rows_received: u64,
+    /// Rows kept out of the table this run, stored in `data/quarantine/<table>/`.
+    pub rows_quarantined: u64,
+    /// Largest share (percent) that may be quarantined before a run fails.
+    pub quarantine_limit: f64,
+    pub checks: Vec<CheckReport>,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub id: String,
+    /// not_null, unique, range, allowed, regex, freshness, row_count, schema_drift.
+    pub kind: String,
+    /// warn or error.
+    pub severity: String,
+    /// passed, warned, quarantined, failed or skipped.
+    pub status: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_checked: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_failed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +176,9 @@ pub struct IndicatorDigest {
     pub by: Vec<String>,
     pub sql: String,
     pub series: Vec<SeriesPoint>,
+    /// Set when the series is held at its last good values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,4 +232,7 @@ pub struct GoalDigest {
     /// The indicator's total series.
     pub series: Vec<SeriesPoint>,
     pub provenance: Provenance,
+    /// Set when the figure and status are held at their last good values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Hold>,
 }

@@ -27,6 +27,7 @@ struct GoalView<'a> {
     as_of: String,
     refreshed: String,
     table: String,
+    held: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -53,6 +54,9 @@ struct DatasetView<'a> {
     table: String,
     sources: Vec<(String, Option<&'a str>, u64)>,
     indicators: Vec<IndicatorView<'a>>,
+    held: Option<&'a str>,
+    quarantined: String,
+    checks: &'a [crate::digest::CheckReport],
 }
 
 /// A number with thousands separators and a fixed number of decimals.
@@ -117,6 +121,7 @@ fn goal_view<'a>(
         as_of: p.as_of.format("%-d %B %Y").to_string(),
         refreshed: p.refreshed_at.format("%Y-%m-%d %H:%M UTC").to_string(),
         table: format!("{} v{}", p.table.name, p.table.version),
+        held: g.held.as_ref().map(|h| h.message.as_str()),
     }
 }
 
@@ -191,6 +196,18 @@ pub(crate) fn render_index(digest: &Digest) -> Result<String, minijinja::Error> 
                 .map(|s| (s.location.clone(), s.link.as_deref(), s.rows))
                 .collect(),
             indicators: p.indicators.iter().map(indicator_view).collect(),
+            held: p.held.as_ref().map(|h| h.message.as_str()),
+            quarantined: if p.data_quality.rows_quarantined == 0 {
+                String::new()
+            } else {
+                format!(
+                    "{} of {} rows received in the last refresh were set aside for review \
+                     (they failed typing or a row check).",
+                    format_number(p.data_quality.rows_quarantined as f64, 0),
+                    format_number(p.data_quality.rows_received as f64, 0)
+                )
+            },
+            checks: &p.data_quality.checks,
         })
         .collect();
     let s = &digest.summary;

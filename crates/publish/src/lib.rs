@@ -13,7 +13,8 @@ mod parquet_out;
 mod publisher;
 
 pub use digest::{
-    BaselineInfo, DIGEST_SCHEMA_VERSION, Digest, GoalDigest, IndicatorDigest, LatestFigure,
-    PipelineDigest, Provenance, SeriesPoint, SiteInfo, SourceInfo, Summary, TableInfo, TargetInfo,
+    BaselineInfo, CheckReport, DIGEST_SCHEMA_VERSION, DataQuality, Digest, GoalDigest, Hold,
+    IndicatorDigest, LatestFigure, PipelineDigest, Provenance, SeriesPoint, SiteInfo, SourceInfo,
+    Summary, TableInfo, TargetInfo,
 };
-pub use publisher::{PublishError, Publisher};
+pub use publisher::{PublishError, Publisher, write_digest_files};

@@ -26,6 +26,7 @@ pub(crate) fn schema() -> Arc<Schema> {
         Field::new("group", DataType::Utf8, true),
         Field::new("value", DataType::Float64, true),
         Field::new("partial", DataType::Boolean, false),
+        Field::new("held", DataType::Boolean, false),
         Field::new("table_version", DataType::Int64, false),
         Field::new("run_id", DataType::Utf8, false),
     ]))
@@ -49,6 +50,7 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
     let mut group = StringBuilder::new();
     let mut value = Float64Builder::new();
     let mut partial = BooleanBuilder::new();
+    let mut held = BooleanBuilder::new();
     let mut version = arrow::array::Int64Builder::new();
     let mut run = StringBuilder::new();
     for p in &digest.pipelines {
@@ -73,6 +75,7 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
                 }
                 value.append_option(pt.value);
                 partial.append_value(pt.partial);
+                held.append_value(ind.held.is_some());
                 version.append_value(p.table.version as i64);
                 run.append_value(&p.run_id);
             }
@@ -91,6 +94,7 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
         Arc::new(group.finish()),
         Arc::new(value.finish()),
         Arc::new(partial.finish()),
+        Arc::new(held.finish()),
         Arc::new(version.finish()),
         Arc::new(run.finish()),
     ];
@@ -102,8 +106,17 @@ pub(crate) fn write(
     out: impl Write + Send,
 ) -> Result<(), parquet::errors::ParquetError> {
     let batch = batch(digest)?;
+    // Every setting is fixed (none left to the library's defaults, which may change between
+    // versions), so the same figures always give the same bytes: `recompute` relies on it.
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_created_by("goalpost".to_string())
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+        ))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .set_writer_version(parquet::file::properties::WriterVersion::PARQUET_1_0)
+        .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Page)
+        .set_dictionary_enabled(true)
         .build();
     let mut writer = ArrowWriter::try_new(out, batch.schema(), Some(props))?;
     writer.write(&batch)?;

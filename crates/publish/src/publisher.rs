@@ -61,18 +61,7 @@ impl Publisher {
 
     /// The digest `current` points at, if anything was published.
     pub fn current_digest(&self) -> Result<Option<Digest>, PublishError> {
-        let path = self.current_dir().join("digest.json");
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| PublishError::Corrupt {
-                path,
-                message: e.to_string(),
-            })
+        read_digest(&self.current_dir().join("digest.json"))
     }
 
     /// Write a complete new version and make it current. Returns the version's folder.
@@ -89,7 +78,7 @@ impl Publisher {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let written = self.write_version(digest, &tmp);
+        let written = write_digest_files(digest, &tmp);
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -105,7 +94,53 @@ impl Publisher {
         Ok(final_dir)
     }
 
-    fn write_version(&self, digest: &Digest, dir: &Path) -> Result<(), PublishError> {
+    /// A kept published version's folder.
+    pub fn version_dir(&self, id: &str) -> PathBuf {
+        self.versions_dir().join(id)
+    }
+
+    /// The digest of a kept published version, if that version is still kept.
+    pub fn version_digest(&self, id: &str) -> Result<Option<Digest>, PublishError> {
+        read_digest(&self.version_dir(id).join("digest.json"))
+    }
+
+    /// The ids of the kept published versions, oldest first.
+    pub fn kept_versions(&self) -> Result<Vec<String>, PublishError> {
+        let dir = self.versions_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&dir)(e)),
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("digest.json").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn read_digest(path: &Path) -> Result<Option<Digest>, PublishError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| PublishError::Corrupt {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// Write a digest's files (digest.json, indicators.parquet, index.html) into `dir`, which
+/// must exist. Publishing uses this for each new version; `recompute` for its output.
+pub fn write_digest_files(digest: &Digest, dir: &Path) -> Result<(), PublishError> {
+    {
         let json = serde_json::to_vec_pretty(digest).map_err(|e| PublishError::Render {
             path: dir.join("digest.json"),
             message: e.to_string(),
@@ -129,7 +164,9 @@ impl Publisher {
         })?;
         write_file(&path, html.as_bytes())
     }
+}
 
+impl Publisher {
     fn swap_current(&self, version: &str) -> Result<(), PublishError> {
         let current = self.current_dir();
         let tmp_link = self.dir.join(".current.next");

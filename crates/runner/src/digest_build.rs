@@ -3,11 +3,23 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use goalpost_indicators::{Point, Series, judge};
 use goalpost_publish::{
-    BaselineInfo, GoalDigest, IndicatorDigest, LatestFigure, PipelineDigest, Provenance,
-    SeriesPoint, SourceInfo, TableInfo, TargetInfo,
+    BaselineInfo, DataQuality, GoalDigest, Hold, IndicatorDigest, LatestFigure, PipelineDigest,
+    Provenance, SeriesPoint, SourceInfo, TableInfo, TargetInfo,
 };
 use goalpost_spec::{Better, Pipeline};
-use goalpost_table::TableWrite;
+
+/// What a run knows besides the figures.
+pub(crate) struct Built<'a> {
+    pub run_id: &'a str,
+    pub now: DateTime<Utc>,
+    pub as_of: NaiveDate,
+    /// The table version the figures are computed from.
+    pub version: u64,
+    /// Rows in the table at that version.
+    pub rows: u64,
+    pub sources: Vec<SourceInfo>,
+    pub quality: DataQuality,
+}
 
 fn point(p: &Point) -> SeriesPoint {
     SeriesPoint {
@@ -29,13 +41,18 @@ fn better_str(b: Better) -> String {
 
 pub(crate) fn pipeline_digest(
     pipeline: &Pipeline,
-    run_id: &str,
-    now: DateTime<Utc>,
-    as_of: NaiveDate,
-    write: &TableWrite,
-    sources: Vec<SourceInfo>,
+    built: Built<'_>,
     series: &[Series],
 ) -> PipelineDigest {
+    let Built {
+        run_id,
+        now,
+        as_of,
+        version,
+        rows,
+        sources,
+        quality,
+    } = built;
     let table = pipeline.spec.table.name.get_ref().clone();
     let indicators = pipeline
         .spec
@@ -53,6 +70,7 @@ pub(crate) fn pipeline_digest(
             by: spec.by.iter().map(|b| b.get_ref().clone()).collect(),
             sql: spec.sql.get_ref().trim().to_string(),
             series: s.points.iter().map(point).collect(),
+            held: None,
         })
         .collect();
     let goals = pipeline
@@ -96,11 +114,12 @@ pub(crate) fn pipeline_digest(
                     pipeline: pipeline.id.clone(),
                     sources: sources.clone(),
                     table: table.clone(),
-                    table_version: write.version,
+                    table_version: version,
                     sql: spec.sql.get_ref().trim().to_string(),
                     run_id: run_id.to_string(),
                     computed_at: now,
                 },
+                held: None,
             })
         })
         .collect();
@@ -114,11 +133,65 @@ pub(crate) fn pipeline_digest(
         as_of,
         table: TableInfo {
             name: table,
-            version: write.version,
-            rows: write.rows,
+            version,
+            rows,
+            latest_version: None,
         },
         sources,
+        data_quality: quality,
+        held: None,
         indicators,
         goals,
     }
+}
+
+/// The pipeline's part of the digest when a failed check holds its figures: the last good
+/// figures and statuses (from `previous`, the part currently published) marked held, with
+/// this run's sources and data-quality results. Without earlier figures every indicator is
+/// empty and every goal has no data.
+pub(crate) fn held_digest(
+    pipeline: &Pipeline,
+    built: Built<'_>,
+    previous: Option<PipelineDigest>,
+    mut hold: Hold,
+) -> PipelineDigest {
+    let written = built.version;
+    let mut section = match previous {
+        Some(mut p) => {
+            // A hold that goes on keeps the run it started in.
+            if let Some(earlier) = &p.held {
+                hold.since_run = earlier.since_run.clone();
+            }
+            p.title = pipeline.spec.title.clone();
+            p.department = pipeline.spec.department.clone();
+            p.description = pipeline.spec.description.clone();
+            p.run_id = built.run_id.to_string();
+            p.refreshed_at = built.now;
+            p.sources = built.sources;
+            p.data_quality = built.quality;
+            p
+        }
+        None => {
+            let empty: Vec<Series> = pipeline
+                .spec
+                .indicators
+                .iter()
+                .map(|i| Series {
+                    indicator: i.id.get_ref().clone(),
+                    period: i.period,
+                    points: Vec::new(),
+                })
+                .collect();
+            pipeline_digest(pipeline, built, &empty)
+        }
+    };
+    section.table.latest_version = (section.table.version != written).then_some(written);
+    for i in &mut section.indicators {
+        i.held = Some(hold.clone());
+    }
+    for g in &mut section.goals {
+        g.held = Some(hold.clone());
+    }
+    section.held = Some(hold);
+    section
 }

@@ -12,9 +12,11 @@ mod clock;
 mod digest_build;
 mod load;
 mod progress;
+mod upkeep;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use progress::{LogProgress, Progress};
+pub use upkeep::{Compacted, Recomputed, Vacuumed};
 
 use chrono::{DateTime, Utc};
 use goalpost_fetch::{
@@ -48,6 +50,10 @@ pub enum RunError {
     #[error("{0}")]
     State(#[from] StateError),
     #[error("{0}")]
+    Quarantine(String),
+    #[error("{0}")]
+    Check(#[from] goalpost_table::checks::CheckError),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -58,6 +64,9 @@ pub struct RunOptions {
     pub full: bool,
     /// Replay the recorded responses of this run instead of touching the network.
     pub replay: Option<String>,
+    /// Take the sources' current columns and the table's current row count as the new
+    /// baseline: schema_drift and row_count checks pass this run.
+    pub accept_changes: bool,
 }
 
 /// What a successful run did.
@@ -72,6 +81,14 @@ pub struct RunReport {
     pub fetch: goalpost_state::FetchCounts,
     pub table: String,
     pub table_version: u64,
+    /// Rows in the table at that version.
+    pub table_rows: u64,
+    /// Rows kept out of the table, in `data/quarantine/<table>/`.
+    pub rows_quarantined: u64,
+    /// Every check's result, in the pipeline's order.
+    pub checks: Vec<goalpost_table::CheckResult>,
+    /// Why the figures were held at their last good values, if they were.
+    pub held: Option<String>,
     pub indicators: usize,
     pub summary: Summary,
     /// The published version's folder.
@@ -268,7 +285,23 @@ impl Runner {
             run_id,
             progress: self.progress.clone(),
         };
-        let loaded = load::load(&input).await;
+        let mut trace = load::Trace::default();
+        let loaded = load::load(&input, &mut trace).await;
+        let load::Trace { intake, shapes } = trace;
+        let saved_shapes = state.source_shapes(&pipeline.id)?;
+        let drift: Vec<(String, Option<Vec<String>>)> = shapes
+            .iter()
+            .map(|(key, describe, shape)| {
+                let before = saved_shapes
+                    .get(key)
+                    .and_then(|j| serde_json::from_str::<goalpost_table::Shape>(j).ok());
+                let changes = shape
+                    .as_ref()
+                    .zip(before)
+                    .map(|(now, b)| now.drift_from(&b));
+                (describe.clone(), changes)
+            })
+            .collect();
         let (requests, retries, bytes) = stats.snapshot();
         progress.fetch = goalpost_state::FetchCounts {
             requests,
@@ -277,13 +310,86 @@ impl Runner {
             pages: loaded.as_ref().map_or(0, |l| l.pages),
             fetch_ms: fetch_started.elapsed().as_millis() as u64,
         };
-        let loaded = loaded?;
+        progress.rows_quarantined = intake.quarantined;
+        // Rejected rows are kept whatever became of the load, so a steward can see why.
+        self.quarantine(table_name, run_id, &intake).await?;
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                // What can be judged without the table is still recorded: the row checks
+                // and schema drift (a renamed column is often why the load failed).
+                let results = in_declared_order(
+                    pipeline,
+                    intake.checks.clone(),
+                    goalpost_table::drift_checks(pipeline, &drift),
+                    options.accept_changes,
+                );
+                state.record_checks(run_id, &pipeline.id, &records(&results))?;
+                return Err(e);
+            }
+        };
         progress.mode = Some(loaded.kind.as_str().to_string());
         progress.rows_fetched = loaded.rows_fetched;
         progress.rows_written = loaded.write.rows;
-        progress.table_version = Some(loaded.write.version);
-        let write = loaded.write;
+        let mut write = loaded.write;
+        if loaded.kind != goalpost_fetch::LoadKind::Unchanged {
+            self.compact_if_needed(&store, table_name, run_id, &mut write)
+                .await;
+        }
+        progress.table_version = Some(write.version);
         let sources = loaded.sources;
+
+        // Checks on the version just written.
+        let now = self.clock.now();
+        let as_of = pipeline
+            .as_of
+            .unwrap_or_else(|| now.with_timezone(&pipeline.tz).date_naive());
+        let table = store.open_version(table_name, write.version).await?;
+        let table_rows = goalpost_table::row_count(&table)
+            .await
+            .map_err(|e| RunError::Internal(format!("table {table_name}: counting rows: {e}")))?;
+        progress.table_rows = Some(table_rows);
+        let previous_rows = state
+            .last_good_run(&pipeline.id, run_id)?
+            .and_then(|r| r.table_rows);
+        let check_input = goalpost_table::TableCheckInput {
+            // An archive judged `as_of` a date is fresh as of the end of that day.
+            now: Some(match pipeline.as_of {
+                Some(d) => (d + chrono::Days::new(1))
+                    .and_time(chrono::NaiveTime::MIN)
+                    .and_local_timezone(pipeline.tz)
+                    .earliest()
+                    .map_or(now, |t| t.with_timezone(&Utc)),
+                None => now,
+            }),
+            previous_rows,
+            drift,
+        };
+        let table_results = goalpost_table::table_checks(pipeline, &table, &check_input).await?;
+        let results = in_declared_order(
+            pipeline,
+            intake.checks.clone(),
+            table_results,
+            options.accept_changes,
+        );
+        state.record_checks(run_id, &pipeline.id, &records(&results))?;
+        let blocking: Vec<&goalpost_table::CheckResult> =
+            results.iter().filter(|r| r.blocks()).collect();
+        let hold = (!blocking.is_empty()).then(|| goalpost_publish::Hold {
+            reason: "data quality".into(),
+            checks: blocking.iter().map(|r| r.id.clone()).collect(),
+            message: blocking
+                .iter()
+                .map(|r| format!("check {:?} failed: {}", r.id, r.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            since_run: run_id.to_string(),
+        });
+        if let Some(h) = &hold {
+            tracing::warn!(checks = ?h.checks, "a data-quality check failed: the figures keep their last good values");
+            progress.held = Some(h.message.clone());
+        }
+
         // The table holds what was fetched: the next run may start from here.
         let states: Vec<(String, String)> = loaded
             .states
@@ -298,6 +404,20 @@ impl Runner {
         } else {
             state.save_source_states(&pipeline.id, run_id, self.clock.now(), &states)?;
         }
+        // A failed drift check keeps the old columns as the baseline, so the figures stay
+        // held until the change is accepted (`run --accept-changes`) or undone.
+        let drift_blocks = blocking
+            .iter()
+            .any(|r| r.kind == goalpost_spec::CheckKind::SchemaDrift);
+        if !drift_blocks {
+            for (key, _, shape) in &shapes {
+                if let Some(shape) = shape
+                    && let Ok(json) = serde_json::to_string(shape)
+                {
+                    state.save_source_shape(&pipeline.id, key, &json, run_id, now)?;
+                }
+            }
+        }
         if options.replay.is_none()
             && let Err(e) = goalpost_fetch::prune_recordings(
                 &self.config.data_dir.join("raw").join(&pipeline.id),
@@ -307,15 +427,18 @@ impl Runner {
             tracing::warn!(error = %e, "could not delete old raw recordings");
         }
 
-        // Figures and judgements from the version just written.
-        let table = store.open_version(table_name, write.version).await?;
-        let now = self.clock.now();
-        let as_of = pipeline
-            .as_of
-            .unwrap_or_else(|| now.with_timezone(&pipeline.tz).date_naive());
-        let series = goalpost_indicators::compute(pipeline, &table, as_of).await?;
-        let section =
-            digest_build::pipeline_digest(pipeline, run_id, now, as_of, &write, sources, &series);
+        // Figures and judgements from the version just written, unless a check holds them.
+        let series = match hold {
+            None => goalpost_indicators::compute(pipeline, &table, as_of).await?,
+            Some(_) => Vec::new(),
+        };
+        let quality = goalpost_publish::DataQuality {
+            run_id: run_id.to_string(),
+            rows_received: intake.rows_in,
+            rows_quarantined: intake.quarantined,
+            quarantine_limit: intake.limit,
+            checks: results.iter().map(check_report).collect(),
+        };
 
         // Merge into the current digest and publish, under the publish lock.
         let publisher = Publisher::new(&self.config.publish_dir, self.config.keep_versions);
@@ -324,7 +447,22 @@ impl Runner {
             .current_digest()?
             .map(|d| d.pipelines)
             .unwrap_or_default();
+        let previous = pipelines.iter().find(|p| p.id == pipeline.id).cloned();
+        let built = digest_build::Built {
+            run_id,
+            now,
+            as_of,
+            version: write.version,
+            rows: table_rows,
+            sources,
+            quality,
+        };
+        let section = match hold {
+            None => digest_build::pipeline_digest(pipeline, built, &series),
+            Some(hold) => digest_build::held_digest(pipeline, built, previous, hold),
+        };
         let mine = Summary::of(&section.goals);
+        let indicators = section.indicators.len();
         pipelines.retain(|p| p.id != pipeline.id && configured.contains(&p.id));
         pipelines.push(section);
         pipelines.sort_by(|a, b| a.id.cmp(&b.id));
@@ -349,10 +487,128 @@ impl Runner {
             fetch: progress.fetch,
             table: table_name.clone(),
             table_version: write.version,
-            indicators: series.len(),
+            table_rows,
+            rows_quarantined: intake.quarantined,
+            checks: results,
+            held: progress.held.clone(),
+            indicators,
             summary: mine,
             published,
         })
+    }
+
+    /// Store a run's rejected rows in `data/quarantine/<table>/`.
+    async fn quarantine(
+        &self,
+        table: &str,
+        run_id: &str,
+        intake: &goalpost_table::IntakeReport,
+    ) -> Result<(), RunError> {
+        if intake.rows.is_empty() {
+            return Ok(());
+        }
+        let store = TableStore::new(self.config.data_dir.join("quarantine"));
+        let batch = goalpost_table::quarantine_batch(run_id, self.clock.now(), &intake.rows);
+        store.append(table, vec![batch], run_id).await?;
+        tracing::warn!(rows = intake.quarantined, table, "rows were quarantined");
+        Ok(())
+    }
+
+    /// Compact the table when a write has left it with many small files. A failure only
+    /// warns: the table is whole either way.
+    async fn compact_if_needed(
+        &self,
+        store: &TableStore,
+        table: &str,
+        run_id: &str,
+        write: &mut goalpost_table::TableWrite,
+    ) {
+        let settings = &self.config.tables;
+        if settings.compact_small_files == 0 {
+            return;
+        }
+        let small = settings.small_file_mib * 1024 * 1024;
+        let stats = match store.file_stats(table, small).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count the table's files");
+                return;
+            }
+        };
+        if stats.small_files < settings.compact_small_files as u64 {
+            return;
+        }
+        match store
+            .compact(table, settings.target_file_mib * 1024 * 1024, run_id)
+            .await
+        {
+            Ok(report) => {
+                if let Some(v) = report.version_after {
+                    tracing::info!(
+                        files_removed = report.files_removed,
+                        files_added = report.files_added,
+                        version = v,
+                        "compacted the table"
+                    );
+                    write.version = v;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not compact the table"),
+        }
+    }
+}
+
+/// Row-check and table-check results together, in the order the pipeline declares its
+/// checks. With `accept`, history checks (schema drift, row count) pass and say so.
+fn in_declared_order(
+    pipeline: &Pipeline,
+    rows: Vec<goalpost_table::CheckResult>,
+    table: Vec<goalpost_table::CheckResult>,
+    accept: bool,
+) -> Vec<goalpost_table::CheckResult> {
+    use goalpost_spec::CheckKind;
+    use goalpost_table::CheckStatus;
+    let mut all: Vec<goalpost_table::CheckResult> = rows.into_iter().chain(table).collect();
+    let order: Vec<String> = pipeline.spec.checks.iter().map(|c| c.id()).collect();
+    all.sort_by_key(|r| order.iter().position(|id| *id == r.id));
+    if accept {
+        for r in &mut all {
+            if matches!(r.kind, CheckKind::SchemaDrift | CheckKind::RowCount)
+                && matches!(r.status, CheckStatus::Failed | CheckStatus::Warned)
+            {
+                r.status = CheckStatus::Passed;
+                r.message = format!("accepted with --accept-changes: {}", r.message);
+            }
+        }
+    }
+    all
+}
+
+fn records(results: &[goalpost_table::CheckResult]) -> Vec<goalpost_state::CheckRecord> {
+    results
+        .iter()
+        .map(|r| goalpost_state::CheckRecord {
+            check_id: r.id.clone(),
+            kind: r.kind.as_str().to_string(),
+            severity: r.severity.as_str().to_string(),
+            status: r.status.as_str().to_string(),
+            message: r.message.clone(),
+            rows_checked: r.rows_checked,
+            rows_failed: r.rows_failed,
+        })
+        .collect()
+}
+
+fn check_report(r: &goalpost_table::CheckResult) -> goalpost_publish::CheckReport {
+    goalpost_publish::CheckReport {
+        id: r.id.clone(),
+        kind: r.kind.as_str().to_string(),
+        severity: r.severity.as_str().to_string(),
+        status: r.status.as_str().to_string(),
+        message: r.message.clone(),
+        rows_checked: r.rows_checked,
+        rows_failed: r.rows_failed,
+        description: r.description.clone(),
     }
 }
 

@@ -4,8 +4,11 @@
 //!   memory stays flat however large the source; the write commits once, at the end, and a
 //!   failure anywhere commits nothing.
 //! - A **refresh** (every source has a watermark) gathers the changed rows, keeps one row per
-//!   key (the last one fetched, which is the newest: refreshes are ordered by update time)
-//!   and merges them by key in one commit.
+//!   key (the newest by the table's `updated` column, else the last fetched) and merges them
+//!   by key in one commit, deleting records the source marks deleted.
+//! - Every page is typed and row-checked on the way ([`Intake`]): rows that fail go to the
+//!   quarantine, the others go on; more rejected rows than the pipeline's limit aborts the
+//!   write.
 //! - When nothing changed (every source says so), nothing is written.
 //!
 //! Each source's rows are checked against the count its portal reported: fewer distinct keys
@@ -14,14 +17,13 @@
 
 use crate::RunError;
 use crate::progress::Progress;
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::array::{Array, ArrayRef, RecordBatch};
 use goalpost_fetch::{
     FetchError, LoadKind, RawPage, Source, SourceContext, SourceState, open_source,
 };
 use goalpost_spec::Pipeline;
-use goalpost_table::{BatchResult, TableStore, TableWrite};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use goalpost_table::{BatchResult, Intake, IntakeReport, Layout, Shape, TableStore, TableWrite};
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -48,15 +50,29 @@ pub(crate) struct LoadInput<'a> {
     pub progress: Arc<dyn Progress>,
 }
 
-/// Fetch and store, retrying once from the start when a source proves incomplete.
-pub(crate) async fn load(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
-    match load_once(input).await {
+/// What a load saw, kept whether it succeeded or not.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    /// Rejected rows and row-check results.
+    pub intake: IntakeReport,
+    /// Per source: its key, its description and the shape of its first page.
+    pub shapes: Vec<(String, String, Option<Shape>)>,
+}
+
+/// Fetch and store, retrying once from the start when a source proves incomplete. What
+/// came in is left in `trace`, whether the load succeeded or not.
+pub(crate) async fn load(input: &LoadInput<'_>, trace: &mut Trace) -> Result<Loaded, RunError> {
+    let mut taken = Intake::new(input.pipeline);
+    let result = match load_once(input, &mut taken, &mut trace.shapes).await {
         Err(RunError::Fetch(FetchError::Incomplete { .. })) => {
             tracing::warn!("a source came back incomplete; fetching it all again once");
-            load_once(input).await
+            taken = Intake::new(input.pipeline);
+            load_once(input, &mut taken, &mut trace.shapes).await
         }
         other => other,
-    }
+    };
+    trace.intake = taken.finish();
+    result
 }
 
 struct Opened {
@@ -65,6 +81,7 @@ struct Opened {
     key: String,
     source: Box<dyn Source>,
     first: Option<RawPage>,
+    shape: Option<Shape>,
 }
 
 async fn open_all(
@@ -82,17 +99,23 @@ async fn open_all(
         let mut source = open_source(spec, &ctx)?;
         input.progress.source_started(&source.describe());
         let first = source.next_page().await?;
+        let shape = first.as_ref().filter(|p| p.num_rows() > 0).map(Shape::of);
         opened.push(Opened {
             index,
             key,
             source,
             first,
+            shape,
         });
     }
     Ok(opened)
 }
 
-async fn load_once(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
+async fn load_once(
+    input: &LoadInput<'_>,
+    intake: &mut Intake<'_>,
+    shapes: &mut Vec<(String, String, Option<Shape>)>,
+) -> Result<Loaded, RunError> {
     let mut opened = open_all(input, &input.prior).await?;
     let kinds: Vec<LoadKind> = opened.iter().map(|o| o.source.load_kind()).collect();
     let any_full = kinds.contains(&LoadKind::Full);
@@ -102,36 +125,59 @@ async fn load_once(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
         tracing::info!("one source needs a full load, so every source loads in full");
         opened = open_all(input, &BTreeMap::new()).await?;
     }
+    *shapes = opened
+        .iter()
+        .map(|o| (o.key.clone(), o.source.describe(), o.shape.clone()))
+        .collect();
     let table_spec = &input.pipeline.spec.table;
     let table = table_spec.name.get_ref();
     let schema = table_spec.arrow_schema();
-    let key_columns: Vec<String> = table_spec.key.iter().map(|k| k.get_ref().clone()).collect();
+    let layout = Layout::of(table_spec);
+    let loaded = |kind, write, fed: Fed, opened: &[Opened]| Loaded {
+        kind,
+        write,
+        rows_fetched: fed.rows,
+        pages: fed.pages,
+        sources: opened
+            .iter()
+            .zip(fed.per_source.iter().copied().chain(std::iter::repeat(0)))
+            .map(|(o, n)| info(input, o, n))
+            .collect(),
+        states: opened
+            .iter()
+            .map(|o| (o.key.clone(), o.source.state()))
+            .collect(),
+    };
 
     if !any_full && kinds.iter().all(|k| *k == LoadKind::Unchanged) {
         let version = input.store.latest_version(table).await?.unwrap_or(0);
-        return Ok(Loaded {
-            kind: LoadKind::Unchanged,
-            write: TableWrite {
-                version,
-                ..Default::default()
-            },
-            rows_fetched: 0,
-            pages: 0,
-            sources: opened.iter().map(|o| info(input, o, 0)).collect(),
-            states: opened
-                .iter()
-                .map(|o| (o.key.clone(), o.source.state()))
-                .collect(),
-        });
+        let write = TableWrite {
+            version,
+            ..Default::default()
+        };
+        return Ok(loaded(LoadKind::Unchanged, write, Fed::default(), &opened));
     }
 
     if any_full {
         let (tx, rx) = mpsc::channel::<BatchResult>(4);
         let writer = input
             .store
-            .replace_stream(table, schema.clone(), rx, input.run_id);
+            .replace_stream(table, schema.clone(), rx, &layout, input.run_id);
         let producer = async {
-            let result = feed(input, &mut opened, &key_columns, Some(&tx), &mut Vec::new()).await;
+            let mut result = feed(
+                input,
+                intake,
+                &mut opened,
+                &layout,
+                Some(&tx),
+                &mut Vec::new(),
+            )
+            .await;
+            if result.is_ok()
+                && let Some(why) = intake.over_limit()
+            {
+                result = Err(RunError::Quarantine(why));
+            }
             if let Err(e) = &result {
                 // Abort the write: nothing of this load may be committed.
                 let _ = tx.send(Err(e.to_string())).await;
@@ -142,7 +188,7 @@ async fn load_once(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
         let (fed, written) = tokio::join!(producer, writer);
         // A fetch error aborted the write: report the fetch error. Otherwise the writer's
         // own error (if any) is the cause.
-        let ((rows_fetched, pages, per_source), write) = match (fed, written) {
+        let (fed, mut write) = match (fed, written) {
             (Err(e @ RunError::Internal(_)), Err(w)) => {
                 tracing::debug!(error = %e, "the producer saw the writer stop");
                 return Err(w.into());
@@ -151,53 +197,40 @@ async fn load_once(input: &LoadInput<'_>) -> Result<Loaded, RunError> {
             (Ok(_), Err(w)) => return Err(w.into()),
             (Ok(fed), Ok(w)) => (fed, w),
         };
-        return Ok(Loaded {
-            kind: LoadKind::Full,
-            write,
-            rows_fetched,
-            pages,
-            sources: opened
-                .iter()
-                .zip(per_source)
-                .map(|(o, n)| info(input, o, n))
-                .collect(),
-            states: opened
-                .iter()
-                .map(|o| (o.key.clone(), o.source.state()))
-                .collect(),
-        });
+        if fed.duplicates && !layout.key.is_empty() {
+            // Rows streamed straight to the table, so a key sent twice is in it twice: keep
+            // the newest of each in one more commit.
+            if let Some(fixed) = input.store.dedupe(table, &layout, input.run_id).await? {
+                tracing::info!(
+                    removed = fixed.deleted,
+                    version = fixed.version,
+                    "kept the newest row of each key sent more than once"
+                );
+                write.version = fixed.version;
+                write.rows = write.rows.saturating_sub(fixed.deleted);
+            }
+        }
+        return Ok(loaded(LoadKind::Full, write, fed, &opened));
     }
 
     // A refresh: gather the changes (small by nature), one row per key, merge.
     let mut batches = Vec::new();
-    let (rows_fetched, pages, per_source) =
-        feed(input, &mut opened, &key_columns, None, &mut batches).await?;
-    let changes = newest_per_key(&schema, batches, &key_columns)?;
+    let fed = feed(input, intake, &mut opened, &layout, None, &mut batches).await?;
+    if let Some(why) = intake.over_limit() {
+        return Err(RunError::Quarantine(why));
+    }
+    let changes = goalpost_table::newest_per_key(&schema, batches, &layout)?;
     let write = input
         .store
         .merge(
             table,
             schema,
             changes.into_iter().collect(),
-            &key_columns,
+            &layout,
             input.run_id,
         )
         .await?;
-    Ok(Loaded {
-        kind: LoadKind::Changes,
-        write,
-        rows_fetched,
-        pages,
-        sources: opened
-            .iter()
-            .zip(per_source)
-            .map(|(o, n)| info(input, o, n))
-            .collect(),
-        states: opened
-            .iter()
-            .map(|o| (o.key.clone(), o.source.state()))
-            .collect(),
-    })
+    Ok(loaded(LoadKind::Changes, write, fed, &opened))
 }
 
 fn info(input: &LoadInput<'_>, o: &Opened, rows: u64) -> goalpost_publish::SourceInfo {
@@ -210,36 +243,52 @@ fn info(input: &LoadInput<'_>, o: &Opened, rows: u64) -> goalpost_publish::Sourc
     }
 }
 
-/// Read every page of every source, type it and either send it to the writer (`tx`) or keep
-/// it (`keep`). Checks each source's distinct keys against the count its portal reported.
+/// What feeding the sources' pages produced.
+#[derive(Debug, Default)]
+struct Fed {
+    rows: u64,
+    pages: u64,
+    per_source: Vec<u64>,
+    /// Some source sent a key more than once.
+    duplicates: bool,
+}
+
+/// Read every page of every source, type and check it and either send the good rows to the
+/// writer (`tx`) or keep them (`keep`). Checks each source's distinct keys (plus the rows it
+/// had rejected) against the count its portal reported.
 async fn feed(
     input: &LoadInput<'_>,
+    intake: &mut Intake<'_>,
     opened: &mut [Opened],
-    key_columns: &[String],
+    layout: &Layout,
     tx: Option<&mpsc::Sender<BatchResult>>,
     keep: &mut Vec<RecordBatch>,
-) -> Result<(u64, u64, Vec<u64>), RunError> {
+) -> Result<Fed, RunError> {
     let pipeline = input.pipeline;
-    let table_spec = &pipeline.spec.table;
-    let mut total = 0u64;
-    let mut pages = 0u64;
-    let mut per_source = Vec::new();
+    let mut fed = Fed::default();
     for (o, spec) in opened.iter_mut().zip(&pipeline.spec.sources) {
         let spec = spec.get_ref();
+        let describe = o.source.describe();
         let mut keys: HashSet<u64> = HashSet::new();
         let mut rows = 0u64;
+        let mut good = 0u64;
+        let rejected_before = intake.quarantined();
         let mut next = o.first.take();
         while let Some(page) = next {
             let n = page.num_rows() as u64;
             rows += n;
-            pages += 1;
-            let batch = goalpost_table::map_page(&page, table_spec, spec.fields(), pipeline.tz)?;
-            for h in key_hashes(&batch, key_columns) {
+            fed.pages += 1;
+            let batch = intake.take(&describe, &page, spec.fields())?;
+            good += batch.num_rows() as u64;
+            for h in key_hashes(&batch, &layout.key) {
                 keys.insert(h);
             }
             input.progress.page(n);
             match tx {
                 Some(tx) => {
+                    // A full load has no earlier version of a deleted record to remove:
+                    // it just leaves it out.
+                    let batch = goalpost_table::drop_deleted(batch, layout)?;
                     if tx.send(Ok(batch)).await.is_err() {
                         // The writer stopped; its own error, reported first, says why.
                         return Err(RunError::Internal(
@@ -252,28 +301,30 @@ async fn feed(
             next = o.source.next_page().await?;
         }
         let distinct = keys.len() as u64;
+        let rejected = intake.quarantined() - rejected_before;
         if let Some(expected) = o.source.expected_rows()
-            && distinct < expected
+            && distinct + rejected < expected
         {
             return Err(FetchError::Incomplete {
-                source_name: o.source.describe(),
+                source_name: describe,
                 expected,
-                received: distinct,
+                received: distinct + rejected,
                 detail: format!(
                     " as distinct keys ({rows} rows in all: rows shifted between pages while they were read)"
                 ),
             }
             .into());
         }
-        if distinct < rows {
-            tracing::warn!(source = %o.source.describe(), rows, distinct, "the source sent some keys more than once");
+        if !layout.key.is_empty() && distinct < good {
+            fed.duplicates = true;
+            tracing::info!(source = %describe, rows = good, distinct, "the source sent some keys more than once; the newest row of each is kept");
         }
-        input.progress.source_done(&o.source.describe(), rows);
-        tracing::info!(source = %o.source.describe(), rows, mode = o.source.load_kind().as_str(), "fetched");
-        total += rows;
-        per_source.push(rows);
+        input.progress.source_done(&describe, rows);
+        tracing::info!(source = %describe, rows, rejected, mode = o.source.load_kind().as_str(), "fetched");
+        fed.rows += rows;
+        fed.per_source.push(rows);
     }
-    Ok((total, pages, per_source))
+    Ok(fed)
 }
 
 /// The key of every row as a hash (for counting distinct keys in bounded memory).
@@ -313,72 +364,4 @@ fn key_texts(batch: &RecordBatch, key_columns: &[String]) -> Vec<String> {
                 .join("\u{1f}")
         })
         .collect()
-}
-
-/// One row per key, the last one fetched winning.
-fn newest_per_key(
-    schema: &arrow::datatypes::SchemaRef,
-    batches: Vec<RecordBatch>,
-    key_columns: &[String],
-) -> Result<Option<RecordBatch>, RunError> {
-    let all = concat_batches(schema, &batches).map_err(|e| RunError::Internal(e.to_string()))?;
-    if all.num_rows() == 0 {
-        return Ok(None);
-    }
-    let keys = key_texts(&all, key_columns);
-    let mut last: HashMap<&str, u32> = HashMap::with_capacity(keys.len());
-    for (i, k) in keys.iter().enumerate() {
-        last.insert(k.as_str(), i as u32);
-    }
-    let mut keep: Vec<u32> = last.into_values().collect();
-    keep.sort_unstable();
-    let picked = take_record_batch(&all, &UInt32Array::from(keep))
-        .map_err(|e| RunError::Internal(e.to_string()))?;
-    Ok(Some(picked))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field, Schema};
-
-    #[test]
-    fn the_last_row_of_each_key_wins() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("v", DataType::Utf8, true),
-        ]));
-        let b = |ids: Vec<i64>, vs: Vec<&str>| {
-            RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(Int64Array::from(ids)),
-                    Arc::new(StringArray::from(vs)),
-                ],
-            )
-            .unwrap()
-        };
-        let out = newest_per_key(
-            &schema,
-            vec![
-                b(vec![1, 2, 3], vec!["a", "b", "c"]),
-                b(vec![2, 4], vec!["B", "d"]),
-            ],
-            &["id".to_string()],
-        )
-        .unwrap()
-        .unwrap();
-        let ids = out.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        let vs = out
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
-        let got: Vec<(i64, &str)> = (0..out.num_rows())
-            .map(|i| (ids.value(i), vs.value(i)))
-            .collect();
-        assert_eq!(got, [(1, "a"), (3, "c"), (2, "B"), (4, "d")]);
-        assert_eq!(key_hashes(&out, &["id".into()]).len(), 4);
-    }
 }

@@ -18,6 +18,7 @@ pub struct Config {
     pub keep_versions: usize,
     pub site: SiteSpec,
     pub fetch: FetchSettings,
+    pub tables: TableSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +34,31 @@ struct ConfigFile {
     site: SiteSpec,
     #[serde(default)]
     fetch: FetchSettings,
+    #[serde(default)]
+    tables: TableSettings,
+}
+
+/// `[tables]`: upkeep of the Delta tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableSettings {
+    /// Compact a table after a run once it has this many small files (0: never
+    /// automatically; `goalpost compact` still works).
+    pub compact_small_files: usize,
+    /// Files below this size (MiB) count as small.
+    pub small_file_mib: u64,
+    /// Size (MiB) compaction aims for per file.
+    pub target_file_mib: u64,
+}
+
+impl Default for TableSettings {
+    fn default() -> Self {
+        Self {
+            compact_small_files: 32,
+            small_file_mib: 16,
+            target_file_mib: 128,
+        }
+    }
 }
 
 fn default_keep() -> usize {
@@ -157,6 +183,7 @@ impl Config {
             keep_versions: raw.keep_versions,
             site: raw.site,
             fetch: raw.fetch,
+            tables: raw.tables,
         })
     }
 }

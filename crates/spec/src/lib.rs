@@ -10,6 +10,7 @@
 //!
 //! No I/O beyond reading the files named.
 
+pub mod check;
 mod config;
 mod diagnostic;
 pub mod period;
@@ -18,11 +19,12 @@ mod source;
 mod status;
 mod validate;
 
-pub use config::{Config, FetchSettings, SiteSpec};
+pub use check::{CheckKind, CheckSpec, Severity};
+pub use config::{Config, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
 pub use pipeline::{
-    Baseline, Better, ColumnSpec, ColumnType, GoalSpec, IndicatorSpec, Pipeline, PipelineSpec,
-    TableSpec, Target,
+    Baseline, Better, ColumnSpec, ColumnType, DeletesSpec, GoalSpec, IndicatorSpec, Partition,
+    PartitionBy, Pipeline, PipelineSpec, TableSpec, Target,
 };
 pub use source::{
     ArcgisFormat, ArcgisSource, CkanSource, DatasetteSource, ExportMode, FileFormat, FileSource,

@@ -60,6 +60,9 @@ pub struct PipelineSpec {
     #[serde(rename = "source")]
     pub sources: Vec<Spanned<SourceSpec>>,
     pub table: TableSpec,
+    /// Data-quality checks on the rows and the table.
+    #[serde(rename = "check", default)]
+    pub checks: Vec<crate::check::CheckSpec>,
     #[serde(rename = "indicator", default)]
     pub indicators: Vec<IndicatorSpec>,
     #[serde(rename = "goal", default)]
@@ -81,7 +84,80 @@ pub struct TableSpec {
     pub key: Vec<Spanned<String>>,
     /// Timestamp or date column that places a row in a reporting period.
     pub time: Option<Spanned<String>>,
+    /// Column that orders the versions of one record (the source's update time): when a
+    /// fetch holds a key twice, the row with the newest value wins (the later one on a tie).
+    pub updated: Option<Spanned<String>>,
+    /// Split the table's files by a column (`"district"`) or by the month or year of a
+    /// timestamp or date column (`"month(created_at)"`, `"year(created_at)"`, stored as the
+    /// extra column `created_at_month` / `created_at_year`), so a refresh rewrites only the
+    /// parts its rows fall in. The value must never change for a record.
+    pub partition: Option<Spanned<String>>,
+    /// Rows marked deleted at the source: `{ column = "is_deleted", values = ["true"] }`. A
+    /// refresh removes their key from the table; a full load leaves them out.
+    pub deletes: Option<DeletesSpec>,
+    /// Largest share of rows, in percent, that may be quarantined before the run fails.
+    #[serde(default = "default_quarantine_limit")]
+    pub quarantine_limit: f64,
     pub columns: IndexMap<Spanned<String>, ColumnSpec>,
+}
+
+fn default_quarantine_limit() -> f64 {
+    5.0
+}
+
+/// `[table] deletes`: which rows say "this record was deleted".
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletesSpec {
+    pub column: Spanned<String>,
+    /// The column's values (as text) that mark a deletion.
+    pub values: Vec<String>,
+}
+
+/// How the table is partitioned, resolved from `[table] partition`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partition {
+    /// By a declared column's value.
+    Column(String),
+    /// By the local month (`YYYY-MM`) or year (`YYYY`) of a timestamp or date column.
+    Derived {
+        source: String,
+        by: PartitionBy,
+        /// The extra column holding the label.
+        column: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionBy {
+    Month,
+    Year,
+}
+
+impl Partition {
+    /// Read `"district"`, `"month(created_at)"` or `"year(created_at)"`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        for (prefix, by, suffix) in [
+            ("month(", PartitionBy::Month, "month"),
+            ("year(", PartitionBy::Year, "year"),
+        ] {
+            if let Some(rest) = text.strip_prefix(prefix) {
+                let source = rest.strip_suffix(')')?.trim().to_string();
+                let column = format!("{source}_{suffix}");
+                return Some(Self::Derived { source, by, column });
+            }
+        }
+        (!text.is_empty() && !text.contains('(')).then(|| Self::Column(text.to_string()))
+    }
+
+    /// The table column the files are split by.
+    pub fn column(&self) -> &str {
+        match self {
+            Self::Column(c) => c,
+            Self::Derived { column, .. } => column,
+        }
+    }
 }
 
 impl TableSpec {
@@ -89,14 +165,31 @@ impl TableSpec {
         self.columns.get(name)
     }
 
-    /// The Arrow schema of the table as declared. Timestamps are stored in UTC.
+    /// The table's partitioning, if any (validated at load time).
+    pub fn partition(&self) -> Option<Partition> {
+        self.partition
+            .as_ref()
+            .and_then(|p| Partition::parse(p.get_ref()))
+    }
+
+    /// The Arrow schema of the table as declared, plus a derived partition column at the
+    /// end. Timestamps are stored in UTC.
     pub fn arrow_schema(&self) -> Arc<Schema> {
-        Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|(name, c)| Field::new(name.as_ref(), c.kind.arrow_type(), !c.required))
-                .collect::<Vec<_>>(),
-        ))
+        let mut fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|(name, c)| Field::new(name.as_ref(), c.kind.arrow_type(), !c.required))
+            .collect();
+        if let Some(Partition::Derived { source, column, .. }) = self.partition() {
+            let nullable = self.column(&source).is_none_or(|c| !c.required);
+            fields.push(Field::new(column, DataType::Utf8, nullable));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The key columns.
+    pub fn key_columns(&self) -> Vec<String> {
+        self.key.iter().map(|k| k.get_ref().clone()).collect()
     }
 }
 

@@ -1,5 +1,6 @@
+use crate::check::CheckKind;
 use crate::diagnostic::{Diagnostic, SourceFile, SpecError};
-use crate::pipeline::{ColumnType, Pipeline, PipelineSpec, parse_iso_date};
+use crate::pipeline::{ColumnType, Partition, Pipeline, PipelineSpec, parse_iso_date};
 use crate::source::SourceSpec;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -92,6 +93,8 @@ pub fn parse_pipeline(path: &Path, text: &str) -> Result<Pipeline, SpecError> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     v.check_sources(&spec, &dir);
     v.check_table(&spec);
+    v.check_table_options(&spec);
+    v.check_checks(&spec);
     v.check_indicators_and_goals(&spec);
     if !v.errors.is_empty() {
         return Err(SpecError::Invalid(v.errors));
@@ -381,6 +384,216 @@ impl Checker<'_> {
         }
         if let Some(time) = &table.time {
             self.check_time_column(spec, time);
+        }
+    }
+
+    /// A column named in the pipeline that must be declared in `[table.columns]`.
+    fn declared(
+        &mut self,
+        spec: &PipelineSpec,
+        name: &Spanned<String>,
+        what: &str,
+    ) -> Option<ColumnType> {
+        match spec.table.column(name.get_ref()) {
+            Some(c) => Some(c.kind),
+            None => {
+                self.at(
+                    name,
+                    format!(
+                        "{what} {:?} is not in [table.columns]; the table has: {}",
+                        name.get_ref(),
+                        column_list(spec)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn check_table_options(&mut self, spec: &PipelineSpec) {
+        let table = &spec.table;
+        if let Some(updated) = &table.updated {
+            self.declared(spec, updated, "updated column");
+        }
+        if let Some(text) = &table.partition {
+            match Partition::parse(text.get_ref()) {
+                None => self.at(
+                    text,
+                    format!(
+                        "partition {:?} is not a column, \"month(column)\" or \"year(column)\"",
+                        text.get_ref()
+                    ),
+                ),
+                Some(Partition::Column(c)) => {
+                    let named = Spanned::new(text.span(), c);
+                    if let Some(kind) = self.declared(spec, &named, "partition column")
+                        && matches!(kind, ColumnType::Float64 | ColumnType::Timestamp)
+                    {
+                        self.at(
+                            text,
+                            format!(
+                                "partition column {:?} is {}: every distinct value would get its \
+                                 own folder; use \"month({})\" or a column with few values",
+                                named.get_ref(),
+                                kind.as_str(),
+                                named.get_ref()
+                            ),
+                        );
+                    }
+                }
+                Some(Partition::Derived { source, column, .. }) => {
+                    let named = Spanned::new(text.span(), source);
+                    if let Some(kind) = self.declared(spec, &named, "partition column")
+                        && !matches!(kind, ColumnType::Timestamp | ColumnType::Date)
+                    {
+                        self.at(
+                            text,
+                            format!(
+                                "{:?} is {}; month() and year() need a timestamp or date column",
+                                named.get_ref(),
+                                kind.as_str()
+                            ),
+                        );
+                    }
+                    if table.column(&column).is_some() {
+                        self.at(
+                            text,
+                            format!(
+                                "partition {:?} adds the column {column:?}, which is already \
+                                 declared; rename the declared column",
+                                text.get_ref()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(deletes) = &table.deletes {
+            self.declared(spec, &deletes.column, "deletes column");
+            if deletes.values.is_empty() {
+                self.at(
+                    &deletes.column,
+                    "deletes needs `values`: the column's values that mark a deleted record".into(),
+                );
+            }
+            if table.key.is_empty() {
+                self.at(
+                    &deletes.column,
+                    "deletes needs a [table] key: a deletion removes the record with that key"
+                        .into(),
+                );
+            }
+        }
+        if !(0.0..=100.0).contains(&table.quarantine_limit) {
+            self.push(
+                None,
+                format!(
+                    "[table] quarantine_limit = {} is not a percentage; expected 0 to 100",
+                    table.quarantine_limit
+                ),
+            );
+        }
+    }
+
+    fn check_checks(&mut self, spec: &PipelineSpec) {
+        let mut ids = HashSet::new();
+        for check in &spec.checks {
+            let kind = *check.kind.get_ref();
+            let id = check.id();
+            if !ids.insert(id.clone()) {
+                let at = check.id.as_ref().map_or(check.kind.span(), |i| i.span());
+                self.push(
+                    Some(at),
+                    format!("two checks are named {id:?}; give one an `id`"),
+                );
+            }
+            let column_kind = match &check.column {
+                Some(c) => self.declared(spec, c, "check column"),
+                None => None,
+            };
+            let needs = |this: &mut Self, what: &str| {
+                this.at(
+                    &check.kind,
+                    format!("a {} check needs {what}", kind.as_str()),
+                )
+            };
+            if kind.needs_column() && check.column.is_none() {
+                if kind == CheckKind::Freshness {
+                    if spec.table.time.is_none() {
+                        needs(self, "`column` (or a [table] time column)");
+                    }
+                } else {
+                    needs(self, "`column`");
+                }
+            }
+            match kind {
+                CheckKind::Unique => {
+                    for c in &check.columns {
+                        self.declared(spec, c, "check column");
+                    }
+                    if check.columns.is_empty() && spec.table.key.is_empty() {
+                        needs(self, "`columns` (or a [table] key)");
+                    }
+                }
+                CheckKind::Range => {
+                    if check.min.is_none() && check.max.is_none() {
+                        needs(self, "`min`, `max` or both");
+                    }
+                    if let (Some(lo), Some(hi)) = (check.min, check.max)
+                        && lo > hi
+                    {
+                        self.at(
+                            &check.kind,
+                            format!("range check: min {lo} is above max {hi}"),
+                        );
+                    }
+                    if let Some(k) = column_kind
+                        && !matches!(k, ColumnType::Int64 | ColumnType::Float64)
+                    {
+                        self.at(
+                            &check.kind,
+                            format!(
+                                "a range check needs a number column; this one is {}",
+                                k.as_str()
+                            ),
+                        );
+                    }
+                }
+                CheckKind::Allowed if check.values.is_empty() => needs(self, "`values`"),
+                CheckKind::Regex => match &check.pattern {
+                    None => needs(self, "`pattern`"),
+                    Some(p) => {
+                        if let Err(e) = regex::Regex::new(p.get_ref()) {
+                            self.at(p, format!("pattern is not a regular expression: {e}"));
+                        }
+                    }
+                },
+                CheckKind::Freshness => {
+                    if check.max_age.is_none() {
+                        needs(self, "`max_age`, e.g. \"2d\"");
+                    }
+                    if let Some(k) = column_kind
+                        && !matches!(k, ColumnType::Timestamp | ColumnType::Date)
+                    {
+                        self.at(
+                            &check.kind,
+                            format!(
+                                "a freshness check needs a timestamp or date column; this one is {}",
+                                k.as_str()
+                            ),
+                        );
+                    }
+                }
+                CheckKind::RowCount => match check.max_drop {
+                    None => needs(self, "`max_drop` (percent)"),
+                    Some(d) if !(0.0..=100.0).contains(&d) => self.at(
+                        &check.kind,
+                        format!("max_drop = {d} is not a percentage; expected 0 to 100"),
+                    ),
+                    Some(_) => {}
+                },
+                _ => {}
+            }
         }
     }
 

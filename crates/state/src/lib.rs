@@ -75,6 +75,26 @@ pub struct RunRecord {
     /// The run whose recorded responses this run replayed.
     pub replay_of: Option<String>,
     pub fetch: FetchCounts,
+    /// Rows kept out of the table (failed typing or an `error` row check).
+    pub rows_quarantined: u64,
+    /// Rows in the table at `table_version`.
+    pub table_rows: Option<u64>,
+    /// Why the run's figures were held at their last good values, if they were.
+    pub held: Option<String>,
+}
+
+/// The result of one data-quality check in one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckRecord {
+    pub check_id: String,
+    pub kind: String,
+    /// `warn` or `error`.
+    pub severity: String,
+    /// `passed`, `warned`, `quarantined`, `failed` or `skipped`.
+    pub status: String,
+    pub message: String,
+    pub rows_checked: Option<u64>,
+    pub rows_failed: Option<u64>,
 }
 
 /// What fetching cost in a run.
@@ -101,6 +121,9 @@ pub struct RunEnd {
     pub mode: Option<String>,
     pub replay_of: Option<String>,
     pub fetch: FetchCounts,
+    pub rows_quarantined: u64,
+    pub table_rows: Option<u64>,
+    pub held: Option<String>,
 }
 
 pub struct StateStore {
@@ -135,6 +158,30 @@ const MIGRATIONS: &[&str] = &[
         pipeline TEXT NOT NULL,
         source_key TEXT NOT NULL,
         state TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (pipeline, source_key)
+     );",
+    // 3: data quality: quarantine counts, held figures, check results, source shapes
+    "ALTER TABLE runs ADD COLUMN rows_quarantined INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE runs ADD COLUMN table_rows INTEGER;
+     ALTER TABLE runs ADD COLUMN held TEXT;
+     CREATE TABLE check_results (
+        run_id TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        check_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        status TEXT NOT NULL,
+        message TEXT NOT NULL,
+        rows_checked INTEGER,
+        rows_failed INTEGER,
+        PRIMARY KEY (run_id, check_id)
+     );
+     CREATE TABLE source_shape (
+        pipeline TEXT NOT NULL,
+        source_key TEXT NOT NULL,
+        shape TEXT NOT NULL,
         run_id TEXT NOT NULL,
         updated_at TEXT NOT NULL,
         PRIMARY KEY (pipeline, source_key)
@@ -210,7 +257,7 @@ impl StateStore {
                 "UPDATE runs SET ended_at = ?2, status = ?3, rows_fetched = ?4, rows_written = ?5,
                         table_version = ?6, published_version = ?7, error = ?8, mode = ?9,
                         replay_of = ?10, requests = ?11, pages = ?12, bytes = ?13, retries = ?14,
-                        fetch_ms = ?15
+                        fetch_ms = ?15, rows_quarantined = ?16, table_rows = ?17, held = ?18
                  WHERE id = ?1",
                 params![
                     id,
@@ -228,6 +275,9 @@ impl StateStore {
                     end.fetch.bytes as i64,
                     end.fetch.retries as i64,
                     end.fetch.fetch_ms as i64,
+                    end.rows_quarantined as i64,
+                    end.table_rows.map(|v| v as i64),
+                    end.held,
                 ],
             )
             .map(|_| ())
@@ -308,6 +358,127 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Record the data-quality results of a run (replacing any recorded before for it).
+    pub fn record_checks(
+        &mut self,
+        run_id: &str,
+        pipeline: &str,
+        checks: &[CheckRecord],
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM check_results WHERE run_id = ?1", [run_id])
+            .map_err(err)?;
+        for c in checks {
+            tx.execute(
+                "INSERT INTO check_results (run_id, pipeline, check_id, kind, severity, status,
+                        message, rows_checked, rows_failed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run_id,
+                    pipeline,
+                    c.check_id,
+                    c.kind,
+                    c.severity,
+                    c.status,
+                    c.message,
+                    c.rows_checked.map(|v| v as i64),
+                    c.rows_failed.map(|v| v as i64),
+                ],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The data-quality results of a run, in the order recorded.
+    pub fn checks(&self, run_id: &str) -> Result<Vec<CheckRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT check_id, kind, severity, status, message, rows_checked, rows_failed
+                 FROM check_results WHERE run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(CheckRecord {
+                    check_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    severity: r.get(2)?,
+                    status: r.get(3)?,
+                    message: r.get(4)?,
+                    rows_checked: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    rows_failed: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest run of a pipeline that succeeded without holding its figures and recorded
+    /// its table's row count, other than `except`: what a row-count check compares with.
+    pub fn last_good_run(
+        &self,
+        pipeline: &str,
+        except: &str,
+    ) -> Result<Option<RunRecord>, StateError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "{SELECT_RUN} WHERE pipeline = ?1 AND id <> ?2 AND status = 'succeeded'
+                     AND held IS NULL AND table_rows IS NOT NULL ORDER BY started_at DESC, id DESC LIMIT 1"
+                ),
+                [pipeline, except],
+                run_record,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The column shapes each source of a pipeline last sent (JSON written by the table
+    /// layer), by source key.
+    pub fn source_shapes(
+        &self,
+        pipeline: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT source_key, shape FROM source_shape WHERE pipeline = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([pipeline], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Remember the shape a source sent, as the baseline for the next drift check.
+    pub fn save_source_shape(
+        &self,
+        pipeline: &str,
+        source_key: &str,
+        shape: &str,
+        run_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO source_shape (pipeline, source_key, shape, run_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (pipeline, source_key)
+                 DO UPDATE SET shape = ?3, run_id = ?4, updated_at = ?5",
+                params![pipeline, source_key, shape, run_id, ts(at)],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// One run by id.
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
         self.conn
@@ -319,7 +490,7 @@ impl StateStore {
 
 const SELECT_RUN: &str = "SELECT id, pipeline, started_at, ended_at, status, rows_fetched,
         rows_written, table_version, published_version, error, mode, replay_of, requests, pages,
-        bytes, retries, fetch_ms FROM runs";
+        bytes, retries, fetch_ms, rows_quarantined, table_rows, held FROM runs";
 
 /// A row selected by [`SELECT_RUN`].
 fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -354,6 +525,9 @@ fn run_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
             retries: r.get::<_, i64>(15)? as u64,
             fetch_ms: r.get::<_, i64>(16)? as u64,
         },
+        rows_quarantined: r.get::<_, i64>(17)? as u64,
+        table_rows: r.get::<_, Option<i64>>(18)?.map(|v| v as u64),
+        held: r.get(19)?,
     })
 }
 
@@ -426,5 +600,74 @@ mod tests {
         assert_eq!(store.source_states("q").unwrap().len(), 1);
         store.clear_source_states("p").unwrap();
         assert!(store.source_states("p").unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_results_shapes_and_the_last_good_run_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("s.sqlite")).unwrap();
+        let t = |s| Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, s).unwrap();
+        for (id, ok, rows) in [
+            ("r1", true, Some(100)),
+            ("r2", false, None),
+            ("r3", true, Some(90)),
+        ] {
+            store.start_run(id, "p", t(0)).unwrap();
+            store
+                .finish_run(
+                    id,
+                    t(1),
+                    &RunEnd {
+                        succeeded: ok,
+                        table_rows: rows,
+                        held: (id == "r3").then(|| "check \"unique\" failed".to_string()),
+                        rows_quarantined: 3,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        }
+        let last = store.last_good_run("p", "r4").unwrap().unwrap();
+        assert_eq!(last.id, "r1", "the newest succeeded run that held nothing");
+        assert_eq!(last.table_rows, Some(100));
+        assert_eq!(last.rows_quarantined, 3);
+        let held = store.run("r3").unwrap().unwrap();
+        assert_eq!(held.held.as_deref(), Some("check \"unique\" failed"));
+        assert!(store.last_good_run("p", "r1").unwrap().is_none());
+
+        let check = |id: &str, status: &str| CheckRecord {
+            check_id: id.into(),
+            kind: "unique".into(),
+            severity: "error".into(),
+            status: status.into(),
+            message: "m".into(),
+            rows_checked: Some(5),
+            rows_failed: None,
+        };
+        store
+            .record_checks("r3", "p", &[check("b", "passed"), check("a", "failed")])
+            .unwrap();
+        let got = store.checks("r3").unwrap();
+        assert_eq!(
+            got,
+            [check("b", "passed"), check("a", "failed")],
+            "in recorded order"
+        );
+        assert!(store.checks("r1").unwrap().is_empty());
+
+        store
+            .save_source_shape("p", "s1", "{}", "r1", t(2))
+            .unwrap();
+        store
+            .save_source_shape("p", "s1", "{\"x\":1}", "r3", t(3))
+            .unwrap();
+        assert_eq!(
+            store
+                .source_shapes("p")
+                .unwrap()
+                .get("s1")
+                .map(String::as_str),
+            Some("{\"x\":1}")
+        );
     }
 }

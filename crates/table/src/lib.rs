@@ -9,11 +9,23 @@
 //!   write is one atomic commit, so a failed run never leaves half a table, and every digest
 //!   can name the table version its figures were computed from.
 
+pub mod checks;
+mod dedupe;
+mod intake;
+mod layout;
+pub mod maintenance;
 mod mapping;
 mod parse;
 mod store;
 
-pub use mapping::{MapError, ValueError, map_page};
+pub use checks::{
+    CheckResult, CheckStatus, Shape, TableCheckInput, drift_checks, row_count, table_checks,
+};
+pub use dedupe::{drop_deleted, newest_per_key};
+pub use intake::{Intake, IntakeReport, QuarantinedRow, quarantine_batch, quarantine_schema};
+pub use layout::Layout;
+pub use maintenance::{CompactReport, FileStats, VacuumReport};
+pub use mapping::{MapError, Mapped, Rejected, ValueError, map_page, raw_row_json};
 pub use store::{BatchResult, TableError, TableStore, TableWrite};
 
 /// Delta Lake, re-exported so callers open tables with the same crate version.

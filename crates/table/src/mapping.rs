@@ -2,22 +2,19 @@
 
 use crate::parse::{self, TIMESTAMP_FORMS, TimestampParser};
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Float64Builder, Int64Builder,
-    StringArray, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Date32Builder, Float64Builder,
+    Int64Builder, StringArray, TimestampMicrosecondBuilder,
 };
+use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use goalpost_fetch::RawPage;
-use goalpost_spec::{ColumnType, TableSpec};
+use goalpost_spec::{ColumnType, Partition, PartitionBy, TableSpec};
 use indexmap::IndexMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-
-/// At most this many bad values are listed in one error, and at most `MAX_PER_COLUMN` of one
-/// column, so a problem in one column does not hide another's; the rest are counted.
-const MAX_LISTED: usize = 10;
-const MAX_PER_COLUMN: usize = 3;
 
 /// One value that does not fit its column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,30 +69,65 @@ pub enum MapError {
         field: String,
         available: String,
     },
-    #[error("{origin}: {count} value(s) do not fit the table's declared types:\n  {}{}",
-        .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "),
-        if *count > .errors.len() { format!("\n  … and {} more", count - .errors.len()) } else { String::new() })]
-    Values {
-        origin: String,
-        count: usize,
-        errors: Vec<ValueError>,
-    },
+}
+
+/// A row that did not fit the table: where it was and every value that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Row index within the page.
+    pub index: usize,
+    pub problems: Vec<ValueError>,
+}
+
+impl Rejected {
+    /// The problems as one line, for the quarantine's `reason`.
+    pub fn reason(&self) -> String {
+        self.problems
+            .iter()
+            .map(|p| match &p.raw {
+                Some(raw) => format!(
+                    "column {:?} (field {:?}): {:?} is not {}",
+                    p.column,
+                    p.field,
+                    truncate(raw, 80),
+                    p.expected
+                ),
+                None => format!(
+                    "column {:?} (field {:?}) is empty; it is required",
+                    p.column, p.field
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// A typed page: the rows that fit the declared schema, and those that did not.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// The good rows, in page order, with the table's schema.
+    pub batch: RecordBatch,
+    /// The index (within the page) of each good row.
+    pub kept: Vec<usize>,
+    pub rejected: Vec<Rejected>,
 }
 
 /// Type one raw page into the table's schema.
 ///
 /// `fields` are the source's overrides of each column's `from`; `tz` is the pipeline's zone,
-/// used for local timestamps unless the column names its own.
+/// used for local timestamps unless the column names its own, and for a derived
+/// month/year partition column. A row with a value that does not parse, or without a
+/// required value, is rejected (and kept out of the batch) with every problem it has; the
+/// other rows go on. A field missing from a page whose columns are complete is an error.
 pub fn map_page(
     page: &RawPage,
     table: &TableSpec,
     fields: &IndexMap<String, String>,
     tz: Tz,
-) -> Result<RecordBatch, MapError> {
+) -> Result<Mapped, MapError> {
     let rows = page.num_rows();
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len());
-    let mut errors = Vec::new();
-    let mut count = 0usize;
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.columns.len() + 1);
+    let mut problems: BTreeMap<usize, Vec<ValueError>> = BTreeMap::new();
     for (name, spec) in &table.columns {
         let name = name.get_ref();
         let field = fields
@@ -123,19 +155,14 @@ pub fn map_page(
             // JSON sources leave out fields that are empty in every row of the page.
             None => StringArray::new_null(rows),
         };
-        let mut listed_here = 0;
         let mut report = |i: usize, raw: Option<&str>, expected: &str| {
-            count += 1;
-            if errors.len() < MAX_LISTED && listed_here < MAX_PER_COLUMN {
-                listed_here += 1;
-                errors.push(ValueError {
-                    row: page.locate(i),
-                    column: name.clone(),
-                    field: field.to_string(),
-                    raw: raw.map(str::to_string),
-                    expected: expected.to_string(),
-                });
-            }
+            problems.entry(i).or_default().push(ValueError {
+                row: page.locate(i),
+                column: name.clone(),
+                field: field.to_string(),
+                raw: raw.map(str::to_string),
+                expected: expected.to_string(),
+            });
         };
         if spec.required {
             for i in 0..rows {
@@ -214,17 +241,103 @@ pub fn map_page(
         };
         columns.push(array);
     }
-    if count > 0 {
-        return Err(MapError::Values {
-            origin: page.origin.clone(),
-            count,
-            errors,
+    if let Some(Partition::Derived { source, by, .. }) = table.partition() {
+        let at = table
+            .columns
+            .get_index_of(source.as_str())
+            .map(|i| columns[i].clone());
+        columns.push(derived_partition(at.as_ref(), by, tz, rows));
+    }
+    // Invariant: one array per declared column (plus the derived partition column), each
+    // with the page's row count and the declared type; required columns are empty only in
+    // rejected rows, which are filtered out before the declared (non-null) schema applies.
+    let schema = table.arrow_schema();
+    if problems.is_empty() {
+        return Ok(Mapped {
+            batch: RecordBatch::try_new(schema, columns)
+                .expect("mapped columns match the declared schema"),
+            kept: (0..rows).collect(),
+            rejected: Vec::new(),
         });
     }
-    // Invariant: one array per declared column, each with the page's row count and the
-    // declared type.
-    Ok(RecordBatch::try_new(table.arrow_schema(), columns)
-        .expect("mapped columns match the declared schema"))
+    let keep = BooleanArray::from(
+        (0..rows)
+            .map(|i| !problems.contains_key(&i))
+            .collect::<Vec<_>>(),
+    );
+    let columns = columns
+        .iter()
+        .map(|c| arrow::compute::filter(c, &keep))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("a filter of the columns' own length");
+    let batch =
+        RecordBatch::try_new(schema, columns).expect("mapped columns match the declared schema");
+    Ok(Mapped {
+        batch,
+        kept: (0..rows).filter(|i| !problems.contains_key(i)).collect(),
+        rejected: problems
+            .into_iter()
+            .map(|(index, problems)| Rejected { index, problems })
+            .collect(),
+    })
+}
+
+/// The month (`YYYY-MM`) or year (`YYYY`) label of each row's timestamp or date, in `tz`.
+fn derived_partition(at: Option<&ArrayRef>, by: PartitionBy, tz: Tz, rows: usize) -> ArrayRef {
+    let fmt = match by {
+        PartitionBy::Month => "%Y-%m",
+        PartitionBy::Year => "%Y",
+    };
+    let mut out = arrow::array::StringBuilder::with_capacity(rows, rows * 7);
+    let Some(at) = at else {
+        return Arc::new(StringArray::new_null(rows));
+    };
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    for i in 0..rows {
+        if at.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        let date = match at.data_type() {
+            DataType::Date32 => {
+                let days = at.as_primitive::<arrow::datatypes::Date32Type>().value(i);
+                epoch.checked_add_signed(chrono::TimeDelta::days(i64::from(days)))
+            }
+            _ => {
+                let us = at
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                    .value(i);
+                chrono::DateTime::from_timestamp_micros(us)
+                    .map(|t| t.with_timezone(&tz).date_naive())
+            }
+        };
+        match date {
+            Some(d) => out.append_value(d.format(fmt).to_string()),
+            None => out.append_null(),
+        }
+    }
+    Arc::new(out.finish())
+}
+
+/// A raw row as a JSON object of its fields in the source's order (nulls left out), for the
+/// quarantine.
+pub fn raw_row_json(page: &RawPage, i: usize) -> String {
+    let schema = page.batch.schema();
+    let mut out = String::from("{");
+    for (f, col) in schema.fields().iter().zip(page.batch.columns()) {
+        let col = col.as_string::<i32>();
+        if col.is_valid(i) {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            // Serialising a string cannot fail.
+            out.push_str(&serde_json::to_string(f.name()).unwrap_or_default());
+            out.push(':');
+            out.push_str(&serde_json::to_string(col.value(i)).unwrap_or_default());
+        }
+    }
+    out.push('}');
+    out
 }
 
 /// Parse each non-empty value; empty text is a missing value.
@@ -314,7 +427,9 @@ label = { type = "string" }
             true,
         );
         let fields = IndexMap::from([("at".to_string(), "time".to_string())]);
-        let b = map_page(&p, &table(), &fields, chrono_tz::UTC).unwrap();
+        let b = map_page(&p, &table(), &fields, chrono_tz::UTC)
+            .unwrap()
+            .batch;
         let at = b
             .column(0)
             .as_any()
@@ -327,29 +442,79 @@ label = { type = "string" }
     }
 
     #[test]
-    fn bad_values_are_listed_with_row_column_and_raw_text() {
-        let bad: Vec<Option<&str>> = (0..8).map(|_| Some("x")).collect();
-        let ok: Vec<Option<&str>> = (0..8).map(|_| Some("2020-01-01")).collect();
-        let mut labels: Vec<Option<&str>> = (0..8).map(|_| Some("l")).collect();
-        labels[0] = None;
-        let p = page(&[("When", ok), ("N", bad), ("label", labels)], true);
-        let err = map_page(&p, &table(), &IndexMap::new(), chrono_tz::UTC).unwrap_err();
-        let MapError::Values { count, errors, .. } = &err else {
-            panic!("{err}")
-        };
-        assert_eq!(*count, 9);
-        // Three of column n's eight, and column label's one.
-        assert_eq!(errors.len(), MAX_PER_COLUMN + 1);
-        let text = err.to_string();
-        assert!(
-            text.contains(r#"line 2: column "n" (field "N"): "x" is not an integer"#),
-            "{text}"
+    fn bad_rows_are_rejected_with_every_problem_and_good_rows_go_on() {
+        let p = page(
+            &[
+                (
+                    "When",
+                    vec![Some("2020-01-01"), Some("soon"), Some("2020-01-03")],
+                ),
+                ("N", vec![Some("1"), Some("x"), Some("3")]),
+                ("label", vec![Some("a"), Some("b"), None]),
+            ],
+            true,
         );
-        assert!(text.contains("… and 5 more"), "{text}");
+        let m = map_page(&p, &table(), &IndexMap::new(), chrono_tz::UTC).unwrap();
+        assert_eq!(m.batch.num_rows(), 1);
+        assert_eq!(m.kept, [0]);
+        assert_eq!(m.rejected.len(), 2);
+        let second = &m.rejected[0];
+        assert_eq!(second.index, 1);
+        assert_eq!(second.problems.len(), 2);
+        assert_eq!(second.problems[0].row, "line 3");
+        let reason = second.reason();
         assert!(
-            text.contains(r#"line 2: column "label" (field "label") is empty; it is required"#),
-            "{text}"
+            reason.contains(r#"column "at" (field "When"): "soon" is not a timestamp"#),
+            "{reason}"
         );
+        assert!(
+            reason.contains(r#"column "n" (field "N"): "x" is not an integer"#),
+            "{reason}"
+        );
+        assert_eq!(
+            m.rejected[1].reason(),
+            r#"column "label" (field "label") is empty; it is required"#
+        );
+        assert_eq!(
+            raw_row_json(&p, 2),
+            r#"{"When":"2020-01-03","N":"3"}"#,
+            "nulls are left out of the raw row"
+        );
+    }
+
+    #[test]
+    fn a_month_partition_is_cut_in_local_time() {
+        let text = r#"title = "t"
+timezone = "America/New_York"
+[[source]]
+kind = "file"
+path = "Cargo.toml"
+[table]
+name = "t"
+partition = "month(at)"
+[table.columns]
+at = { type = "timestamp" }
+"#;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("t.toml");
+        let spec = goalpost_spec::parse_pipeline(&path, text).unwrap();
+        // 03:00 UTC on 1 Feb is still 31 January in New York.
+        let p = page(
+            &[(
+                "at",
+                vec![
+                    Some("2020-02-01T03:00:00Z"),
+                    Some("2020-02-01T12:00:00Z"),
+                    None,
+                ],
+            )],
+            false,
+        );
+        let b = map_page(&p, &spec.spec.table, &IndexMap::new(), spec.tz)
+            .unwrap()
+            .batch;
+        let month = b.column_by_name("at_month").unwrap().as_string::<i32>();
+        assert_eq!(month.value(0), "2020-01");
+        assert_eq!(month.value(1), "2020-02");
     }
 
     #[test]
@@ -377,7 +542,9 @@ label = { type = "string" }
             ],
             false,
         );
-        let b = map_page(&p, &table(), &IndexMap::new(), chrono_tz::UTC).unwrap();
+        let b = map_page(&p, &table(), &IndexMap::new(), chrono_tz::UTC)
+            .unwrap()
+            .batch;
         assert!(b.column(1).is_null(0));
     }
 }

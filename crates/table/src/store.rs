@@ -1,27 +1,49 @@
 //! Delta Lake tables under `data/tables/<name>/`.
 //!
-//! Two ways to write, each one commit:
+//! Every write is one commit that records the run id:
 //! - [`TableStore::replace_stream`] replaces the table with rows that arrive as a stream of
 //!   batches (a full load): the batches go straight into Parquet files as they come, so a
 //!   source of millions of rows never sits in memory whole. Nothing is visible until the
 //!   single commit at the end; a stream that ends in an error commits nothing.
-//! - [`TableStore::merge`] upserts changed rows by the table's key (an incremental refresh).
+//!   [`TableStore::replace`] does the same for batches in hand.
+//! - [`TableStore::merge`] upserts changed rows by the table's key (an incremental refresh),
+//!   deletes the records the source marks deleted, and on a partitioned table rewrites only
+//!   the partitions the changed rows fall in.
+//! - [`TableStore::dedupe`] settles a table a full load left with some keys more than once.
+//! - [`TableStore::append`] adds rows (the quarantine of rejected rows).
+//!
+//! Files and history are looked after in [`maintenance`](crate::maintenance).
+//!
+//! Two settings hold for every write:
+//! - one fixed set of Parquet writer properties ([`writer_properties`]), so the same rows in
+//!   the same order give the same file bytes;
+//! - one DataFusion partition ([`session`]), so rows reach the files in the order they were
+//!   given: a write's output does not depend on thread scheduling, and "the later row" of a
+//!   full load can still be told from the files (see [`TableStore::dedupe`]).
 
+use crate::layout::Layout;
 use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use deltalake::datafusion::catalog::streaming::StreamingTable;
 use deltalake::datafusion::common::DataFusionError;
 use deltalake::datafusion::datasource::provider_as_source;
 use deltalake::datafusion::execution::TaskContext;
+use deltalake::datafusion::execution::context::SessionState;
 use deltalake::datafusion::logical_expr::LogicalPlanBuilder;
 use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
 use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use deltalake::datafusion::physical_plan::streaming::PartitionStream;
 use deltalake::datafusion::prelude::SessionContext;
+use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::logstore::LogStore as _;
 use deltalake::operations::write::SchemaMode;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +53,7 @@ use tokio::sync::mpsc;
 /// the load failed (which aborts the write).
 pub type BatchResult = Result<RecordBatch, String>;
 
+/// Why a table operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error("table {table} does not exist yet")]
@@ -42,6 +65,44 @@ pub enum TableError {
         #[source]
         source: Box<DeltaTableError>,
     },
+    /// A column the layout names is not in the rows or the table.
+    #[error("the {role} column \"{column}\" is not among the columns: {available}")]
+    UnknownColumn {
+        /// What the column is for: "key", "updated", "deletes", "partition".
+        role: &'static str,
+        column: String,
+        available: String,
+    },
+    /// Arrow could not do something with the rows (a cast, a concatenation, a selection).
+    #[error("{context}: {source}")]
+    Arrow {
+        context: &'static str,
+        #[source]
+        source: ArrowError,
+    },
+    /// A merge or dedupe needs the key that identifies a record.
+    #[error("table {table} has no key: rows can only be merged or deduplicated by a key")]
+    NoKey { table: String },
+    #[error("table {table} has no version {version}: its latest version is {latest}")]
+    NoSuchVersion {
+        table: String,
+        version: u64,
+        latest: u64,
+    },
+    /// A commit in the table's Delta log could not be read as expected.
+    #[error("table {table}: commit {version} in {}: {detail}", path.display())]
+    Log {
+        table: String,
+        path: PathBuf,
+        version: u64,
+        detail: String,
+    },
+}
+
+impl TableError {
+    pub(crate) fn arrow(context: &'static str) -> impl FnOnce(ArrowError) -> Self {
+        move |source| Self::Arrow { context, source }
+    }
 }
 
 /// What a write produced.
@@ -49,12 +110,101 @@ pub enum TableError {
 pub struct TableWrite {
     /// The table's version after the commit.
     pub version: u64,
-    /// Rows written: all of them for a replace; inserted plus updated for a merge.
+    /// Rows written: all of them for a replace or an append; inserted plus updated for a
+    /// merge; the rows kept for a dedupe.
     pub rows: u64,
-    /// For a merge: rows inserted, rows updated and data files rewritten.
+    /// For a merge: rows inserted.
     pub inserted: u64,
+    /// For a merge: rows updated.
     pub updated: u64,
+    /// For a merge: rows deleted because the source marked their record deleted. For a
+    /// dedupe: the older copies (and deleted records) removed.
+    pub deleted: u64,
+    /// For a merge: data files read to find the matching rows (the rest were pruned).
+    pub files_scanned: u64,
+    /// Data files the commit removed: rewritten by a merge or dedupe, replaced by a replace.
     pub files_rewritten: u64,
+    /// Data files the commit added.
+    pub files_added: u64,
+}
+
+/// Table properties every table is created with, so its history stays readable.
+///
+/// After each commit delta-rs deletes commit files older than `delta.logRetentionDuration`
+/// (once a checkpoint covers them) unless `delta.enableExpiredLogCleanup` is false. Our own
+/// commits switch it off per commit as well, but an OPTIMIZE commit reads it from the table
+/// only. Other Delta engines honour the retention duration. Removals are kept in checkpoints
+/// for `delta.deletedFileRetentionDuration`; keeping them long means
+/// [`TableStore::vacuum`] still knows every removed file and never leaks one.
+pub(crate) const HISTORY_PROPERTIES: [(&str, &str); 3] = [
+    ("delta.enableExpiredLogCleanup", "false"),
+    ("delta.logRetentionDuration", "interval 3650 days"),
+    ("delta.deletedFileRetentionDuration", "interval 3650 days"),
+];
+
+/// The Parquet writer properties of every file goalpost writes. Everything that shapes the
+/// bytes is fixed here rather than left to library defaults, so an upgrade does not silently
+/// change them and the same rows give the same file.
+pub(crate) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_created_by("goalpost".to_string())
+        .set_writer_version(WriterVersion::PARQUET_1_0)
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("3 is within zstd's levels 1..=22"),
+        ))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_max_row_group_bytes(None)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(true)
+        .build()
+}
+
+/// A DataFusion session with one partition: scans and writes keep rows in order (see the
+/// module docs). A write then runs on one thread, a small price on the two cores goalpost
+/// targets.
+pub(crate) fn session() -> Result<SessionContext, DeltaTableError> {
+    let overrides = HashMap::from([(
+        "datafusion.execution.target_partitions".to_string(),
+        "1".to_string(),
+    )]);
+    Ok(DeltaSessionContext::new_with_session_overrides(&overrides)?.into_inner())
+}
+
+fn session_state() -> Result<Arc<SessionState>, DeltaTableError> {
+    Ok(Arc::new(session()?.state()))
+}
+
+/// Commit metadata naming the run, with expired-log cleanup off (see [`HISTORY_PROPERTIES`]).
+pub(crate) fn commit_properties(run_id: &str) -> CommitProperties {
+    CommitProperties::default()
+        .with_metadata([(
+            "goalpost.run_id".to_string(),
+            serde_json::Value::String(run_id.to_string()),
+        )])
+        .with_cleanup_expired_logs(Some(false))
+}
+
+/// Quote a column name for SQL.
+pub(crate) fn quote(column: &str) -> String {
+    format!("\"{}\"", column.replace('"', "\"\""))
+}
+
+/// Quote a text value for SQL.
+pub(crate) fn quote_text(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// SQL that is true when `column` (qualified as given) marks a deleted record: its value cast
+/// to text is one of `values`. NULL is not a mark.
+pub(crate) fn deleted_sql(column: &str, values: &[String]) -> String {
+    if values.is_empty() {
+        return "FALSE".to_string();
+    }
+    let list: Vec<String> = values.iter().map(|v| quote_text(v)).collect();
+    format!(
+        "COALESCE(CAST({column} AS VARCHAR) IN ({}), FALSE)",
+        list.join(", ")
+    )
 }
 
 /// The folder that holds every table.
@@ -64,15 +214,17 @@ pub struct TableStore {
 }
 
 impl TableStore {
+    /// A store of tables under `root` (one folder per table).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
 
+    /// The folder of `table`.
     pub fn path(&self, table: &str) -> PathBuf {
         self.root.join(table)
     }
 
-    fn err(&self, table: &str, source: DeltaTableError) -> TableError {
+    pub(crate) fn err(&self, table: &str, source: DeltaTableError) -> TableError {
         TableError::Delta {
             table: table.to_string(),
             path: self.path(table),
@@ -80,13 +232,19 @@ impl TableStore {
         }
     }
 
-    fn exists(&self, table: &str) -> bool {
+    pub(crate) fn exists(&self, table: &str) -> bool {
         self.path(table).join("_delta_log").is_dir()
+    }
+
+    pub(crate) fn missing(&self, table: &str) -> TableError {
+        TableError::Missing {
+            table: table.to_string(),
+        }
     }
 
     /// A handle on the table: loaded at its latest version when it exists, otherwise an
     /// uninitialised one that a first write creates.
-    async fn handle(&self, table: &str) -> Result<DeltaTable, TableError> {
+    pub(crate) async fn handle(&self, table: &str) -> Result<DeltaTable, TableError> {
         let url = deltalake::ensure_table_uri(self.path(table).to_string_lossy())
             .map_err(|e| self.err(table, e))?;
         if self.exists(table) {
@@ -100,14 +258,70 @@ impl TableStore {
         }
     }
 
+    /// The handle of a table that must exist.
+    pub(crate) async fn existing(&self, table: &str) -> Result<DeltaTable, TableError> {
+        if !self.exists(table) {
+            return Err(self.missing(table));
+        }
+        self.handle(table).await
+    }
+
+    /// The `commitInfo` of commit `version`, read from the Delta log itself (delta-rs's
+    /// `history` lists from the newest commit, whatever version the handle is at).
+    pub(crate) async fn commit_info(
+        &self,
+        table: &str,
+        handle: &DeltaTable,
+        version: u64,
+    ) -> Result<serde_json::Value, TableError> {
+        let log_error = |detail: String| TableError::Log {
+            table: table.to_string(),
+            path: self.path(table).join("_delta_log"),
+            version,
+            detail,
+        };
+        let bytes = handle
+            .log_store()
+            .read_commit_entry(version)
+            .await
+            .map_err(|e| self.err(table, e))?
+            .ok_or_else(|| log_error("the commit file is missing".into()))?;
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let mut action: serde_json::Value = serde_json::from_slice(line)
+                .map_err(|e| log_error(format!("a line is not JSON: {e}")))?;
+            if let Some(info) = action.get_mut("commitInfo") {
+                return Ok(info.take());
+            }
+        }
+        Err(log_error("it has no commitInfo action".into()))
+    }
+
+    /// A write's file counts from its commit's `operationMetrics`: (removed, added).
+    pub(crate) async fn write_file_counts(
+        &self,
+        table: &str,
+        handle: &DeltaTable,
+        version: u64,
+    ) -> Result<(u64, u64), TableError> {
+        let info = self.commit_info(table, handle, version).await?;
+        let metric = |name: &str| {
+            info.pointer(&format!("/operationMetrics/{name}"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        Ok((metric("num_removed_files"), metric("num_added_files")))
+    }
+
     /// Replace the table's contents with `batches` in one commit (a full refresh from a
     /// source that sends everything each time). The schema follows the batches, so a column
-    /// added to the pipeline appears on the next run. `run_id` is recorded in the commit.
+    /// added to the pipeline appears on the next run, and the partitioning follows `layout`.
+    /// `run_id` is recorded in the commit.
     pub async fn replace(
         &self,
         table: &str,
-        schema: arrow::datatypes::SchemaRef,
+        schema: SchemaRef,
         batches: Vec<RecordBatch>,
+        layout: &Layout,
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
@@ -118,30 +332,31 @@ impl TableStore {
         } else {
             batches
         };
-        let commit = commit_properties(run_id);
         let written = self
             .handle(table)
             .await?
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(SchemaMode::Overwrite)
-            .with_commit_properties(commit)
+            .with_partition_columns(layout.partition_columns())
+            .with_configuration(history_configuration())
+            .with_writer_properties(writer_properties())
+            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
+            .with_commit_properties(commit_properties(run_id))
             .await
             .map_err(|e| self.err(table, e))?;
-        Ok(TableWrite {
-            version: written.version().unwrap_or(0),
-            rows,
-            ..Default::default()
-        })
+        self.written(table, &written, rows).await
     }
 
-    /// Replace the table with the batches arriving on `rows`, in one commit at the end. The
-    /// sender ends the stream by dropping its side; it aborts the write by sending `Err`.
+    /// Replace the table with the batches arriving on `rows`, in one commit at the end, split
+    /// into files by `layout`'s partition column. The sender ends the stream by dropping its
+    /// side; it aborts the write by sending `Err`.
     pub async fn replace_stream(
         &self,
         table: &str,
         schema: SchemaRef,
         rows: mpsc::Receiver<BatchResult>,
+        layout: &Layout,
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
         let counted = Arc::new(AtomicU64::new(0));
@@ -163,32 +378,86 @@ impl TableStore {
             .with_input_plan(plan)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(SchemaMode::Overwrite)
+            .with_partition_columns(layout.partition_columns())
+            .with_configuration(history_configuration())
+            .with_writer_properties(writer_properties())
+            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
             .with_commit_properties(commit_properties(run_id))
             .await
             .map_err(|e| self.err(table, e))?;
+        self.written(table, &written, counted.load(Ordering::Relaxed))
+            .await
+    }
+
+    /// The [`TableWrite`] of a plain write that committed `rows` rows.
+    async fn written(
+        &self,
+        table: &str,
+        written: &DeltaTable,
+        rows: u64,
+    ) -> Result<TableWrite, TableError> {
+        let version = written.version().unwrap_or(0);
+        let (removed, added) = self.write_file_counts(table, written, version).await?;
         Ok(TableWrite {
-            version: written.version().unwrap_or(0),
-            rows: counted.load(Ordering::Relaxed),
+            version,
+            rows,
+            files_rewritten: removed,
+            files_added: added,
             ..Default::default()
         })
     }
 
-    /// Upsert `batches` by `key`: a row whose key is in the table replaces it, any other row
-    /// is added. The batches must hold each key once (dedupe before). One commit.
+    /// Add `batches` to the table, creating it (unpartitioned) when it does not exist yet.
+    /// Columns the table lacks are added. `None` when there is nothing to add: no commit.
+    pub async fn append(
+        &self,
+        table: &str,
+        batches: Vec<RecordBatch>,
+        run_id: &str,
+    ) -> Result<Option<TableWrite>, TableError> {
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let written = self
+            .handle(table)
+            .await?
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_schema_mode(SchemaMode::Merge)
+            .with_configuration(history_configuration())
+            .with_writer_properties(writer_properties())
+            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
+            .with_commit_properties(commit_properties(run_id))
+            .await
+            .map_err(|e| self.err(table, e))?;
+        self.written(table, &written, rows).await.map(Some)
+    }
+
+    /// Upsert `batches` by `layout.key` in one commit: a row whose key is in the table
+    /// replaces it, any other row is added; with `layout.deletes`, a row marked deleted
+    /// removes its key from the table and is never added. The batches must hold each key
+    /// once (see [`newest_per_key`](crate::newest_per_key)).
+    ///
+    /// On a partitioned table the rows are matched within their partition as well, which
+    /// lets delta-rs read and rewrite only the files of the partitions the rows fall in. A
+    /// record must therefore never change partitions (the spec says so): if it did, it would
+    /// be added to its new partition and stay in its old one.
     pub async fn merge(
         &self,
         table: &str,
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
-        key: &[String],
+        layout: &Layout,
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
-        if !self.exists(table) {
-            return Err(TableError::Missing {
+        if layout.key.is_empty() {
+            return Err(TableError::NoKey {
                 table: table.to_string(),
             });
         }
-        let handle = self.handle(table).await?;
+        let handle = self.existing(table).await?;
         if batches.iter().all(|b| b.num_rows() == 0) {
             // Nothing changed: no commit, the table stays at its version.
             return Ok(TableWrite {
@@ -196,22 +465,29 @@ impl TableStore {
                 ..Default::default()
             });
         }
-        let ctx = SessionContext::new();
-        let source = ctx
+        let source = SessionContext::new()
             .read_batches(batches)
             .map_err(|e| self.err(table, e.into()))?;
-        let quote = |c: &str| format!("\"{}\"", c.replace('"', "\"\""));
-        let predicate = key
-            .iter()
-            .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let predicate = merge_predicate(layout);
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let (written, metrics) = handle
+        let deleted = layout
+            .deletes
+            .as_ref()
+            .map(|(column, values)| deleted_sql(&format!("source.{}", quote(column)), values));
+        let mut builder = handle
             .merge(source, predicate)
             .with_source_alias("source")
             .with_target_alias("target")
-            .with_commit_properties(commit_properties(run_id))
+            .with_writer_properties(writer_properties())
+            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
+            .with_commit_properties(commit_properties(run_id));
+        // The first matching clause wins: a row marked deleted deletes, any other updates.
+        if let Some(deleted) = &deleted {
+            builder = builder
+                .when_matched_delete(|d| d.predicate(deleted.clone()))
+                .map_err(|e| self.err(table, e))?;
+        }
+        let (written, metrics) = builder
             .when_matched_update(|mut u| {
                 for c in &columns {
                     u = u.update(quote(c), format!("source.{}", quote(c)));
@@ -223,7 +499,10 @@ impl TableStore {
                     for c in &columns {
                         i = i.set(quote(c), format!("source.{}", quote(c)));
                     }
-                    i
+                    match &deleted {
+                        Some(deleted) => i.predicate(format!("NOT ({deleted})")),
+                        None => i,
+                    }
                 })
             })
             .map_err(|e| self.err(table, e))?
@@ -236,7 +515,10 @@ impl TableStore {
             rows: inserted + updated,
             inserted,
             updated,
+            deleted: metrics.num_target_rows_deleted as u64,
+            files_scanned: metrics.num_target_files_scanned as u64,
             files_rewritten: metrics.num_target_files_removed as u64,
+            files_added: metrics.num_target_files_added as u64,
         })
     }
 
@@ -258,6 +540,7 @@ impl TableStore {
         Ok(self.handle(table).await?.version())
     }
 
+    /// Whether the table has been created.
     pub fn table_exists(&self, table: &str) -> bool {
         self.exists(table)
     }
@@ -266,9 +549,7 @@ impl TableStore {
     /// exactly the version their provenance names even if another write has landed since.
     pub async fn open_version(&self, table: &str, version: u64) -> Result<DeltaTable, TableError> {
         if !self.exists(table) {
-            return Err(TableError::Missing {
-                table: table.to_string(),
-            });
+            return Err(self.missing(table));
         }
         let url = deltalake::ensure_table_uri(self.path(table).to_string_lossy())
             .map_err(|e| self.err(table, e))?;
@@ -278,11 +559,40 @@ impl TableStore {
     }
 }
 
-fn commit_properties(run_id: &str) -> CommitProperties {
-    CommitProperties::default().with_metadata([(
-        "goalpost.run_id".to_string(),
-        serde_json::Value::String(run_id.to_string()),
-    )])
+/// [`HISTORY_PROPERTIES`] as a write's table configuration (used when the write creates the
+/// table).
+fn history_configuration() -> Vec<(String, Option<String>)> {
+    HISTORY_PROPERTIES
+        .iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect()
+}
+
+/// The merge's match condition: the key, and the partition column when the table has one.
+///
+/// delta-rs builds an early filter from the condition (`merge/filter.rs`): a comparison of
+/// `target.<partition column>` with a bare `source.<column>` becomes one term per distinct
+/// partition value in the source, and only the files of those partitions are read and
+/// rewritten. Key equalities add min/max ranges that prune further by file statistics. The
+/// comparison must be a plain binary expression between the two column references (no
+/// function or OR around it) for delta-rs to recognise it. `IS NOT DISTINCT FROM` is such a
+/// comparison and also matches a record whose partition value is NULL.
+fn merge_predicate(layout: &Layout) -> String {
+    let mut terms: Vec<String> = layout
+        .key
+        .iter()
+        .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
+        .collect();
+    if let Some(p) = &layout.partition
+        && !layout.key.contains(p)
+    {
+        terms.push(format!(
+            "target.{} IS NOT DISTINCT FROM source.{}",
+            quote(p),
+            quote(p)
+        ));
+    }
+    terms.join(" AND ")
 }
 
 /// A scan whose one partition is the batches arriving on a channel.
@@ -304,7 +614,12 @@ impl PartitionStream for ChannelPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let rx = self.rx.lock().expect("channel partition lock").take();
+        // The lock is held only to take the receiver, which cannot panic, so it is never poisoned.
+        let rx = self
+            .rx
+            .lock()
+            .expect("the channel lock is never poisoned")
+            .take();
         let counted = self.counted.clone();
         let stream = futures::stream::unfold(rx, move |rx| {
             let counted = counted.clone();
@@ -357,11 +672,23 @@ mod tests {
         let store = TableStore::new(dir.path());
         let schema = batch(&[]).schema();
         let first = store
-            .replace("t", schema.clone(), vec![batch(&[1, 2, 3])], "r1")
+            .replace(
+                "t",
+                schema.clone(),
+                vec![batch(&[1, 2, 3])],
+                &Layout::default(),
+                "r1",
+            )
             .await
             .unwrap();
         let second = store
-            .replace("t", schema.clone(), vec![batch(&[4, 5])], "r2")
+            .replace(
+                "t",
+                schema.clone(),
+                vec![batch(&[4, 5])],
+                &Layout::default(),
+                "r2",
+            )
             .await
             .unwrap();
         assert_eq!((first.version, first.rows), (0, 3));
@@ -369,7 +696,10 @@ mod tests {
         assert_eq!(rows(&store.open_version("t", 0).await.unwrap()).await, 3);
         assert_eq!(rows(&store.open_version("t", 1).await.unwrap()).await, 2);
         // An empty refresh empties the table rather than keeping old rows.
-        let empty = store.replace("t", schema, vec![], "r3").await.unwrap();
+        let empty = store
+            .replace("t", schema, vec![], &Layout::default(), "r3")
+            .await
+            .unwrap();
         assert_eq!(
             rows(&store.open_version("t", empty.version).await.unwrap()).await,
             0
@@ -440,7 +770,7 @@ mod tests {
             }
         });
         let w = store
-            .replace_stream("t", schema.clone(), rx, "r1")
+            .replace_stream("t", schema.clone(), rx, &Layout::default(), "r1")
             .await
             .unwrap();
         feed.await.unwrap();
@@ -458,7 +788,7 @@ mod tests {
             let _ = tx.send(Err("page 2 failed".into())).await;
         });
         let err = store
-            .replace_stream("t", schema, rx, "r2")
+            .replace_stream("t", schema, rx, &Layout::default(), "r2")
             .await
             .unwrap_err();
         feed.await.unwrap();
@@ -477,17 +807,21 @@ mod tests {
                 "t",
                 schema.clone(),
                 vec![keyed(&[(1, "a"), (2, "b"), (3, "c")])],
+                &Layout::default(),
                 "r1",
             )
             .await
             .unwrap();
-        let key = vec!["id".to_string()];
+        let layout = Layout {
+            key: vec!["id".to_string()],
+            ..Default::default()
+        };
         let w = store
             .merge(
                 "t",
                 schema.clone(),
                 vec![keyed(&[(2, "B"), (4, "d")])],
-                &key,
+                &layout,
                 "r2",
             )
             .await
@@ -500,7 +834,10 @@ mod tests {
             .collect();
         assert_eq!(rows, expected);
         // No changes: no commit.
-        let w = store.merge("t", schema, vec![], &key, "r3").await.unwrap();
+        let w = store
+            .merge("t", schema, vec![], &layout, "r3")
+            .await
+            .unwrap();
         assert_eq!((w.version, w.rows), (1, 0));
     }
 }

@@ -106,15 +106,28 @@ async fn faults_recover_or_fail_cleanly() {
     let version = h.table_version().await;
     let digest = h.digest_bytes().unwrap();
 
-    // A complete response whose content is broken is not the network's fault: the run
-    // fails, naming the line, and nothing changes.
+    // A complete response cut in half is not the network's fault: the cut last row is
+    // quarantined, the half that arrived is stored, and the row_count check holds the
+    // figures at their last good values.
     dataset
         .write()
         .unwrap()
         .change_rows(10, BASE_EPOCH + 86_400);
     server.faults.push(Fault::MalformedJson, 1);
-    let err = h.run().await.unwrap_err().to_string();
-    assert!(err.contains("fire.csv"), "{err}");
-    assert_eq!(h.table_version().await, version);
-    assert_eq!(h.digest_bytes().unwrap(), digest);
+    let report = h.run().await.expect("stored, figures held");
+    assert_eq!(report.rows_quarantined, 1, "{report:?}");
+    let held = report.held.expect("held");
+    assert!(
+        held.starts_with("check \"row_count\" failed: the table fell from 400 to"),
+        "{held}"
+    );
+    assert!(h.table_version().await > version);
+    let before: serde_json::Value = serde_json::from_slice(&digest).unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&h.digest_bytes().unwrap()).unwrap();
+    assert_eq!(
+        after["pipelines"][0]["indicators"][0]["series"],
+        before["pipelines"][0]["indicators"][0]["series"],
+        "the figures keep their last good values"
+    );
+    assert_eq!(after["pipelines"][0]["held"]["reason"], "data quality");
 }

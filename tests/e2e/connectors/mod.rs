@@ -82,6 +82,11 @@ disposition = {{ from = "{disposition}", type = "string" }}
 received_at = {{ from = "{received}", type = "timestamp" }}
 available_at = {{ from = "{available}", type = "timestamp", required = false }}
 
+# A load that loses most rows (a document cut short at a row boundary) holds the figures.
+[[check]]
+kind = "row_count"
+max_drop = 20
+
 [[indicator]]
 id = "calls"
 title = "Units dispatched"

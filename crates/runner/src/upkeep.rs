@@ -1,0 +1,293 @@
+//! Table upkeep and reproducibility: compaction, vacuum that respects every kept digest, and
+//! recomputing a published run's figures from the table versions it names.
+
+use crate::{RunError, Runner, digest_build};
+use goalpost_publish::{Digest, Publisher};
+use goalpost_spec::{Pipeline, Spanned};
+use goalpost_table::TableStore;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What compacting one table did.
+#[derive(Debug, Clone)]
+pub struct Compacted {
+    pub table: String,
+    pub files_before: u64,
+    pub files_removed: u64,
+    pub files_added: u64,
+    /// The new version, or `None` when there was nothing to compact.
+    pub version: Option<u64>,
+}
+
+/// What vacuuming one table did (or would do).
+#[derive(Debug, Clone)]
+pub struct Vacuumed {
+    pub table: String,
+    /// Every version from this one on stays readable.
+    pub kept_from: u64,
+    pub files_deleted: u64,
+    pub bytes: u64,
+}
+
+/// What recomputing a run's figures found.
+#[derive(Debug, Clone)]
+pub struct Recomputed {
+    pub run_id: String,
+    pub out: PathBuf,
+    /// (pipeline, table, version) of every table read.
+    pub tables: Vec<(String, String, u64)>,
+    /// Whether `indicators.parquet` is byte for byte the published one.
+    pub parquet_identical: bool,
+    /// Figures that came out differently, as sentences (empty when all agree).
+    pub differences: Vec<String>,
+}
+
+impl Runner {
+    fn tables(&self) -> TableStore {
+        TableStore::new(self.config().data_dir.join("tables"))
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher::new(&self.config().publish_dir, self.config().keep_versions)
+    }
+
+    /// Compact the tables of `pipelines` (or only `table`): rewrite small files into large
+    /// ones, one commit each.
+    pub async fn compact(
+        &self,
+        pipelines: &[Pipeline],
+        table: Option<&str>,
+        run_id: &str,
+    ) -> Result<Vec<Compacted>, RunError> {
+        let store = self.tables();
+        let settings = &self.config().tables;
+        let mut out = Vec::new();
+        for name in table_names(pipelines, table)? {
+            if !store.table_exists(&name) {
+                continue;
+            }
+            let before = store
+                .file_stats(&name, settings.small_file_mib * 1024 * 1024)
+                .await?;
+            let report = store
+                .compact(&name, settings.target_file_mib * 1024 * 1024, run_id)
+                .await?;
+            out.push(Compacted {
+                table: name,
+                files_before: before.files,
+                files_removed: report.files_removed as u64,
+                files_added: report.files_added as u64,
+                version: report.version_after,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Delete the data files of the tables of `pipelines` (or only `table`) that no kept
+    /// published version needs: every version from the oldest one a kept digest names (or
+    /// the latest, if none does) stays readable.
+    pub async fn vacuum(
+        &self,
+        pipelines: &[Pipeline],
+        table: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Vec<Vacuumed>, RunError> {
+        let store = self.tables();
+        let needed = self.versions_needed()?;
+        let mut out = Vec::new();
+        for name in table_names(pipelines, table)? {
+            let Some(latest) = store.latest_version(&name).await? else {
+                continue;
+            };
+            let kept_from = needed.get(&name).copied().unwrap_or(latest).min(latest);
+            let report = store.vacuum(&name, kept_from, dry_run).await?;
+            out.push(Vacuumed {
+                table: name,
+                kept_from,
+                files_deleted: report.files_deleted.len() as u64,
+                bytes: report.bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The oldest version of each table that a kept published digest names.
+    fn versions_needed(&self) -> Result<BTreeMap<String, u64>, RunError> {
+        let publisher = self.publisher();
+        let mut needed: BTreeMap<String, u64> = BTreeMap::new();
+        for id in publisher.kept_versions()? {
+            let Some(digest) = publisher.version_digest(&id)? else {
+                continue;
+            };
+            for p in &digest.pipelines {
+                let v = needed.entry(p.table.name.clone()).or_insert(u64::MAX);
+                *v = (*v).min(p.table.version);
+            }
+        }
+        Ok(needed)
+    }
+
+    /// Recompute the figures of published version `run_id` from the table versions its
+    /// digest names, and write `digest.json`, `indicators.parquet` and `index.html` into
+    /// `out`. Nothing published is touched.
+    pub async fn recompute(
+        &self,
+        pipelines: &[Pipeline],
+        run_id: &str,
+        out: &Path,
+    ) -> Result<Recomputed, RunError> {
+        let publisher = self.publisher();
+        let Some(recorded) = publisher.version_digest(run_id)? else {
+            let kept = publisher.kept_versions()?;
+            return Err(RunError::Internal(format!(
+                "no published version {run_id:?} is kept in {} (the newest {} are kept besides the current one); kept: {}",
+                self.config().publish_dir.join("versions").display(),
+                self.config().keep_versions,
+                if kept.is_empty() {
+                    "none".into()
+                } else {
+                    kept.join(", ")
+                }
+            )));
+        };
+        let store = self.tables();
+        let mut digest: Digest = recorded.clone();
+        let mut tables = Vec::new();
+        let mut differences = Vec::new();
+        for section in &mut digest.pipelines {
+            let pipeline = as_recorded(pipelines, section)?;
+            let name = &section.table.name;
+            let table = store
+                .open_version(name, section.table.version)
+                .await
+                .map_err(|e| {
+                    RunError::Internal(format!(
+                        "pipeline {}: table {name} version {} cannot be read ({e}); it may have been vacuumed",
+                        section.id, section.table.version
+                    ))
+                })?;
+            tables.push((section.id.clone(), name.clone(), section.table.version));
+            let series = goalpost_indicators::compute(&pipeline, &table, section.as_of).await?;
+            let fresh = digest_build::pipeline_digest(
+                &pipeline,
+                digest_build::Built {
+                    run_id: &section.run_id,
+                    now: section.refreshed_at,
+                    as_of: section.as_of,
+                    version: section.table.version,
+                    rows: section.table.rows,
+                    sources: section.sources.clone(),
+                    quality: section.data_quality.clone(),
+                },
+                &series,
+            );
+            for ind in &mut section.indicators {
+                let Some(new) = fresh.indicators.iter().find(|i| i.id == ind.id) else {
+                    continue;
+                };
+                if new.series != ind.series {
+                    differences.push(format!(
+                        "pipeline {}: indicator {}: the series differs",
+                        section.id, ind.id
+                    ));
+                }
+                ind.series = new.series.clone();
+            }
+            for goal in &mut section.goals {
+                let Some(new) = fresh.goals.iter().find(|g| g.id == goal.id) else {
+                    continue;
+                };
+                if (&new.status, &new.latest, new.expected, new.progress)
+                    != (&goal.status, &goal.latest, goal.expected, goal.progress)
+                {
+                    differences.push(format!(
+                        "pipeline {}: goal {}: recorded {} {:?}, recomputed {} {:?}",
+                        section.id,
+                        goal.id,
+                        goal.status.as_str(),
+                        goal.latest.as_ref().map(|l| l.value),
+                        new.status.as_str(),
+                        new.latest.as_ref().map(|l| l.value)
+                    ));
+                }
+                goal.status = new.status;
+                goal.status_reason = new.status_reason.clone();
+                goal.latest = new.latest.clone();
+                goal.expected = new.expected;
+                goal.progress = new.progress;
+                goal.series = new.series.clone();
+            }
+        }
+        std::fs::create_dir_all(out)
+            .map_err(|e| RunError::Internal(format!("cannot create {}: {e}", out.display())))?;
+        goalpost_publish::write_digest_files(&digest, out)?;
+        let published = std::fs::read(publisher.version_dir(run_id).join("indicators.parquet"));
+        let mine = std::fs::read(out.join("indicators.parquet"));
+        let parquet_identical = matches!((published, mine), (Ok(a), Ok(b)) if a == b);
+        Ok(Recomputed {
+            run_id: run_id.to_string(),
+            out: out.to_path_buf(),
+            tables,
+            parquet_identical,
+            differences,
+        })
+    }
+}
+
+/// The table names to work on: every pipeline's, or the one asked for (which must be one).
+fn table_names(pipelines: &[Pipeline], table: Option<&str>) -> Result<Vec<String>, RunError> {
+    let all: Vec<String> = pipelines
+        .iter()
+        .map(|p| p.spec.table.name.get_ref().clone())
+        .collect();
+    match table {
+        None => Ok(all),
+        Some(t) if all.iter().any(|a| a == t) => Ok(vec![t.to_string()]),
+        Some(t) => Err(RunError::Internal(format!(
+            "no pipeline writes a table {t:?}; the tables are: {}",
+            all.join(", ")
+        ))),
+    }
+}
+
+/// The pipeline as the digest section recorded it: the current file's definitions with each
+/// indicator's SQL as it was when the figures were published.
+fn as_recorded(
+    pipelines: &[Pipeline],
+    section: &goalpost_publish::PipelineDigest,
+) -> Result<Pipeline, RunError> {
+    let Some(current) = pipelines.iter().find(|p| p.id == section.id) else {
+        return Err(RunError::Internal(format!(
+            "pipeline {:?} of the recorded digest is no longer configured",
+            section.id
+        )));
+    };
+    let mut pipeline = current.clone();
+    for recorded in &section.indicators {
+        let Some(spec) = pipeline
+            .spec
+            .indicators
+            .iter_mut()
+            .find(|i| i.id.get_ref() == &recorded.id)
+        else {
+            return Err(RunError::Internal(format!(
+                "pipeline {}: indicator {:?} of the recorded digest is no longer in {}",
+                section.id,
+                recorded.id,
+                current.file.path.display()
+            )));
+        };
+        if spec.period.as_str() != recorded.period {
+            return Err(RunError::Internal(format!(
+                "pipeline {}: indicator {:?} was computed per {} and is now per {}; recompute needs the definition it was published with",
+                section.id,
+                recorded.id,
+                recorded.period,
+                spec.period.as_str()
+            )));
+        }
+        let span = spec.sql.span();
+        spec.sql = Spanned::new(span, recorded.sql.clone());
+    }
+    Ok(pipeline)
+}
