@@ -847,6 +847,110 @@ target = { value = 5, by = "2026-06-30" }
     }
 
     #[test]
+    fn checks_and_table_options_are_checked_with_positions() {
+        let good = GOOD.replace(
+            "time = \"at\"",
+            "time = \"at\"\nkey = [\"n\"]\nupdated = \"at\"\npartition = \"month(at)\"\ndeletes = { column = \"n\", values = [\"0\"] }",
+        ) + r#"
+[[check]]
+kind = "range"
+column = "n"
+min = 0
+[[check]]
+kind = "freshness"
+max_age = "2d"
+severity = "warn"
+[[check]]
+kind = "unique"
+[[check]]
+kind = "schema_drift"
+"#;
+        let p = pipeline("good.toml", &good).unwrap();
+        assert_eq!(p.spec.checks.len(), 4);
+        assert_eq!(p.spec.checks[1].id(), "freshness");
+        assert_eq!(p.spec.checks[0].id(), "range:n");
+        assert_eq!(
+            p.spec.table.partition(),
+            Some(Partition::Derived {
+                source: "at".into(),
+                by: crate::pipeline::PartitionBy::Month,
+                column: "at_month".into()
+            })
+        );
+        let fields: Vec<String> = p
+            .spec
+            .table
+            .arrow_schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(fields, ["at", "n", "at_month"]);
+
+        let bad = GOOD.replace(
+            "time = \"at\"",
+            "time = \"at\"\npartition = \"month(n)\"\nupdated = \"changed\"\nquarantine_limit = 150",
+        ) + r#"
+[[check]]
+kind = "range"
+column = "at"
+[[check]]
+kind = "regex"
+column = "nope"
+pattern = "a("
+[[check]]
+kind = "row_count"
+[[check]]
+kind = "unique"
+[[check]]
+kind = "not_null"
+column = "n"
+[[check]]
+kind = "not_null"
+column = "n"
+"#;
+        let m = messages(pipeline("bad.toml", &bad));
+        let has = |needle: &str| m.iter().any(|l| l.contains(needle));
+        assert!(
+            has("\"n\" is int64; month() and year() need a timestamp or date column"),
+            "{m:#?}"
+        );
+        assert!(
+            has("updated column \"changed\" is not in [table.columns]; the table has: at, n"),
+            "{m:#?}"
+        );
+        assert!(has("quarantine_limit = 150 is not a percentage"), "{m:#?}");
+        assert!(has("a range check needs `min`, `max` or both"), "{m:#?}");
+        assert!(
+            has("a range check needs a number column; this one is timestamp"),
+            "{m:#?}"
+        );
+        assert!(
+            has("check column \"nope\" is not in [table.columns]"),
+            "{m:#?}"
+        );
+        assert!(has("pattern is not a regular expression"), "{m:#?}");
+        assert!(
+            has("a row_count check needs `max_drop` (percent)"),
+            "{m:#?}"
+        );
+        assert!(
+            has("a unique check needs `columns` (or a [table] key)"),
+            "{m:#?}"
+        );
+        assert!(
+            has("two checks are named \"not_null:n\"; give one an `id`"),
+            "{m:#?}"
+        );
+        // Each with its line.
+        assert!(
+            m.iter()
+                .all(|l| l.starts_with("bad.toml:") || l.contains("bad.toml:")),
+            "{m:#?}"
+        );
+    }
+
+    #[test]
     fn two_pipelines_cannot_share_a_table() {
         let dir = tempfile::tempdir().unwrap();
         let text = GOOD.replace(
