@@ -568,3 +568,35 @@ fn a_sixty_percent_drop_holds_the_figures_until_the_rows_are_back_or_accepted() 
         );
     }
 }
+
+#[test]
+fn a_full_load_leaves_out_records_whose_newest_row_marks_them_deleted() {
+    let pipelines = tempfile::tempdir().unwrap();
+    let data = pipelines.path().join("calls.csv");
+    let text = pipeline(&data, "").replace(
+        "time = \"received_at\"",
+        "time = \"received_at\"\ndeletes = { column = \"call_type_group\", values = [\"Deleted\"] }",
+    );
+    std::fs::write(pipelines.path().join("sf.toml"), text).unwrap();
+    let project = Project::new(pipelines.path());
+    let (header, rows) = read();
+    let group = col(&header, "Call Type Group");
+    assert!(rows.iter().all(|r| &r[group] != "Deleted"));
+    // Five records deleted later in the same file; one deleted row first and then sent
+    // live again (the live row is newer: it stays).
+    let mut sent = rows.clone();
+    for r in &rows[..5] {
+        sent.push(set(r, group, "Deleted"));
+    }
+    sent.insert(0, set(&rows[10], group, "Deleted"));
+    write(&data, &header, &sent);
+    project.ok(&["run"]);
+    let n = query(
+        &project.path().join("data/tables/fire_ems_responses"),
+        "SELECT count(*) AS n, count(DISTINCT row_id) AS keys, \
+         sum(CASE WHEN call_type_group = 'Deleted' THEN 1 ELSE 0 END) AS flagged FROM t",
+    );
+    assert_eq!(n[0]["n"], rows.len() - 5);
+    assert_eq!(n[0]["keys"], rows.len() - 5);
+    assert_eq!(n[0]["flagged"], 0);
+}

@@ -197,9 +197,12 @@ async fn load_once(
             (Ok(_), Err(w)) => return Err(w.into()),
             (Ok(fed), Ok(w)) => (fed, w),
         };
-        if fed.duplicates && !layout.key.is_empty() {
-            // Rows streamed straight to the table, so a key sent twice is in it twice: keep
-            // the newest of each in one more commit.
+        if (fed.duplicates || layout.deletes.is_some()) && !layout.key.is_empty() {
+            // Rows streamed straight to the table, so a key sent twice is in it twice, and a
+            // row marking a deletion is in it too: keep the newest row of each key, and drop
+            // the keys whose newest row is a deletion, in one more commit. (Dropping deletion
+            // rows as they stream by would revive a record updated, then deleted, within one
+            // load.)
             if let Some(fixed) = input.store.dedupe(table, &layout, input.run_id).await? {
                 tracing::info!(
                     removed = fixed.deleted,
@@ -286,9 +289,6 @@ async fn feed(
             input.progress.page(n);
             match tx {
                 Some(tx) => {
-                    // A full load has no earlier version of a deleted record to remove:
-                    // it just leaves it out.
-                    let batch = goalpost_table::drop_deleted(batch, layout)?;
                     if tx.send(Ok(batch)).await.is_err() {
                         // The writer stopped; its own error, reported first, says why.
                         return Err(RunError::Internal(
