@@ -600,3 +600,51 @@ fn a_full_load_leaves_out_records_whose_newest_row_marks_them_deleted() {
     assert_eq!(n[0]["keys"], rows.len() - 5);
     assert_eq!(n[0]["flagged"], 0);
 }
+
+#[test]
+fn a_new_column_holds_the_figures_until_the_change_is_accepted() {
+    let s = Setup::new("");
+    s.project.ok(&["run"]);
+    let (header, rows) = read();
+    let mut wider = header.clone();
+    wider.push_field("Engine Colour");
+    let rows: Vec<csv::StringRecord> = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.push_field("red");
+            r
+        })
+        .collect();
+    write(&s.data(), &wider, &rows);
+    let out = s.project.ok(&["run"]);
+    assert!(out.contains("HELD"), "{out}");
+    let first = s.checks()["schema_drift"].clone();
+    assert_eq!(first["status"], "failed");
+    assert_eq!(
+        first["message"],
+        format!(r#"{}: column "Engine Colour" appeared"#, s.data().display())
+    );
+    let held_run = pipeline_part(&s.project.digest(), "sf")["held"]["since_run"].clone();
+
+    // Nothing new arrives: the drift is still unresolved, the figures still held.
+    let out = s.project.ok(&["run"]);
+    assert!(out.contains("HELD"), "{out}");
+    let again = s.checks()["schema_drift"].clone();
+    assert_eq!(again["status"], "failed");
+    assert_eq!(
+        pipeline_part(&s.project.digest(), "sf")["held"]["since_run"],
+        held_run
+    );
+
+    // Accepted: the new columns become the baseline and the figures move again.
+    let out = s.project.ok(&["run", "--accept-changes"]);
+    assert!(!out.contains("HELD"), "{out}");
+    let out = s.project.ok(&["run"]);
+    assert!(!out.contains("HELD"), "{out}");
+    let settled = s.checks()["schema_drift"].clone();
+    assert!(
+        settled["status"] == "passed" || settled["status"] == "skipped",
+        "{settled}"
+    );
+}

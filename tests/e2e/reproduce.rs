@@ -110,6 +110,22 @@ fn recompute_rebuilds_published_figures_byte_for_byte_from_the_recorded_versions
         assert!(p["table"]["version"].is_u64(), "{p}");
     }
 
+    let current = project.current();
+    let out = project.goalpost(&[
+        "recompute",
+        "--run",
+        &latest,
+        "--out",
+        current.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is inside the publish folder"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(snapshot(&project.path().join("publish")) == before);
+
     let out = project.goalpost(&["recompute", "--run", "nope", "--out", "x"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -51,6 +51,10 @@ pub enum RunError {
     State(#[from] StateError),
     #[error("{0}")]
     Quarantine(String),
+    #[error(
+        "the full load was committed, but keeping one row per key failed: {0}; the next run loads everything again"
+    )]
+    Unsettled(Box<RunError>),
     #[error("{0}")]
     Check(#[from] goalpost_table::checks::CheckError),
     #[error("{0}")]
@@ -273,9 +277,14 @@ impl Runner {
             http = http.with_sleep(sleep.clone());
         }
         let fetch_started = std::time::Instant::now();
+        let quarantine_store = TableStore::new(self.config.data_dir.join("quarantine"));
+        let last_good = state.last_good_run(&pipeline.id, run_id)?;
         let input = load::LoadInput {
             pipeline,
             store: &store,
+            quarantine: &quarantine_store,
+            table_rows: last_good.as_ref().and_then(|r| r.table_rows).unwrap_or(0),
+            now: self.clock.now(),
             ctx: SourceContext {
                 base_dir: pipeline.dir.clone(),
                 http: Arc::new(http),
@@ -312,10 +321,21 @@ impl Runner {
         };
         progress.rows_quarantined = intake.quarantined;
         // Rejected rows are kept whatever became of the load, so a steward can see why.
-        self.quarantine(table_name, run_id, &intake).await?;
-        let loaded = match loaded {
-            Ok(l) => l,
-            Err(e) => {
+        let stored = load::store_quarantined(&input, intake.rows.clone()).await;
+        if intake.quarantined > 0 {
+            tracing::warn!(rows = intake.quarantined, table = %table_name, "rows were quarantined");
+        }
+        let loaded = match (loaded, stored) {
+            (Ok(l), Ok(())) => l,
+            (Ok(_), Err(e)) => return Err(e),
+            (Err(e), stored) => {
+                if let Err(q) = stored {
+                    tracing::error!(error = %q, "could not store the quarantined rows");
+                }
+                if matches!(e, RunError::Unsettled(_)) {
+                    // The table holds duplicates a refresh would never settle.
+                    state.clear_source_states(&pipeline.id)?;
+                }
                 // What can be judged without the table is still recorded: the row checks
                 // and schema drift (a renamed column is often why the load failed).
                 let results = in_declared_order(
@@ -324,7 +344,9 @@ impl Runner {
                     goalpost_table::drift_checks(pipeline, &drift),
                     options.accept_changes,
                 );
-                state.record_checks(run_id, &pipeline.id, &records(&results))?;
+                if let Err(r) = state.record_checks(run_id, &pipeline.id, &records(&results)) {
+                    tracing::error!(error = %r, "could not record the check results");
+                }
                 return Err(e);
             }
         };
@@ -349,9 +371,7 @@ impl Runner {
             .await
             .map_err(|e| RunError::Internal(format!("table {table_name}: counting rows: {e}")))?;
         progress.table_rows = Some(table_rows);
-        let previous_rows = state
-            .last_good_run(&pipeline.id, run_id)?
-            .and_then(|r| r.table_rows);
+        let previous_rows = last_good.as_ref().and_then(|r| r.table_rows);
         let check_input = goalpost_table::TableCheckInput {
             // An archive judged `as_of` a date is fresh as of the end of that day.
             now: Some(match pipeline.as_of {
@@ -365,7 +385,24 @@ impl Runner {
             previous_rows,
             drift,
         };
-        let table_results = goalpost_table::table_checks(pipeline, &table, &check_input).await?;
+        let mut table_results =
+            goalpost_table::table_checks(pipeline, &table, &check_input).await?;
+        // A drift that failed stays failed until it is accepted or undone, even through
+        // runs that bring no rows to judge it by.
+        for r in &mut table_results {
+            if r.kind == goalpost_spec::CheckKind::SchemaDrift
+                && r.status == goalpost_table::CheckStatus::Skipped
+                && let Some((since, last)) = state.last_check(&pipeline.id, &r.id, run_id)?
+                && last.status == goalpost_table::CheckStatus::Failed.as_str()
+            {
+                r.status = goalpost_table::CheckStatus::Failed;
+                r.message = if last.message.starts_with("unresolved since run ") {
+                    last.message
+                } else {
+                    format!("unresolved since run {since}: {}", last.message)
+                };
+            }
+        }
         let results = in_declared_order(
             pipeline,
             intake.checks.clone(),
@@ -495,23 +532,6 @@ impl Runner {
             summary: mine,
             published,
         })
-    }
-
-    /// Store a run's rejected rows in `data/quarantine/<table>/`.
-    async fn quarantine(
-        &self,
-        table: &str,
-        run_id: &str,
-        intake: &goalpost_table::IntakeReport,
-    ) -> Result<(), RunError> {
-        if intake.rows.is_empty() {
-            return Ok(());
-        }
-        let store = TableStore::new(self.config.data_dir.join("quarantine"));
-        let batch = goalpost_table::quarantine_batch(run_id, self.clock.now(), &intake.rows);
-        store.append(table, vec![batch], run_id).await?;
-        tracing::warn!(rows = intake.quarantined, table, "rows were quarantined");
-        Ok(())
     }
 
     /// Compact the table when a write has left it with many small files. A failure only

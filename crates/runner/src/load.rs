@@ -43,6 +43,12 @@ pub(crate) struct Loaded {
 pub(crate) struct LoadInput<'a> {
     pub pipeline: &'a Pipeline,
     pub store: &'a TableStore,
+    /// Where rejected rows are stored (`data/quarantine/`).
+    pub quarantine: &'a TableStore,
+    /// Rows in the table before this run: a refresh's quarantined share is judged against
+    /// at least this many.
+    pub table_rows: u64,
+    pub now: chrono::DateTime<chrono::Utc>,
     pub ctx: SourceContext,
     /// Each source's saved state by source key; empty for a full load.
     pub prior: BTreeMap<String, SourceState>,
@@ -125,6 +131,9 @@ async fn load_once(
         tracing::info!("one source needs a full load, so every source loads in full");
         opened = open_all(input, &BTreeMap::new()).await?;
     }
+    if !any_full {
+        intake.set_floor(input.table_rows);
+    }
     *shapes = opened
         .iter()
         .map(|o| (o.key.clone(), o.source.describe(), o.shape.clone()))
@@ -202,8 +211,14 @@ async fn load_once(
             // row marking a deletion is in it too: keep the newest row of each key, and drop
             // the keys whose newest row is a deletion, in one more commit. (Dropping deletion
             // rows as they stream by would revive a record updated, then deleted, within one
-            // load.)
-            if let Some(fixed) = input.store.dedupe(table, &layout, input.run_id).await? {
+            // load.) The load is committed already: if settling fails, the next run must
+            // load everything again rather than refresh a table that holds duplicates.
+            let settled = input
+                .store
+                .dedupe(table, &layout, input.run_id)
+                .await
+                .map_err(|e| RunError::Unsettled(Box::new(e.into())))?;
+            if let Some(fixed) = settled {
                 tracing::info!(
                     removed = fixed.deleted,
                     version = fixed.version,
@@ -223,7 +238,7 @@ async fn load_once(
         return Err(RunError::Quarantine(why));
     }
     let changes = goalpost_table::newest_per_key(&schema, batches, &layout)?;
-    let write = input
+    let mut write = input
         .store
         .merge(
             table,
@@ -233,6 +248,17 @@ async fn load_once(
             input.run_id,
         )
         .await?;
+    if layout.partition.is_some() && write.rows > 0 {
+        // Rows are matched within their partition; a record whose partition value changed
+        // at the source was added to its new partition and is still in its old one.
+        if let Some(fixed) = input.store.dedupe(table, &layout, input.run_id).await? {
+            tracing::warn!(
+                removed = fixed.deleted,
+                "records that moved between partitions were stored twice; kept the newest"
+            );
+            write.version = fixed.version;
+        }
+    }
     Ok(loaded(LoadKind::Changes, write, fed, &opened))
 }
 
@@ -269,6 +295,9 @@ async fn feed(
 ) -> Result<Fed, RunError> {
     let pipeline = input.pipeline;
     let mut fed = Fed::default();
+    // Keys over every source: two sources sending one key is a duplicate too.
+    let mut all_keys: HashSet<u64> = HashSet::new();
+    let mut all_good = 0u64;
     for (o, spec) in opened.iter_mut().zip(&pipeline.spec.sources) {
         let spec = spec.get_ref();
         let describe = o.source.describe();
@@ -285,6 +314,11 @@ async fn feed(
             good += batch.num_rows() as u64;
             for h in key_hashes(&batch, &layout.key) {
                 keys.insert(h);
+                all_keys.insert(h);
+            }
+            all_good += batch.num_rows() as u64;
+            if intake.pending() >= QUARANTINE_FLUSH {
+                store_quarantined(input, intake.drain()).await?;
             }
             input.progress.page(n);
             match tx {
@@ -316,7 +350,6 @@ async fn feed(
             .into());
         }
         if !layout.key.is_empty() && distinct < good {
-            fed.duplicates = true;
             tracing::info!(source = %describe, rows = good, distinct, "the source sent some keys more than once; the newest row of each is kept");
         }
         input.progress.source_done(&describe, rows);
@@ -324,7 +357,31 @@ async fn feed(
         fed.rows += rows;
         fed.per_source.push(rows);
     }
+    if !layout.key.is_empty() && (all_keys.len() as u64) < all_good {
+        fed.duplicates = true;
+    }
     Ok(fed)
+}
+
+/// Rejected rows are stored in batches of this many as they come, so a source gone bad
+/// cannot fill memory with them.
+const QUARANTINE_FLUSH: usize = 50_000;
+
+/// Append rejected rows to the table's quarantine.
+pub(crate) async fn store_quarantined(
+    input: &LoadInput<'_>,
+    rows: Vec<goalpost_table::QuarantinedRow>,
+) -> Result<(), RunError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let table = input.pipeline.spec.table.name.get_ref();
+    let batch = goalpost_table::quarantine_batch(input.run_id, input.now, &rows);
+    input
+        .quarantine
+        .append(table, vec![batch], input.run_id)
+        .await?;
+    Ok(())
 }
 
 /// The key of every row as a hash (for counting distinct keys in bounded memory).

@@ -150,11 +150,28 @@ impl Runner {
                 }
             )));
         };
+        // Never write into the published folder: `current` is a link to a live version.
+        std::fs::create_dir_all(out)
+            .map_err(|e| RunError::Internal(format!("cannot create {}: {e}", out.display())))?;
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        let publish_dir = canonical(&self.config().publish_dir);
+        if canonical(out).starts_with(&publish_dir) {
+            return Err(RunError::Internal(format!(
+                "--out {} is inside the publish folder {}; recompute writes elsewhere so nothing published changes",
+                out.display(),
+                publish_dir.display()
+            )));
+        }
+        let published = std::fs::read(publisher.version_dir(run_id).join("indicators.parquet"));
         let store = self.tables();
         let mut digest: Digest = recorded.clone();
         let mut tables = Vec::new();
         let mut differences = Vec::new();
         for section in &mut digest.pipelines {
+            if section.held.is_some() && section.indicators.iter().all(|i| i.series.is_empty()) {
+                // Held before any good figures existed: there is nothing to recompute.
+                continue;
+            }
             let pipeline = as_recorded(pipelines, section)?;
             let name = &section.table.name;
             let table = store
@@ -218,10 +235,7 @@ impl Runner {
                 goal.series = new.series.clone();
             }
         }
-        std::fs::create_dir_all(out)
-            .map_err(|e| RunError::Internal(format!("cannot create {}: {e}", out.display())))?;
         goalpost_publish::write_digest_files(&digest, out)?;
-        let published = std::fs::read(publisher.version_dir(run_id).join("indicators.parquet"));
         let mine = std::fs::read(out.join("indicators.parquet"));
         let parquet_identical = matches!((published, mine), (Ok(a), Ok(b)) if a == b);
         Ok(Recomputed {

@@ -420,6 +420,41 @@ impl StateStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// The most recent result of check `check_id` of a pipeline in a run other than
+    /// `except`, with that run's id.
+    pub fn last_check(
+        &self,
+        pipeline: &str,
+        check_id: &str,
+        except: &str,
+    ) -> Result<Option<(String, CheckRecord)>, StateError> {
+        self.conn
+            .query_row(
+                "SELECT c.run_id, c.check_id, c.kind, c.severity, c.status, c.message,
+                        c.rows_checked, c.rows_failed
+                 FROM check_results c JOIN runs r ON r.id = c.run_id
+                 WHERE c.pipeline = ?1 AND c.check_id = ?2 AND c.run_id <> ?3
+                 ORDER BY r.started_at DESC, r.id DESC LIMIT 1",
+                [pipeline, check_id, except],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        CheckRecord {
+                            check_id: r.get(1)?,
+                            kind: r.get(2)?,
+                            severity: r.get(3)?,
+                            status: r.get(4)?,
+                            message: r.get(5)?,
+                            rows_checked: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                            rows_failed: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                        },
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest run of a pipeline that succeeded without holding its figures and recorded
     /// its table's row count, other than `except`: what a row-count check compares with.
     pub fn last_good_run(
@@ -647,6 +682,11 @@ mod tests {
         store
             .record_checks("r3", "p", &[check("b", "passed"), check("a", "failed")])
             .unwrap();
+        assert_eq!(
+            store.last_check("p", "a", "r9").unwrap(),
+            Some(("r3".to_string(), check("a", "failed")))
+        );
+        assert_eq!(store.last_check("p", "a", "r3").unwrap(), None);
         let got = store.checks("r3").unwrap();
         assert_eq!(
             got,

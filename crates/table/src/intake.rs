@@ -13,10 +13,6 @@ use goalpost_spec::Pipeline;
 use indexmap::IndexMap;
 use std::sync::Arc;
 
-/// Rejected rows kept per run with their raw text; beyond this they are only counted, so a
-/// source gone wholly bad cannot exhaust memory (such a run fails on the limit anyway).
-const KEEP_AT_MOST: usize = 100_000;
-
 /// A row kept out of the table, with why and what it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantinedRow {
@@ -32,13 +28,22 @@ pub struct QuarantinedRow {
 }
 
 /// Typing and row checks for one run of one pipeline.
+///
+/// Rejected rows wait in [`pending`](Self::pending) until the caller stores them
+/// ([`drain`](Self::drain)); a count per kind of problem, with one example each, is kept for
+/// the run's message.
 pub struct Intake<'a> {
     pipeline: &'a Pipeline,
     checks: RowChecks,
     rows_in: u64,
     quarantined: u64,
-    kept: Vec<QuarantinedRow>,
+    floor: u64,
+    pending: Vec<QuarantinedRow>,
+    reasons: Reasons,
 }
+
+/// Problems by kind: how many, and the first example.
+type Reasons = IndexMap<String, (u64, String)>;
 
 impl<'a> Intake<'a> {
     pub fn new(pipeline: &'a Pipeline) -> Self {
@@ -47,8 +52,16 @@ impl<'a> Intake<'a> {
             checks: RowChecks::new(pipeline),
             rows_in: 0,
             quarantined: 0,
-            kept: Vec::new(),
+            floor: 0,
+            pending: Vec::new(),
+            reasons: Reasons::new(),
         }
+    }
+
+    /// Judge the quarantined share against at least `rows` rows: a refresh passes the
+    /// table's size, so one bad row among ten changed ones does not fail every run.
+    pub fn set_floor(&mut self, rows: u64) {
+        self.floor = rows;
     }
 
     /// Type and check one page from `source`; returns its good rows. `fields` are the
@@ -87,15 +100,19 @@ impl<'a> Intake<'a> {
 
     fn quarantine(&mut self, source: &str, page: &RawPage, index: usize, reason: String) {
         self.quarantined += 1;
-        if self.kept.len() < KEEP_AT_MOST {
-            self.kept.push(QuarantinedRow {
-                source: source.to_string(),
-                page: page.index as u64,
-                row: page.locate(index),
-                reason,
-                raw: raw_row_json(page, index),
-            });
-        }
+        let row = page.locate(index);
+        let e = self
+            .reasons
+            .entry(reason_kind(&reason))
+            .or_insert_with(|| (0, format!("{source} {row}: {reason}")));
+        e.0 += 1;
+        self.pending.push(QuarantinedRow {
+            source: source.to_string(),
+            page: page.index as u64,
+            row,
+            reason,
+            raw: raw_row_json(page, index),
+        });
     }
 
     pub fn rows_in(&self) -> u64 {
@@ -106,24 +123,36 @@ impl<'a> Intake<'a> {
         self.quarantined
     }
 
+    /// Rejected rows not yet stored.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Take the rejected rows not yet stored (the caller stores them).
+    pub fn drain(&mut self) -> Vec<QuarantinedRow> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// Why the load must stop now: more rows were rejected than the pipeline allows.
     pub fn over_limit(&self) -> Option<String> {
         over_limit(
-            self.rows_in,
+            self.rows_in.max(self.floor),
             self.quarantined,
             self.pipeline.spec.table.quarantine_limit,
-            &self.kept,
+            &self.reasons,
         )
     }
 
-    /// The run's row-check results and rejected rows.
+    /// The run's row-check results and the rejected rows not yet stored.
     pub fn finish(self) -> IntakeReport {
         IntakeReport {
             rows_in: self.rows_in,
             quarantined: self.quarantined,
-            rows: self.kept,
+            floor: self.floor,
+            rows: self.pending,
             checks: self.checks.results(),
             limit: self.pipeline.spec.table.quarantine_limit,
+            reasons: self.reasons,
         }
     }
 }
@@ -133,66 +162,50 @@ impl<'a> Intake<'a> {
 pub struct IntakeReport {
     pub rows_in: u64,
     pub quarantined: u64,
-    /// The rejected rows (at most 100,000 of them).
+    /// The share is judged against at least this many rows.
+    pub floor: u64,
+    /// Rejected rows not yet stored.
     pub rows: Vec<QuarantinedRow>,
     /// Row-check results.
     pub checks: Vec<CheckResult>,
     /// The pipeline's quarantine limit, percent.
     pub limit: f64,
+    reasons: Reasons,
 }
 
 impl IntakeReport {
-    /// Share of incoming rows quarantined, percent.
-    pub fn share(&self) -> f64 {
-        if self.rows_in == 0 {
-            0.0
-        } else {
-            self.quarantined as f64 * 100.0 / self.rows_in as f64
-        }
-    }
-
     /// Why the run must fail, when more rows were quarantined than the limit allows.
     pub fn over_limit(&self) -> Option<String> {
-        over_limit(self.rows_in, self.quarantined, self.limit, &self.rows)
+        over_limit(
+            self.rows_in.max(self.floor),
+            self.quarantined,
+            self.limit,
+            &self.reasons,
+        )
     }
 }
 
-fn over_limit(
-    rows_in: u64,
-    quarantined: u64,
-    limit: f64,
-    rows: &[QuarantinedRow],
-) -> Option<String> {
+fn over_limit(rows_in: u64, quarantined: u64, limit: f64, reasons: &Reasons) -> Option<String> {
     let share = if rows_in == 0 {
         0.0
     } else {
         quarantined as f64 * 100.0 / rows_in as f64
     };
-    {
-        if quarantined == 0 || share <= limit {
-            return None;
-        }
-        // The most common reasons, so the message says what to fix.
-        let mut reasons: IndexMap<String, (u64, String)> = IndexMap::new();
-        for r in rows {
-            let key = reason_kind(&r.reason);
-            let e = reasons
-                .entry(key)
-                .or_insert_with(|| (0, format!("{} {}: {}", r.source, r.row, r.reason)));
-            e.0 += 1;
-        }
-        reasons.sort_by(|_, a, _, b| b.0.cmp(&a.0));
-        let listed = reasons
-            .values()
-            .take(5)
-            .map(|(n, example)| format!("\n  {n} × e.g. {example}"))
-            .collect::<String>();
-        Some(format!(
-            "{} of {} rows ({:.1} %) failed typing or row checks, above the quarantine limit of \
-             {} %; nothing was written. Most common problems:{listed}",
-            quarantined, rows_in, share, limit
-        ))
+    if quarantined == 0 || share <= limit {
+        return None;
     }
+    // The most common problems, so the message says what to fix.
+    let mut reasons: Vec<&(u64, String)> = reasons.values().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let listed = reasons
+        .iter()
+        .take(5)
+        .map(|(n, example)| format!("\n  {n} × e.g. {example}"))
+        .collect::<String>();
+    Some(format!(
+        "{quarantined} of {rows_in} rows ({share:.1} %) failed typing or row checks, above the \
+         quarantine limit of {limit} %; nothing was written. Most common problems:{listed}"
+    ))
 }
 
 /// A reason without its values, to group rows failing the same way: `column "x" (field

@@ -34,8 +34,14 @@ impl<'a> TimestampParser<'a> {
         }
     }
 
-    /// Microseconds since the epoch (UTC).
+    /// Microseconds since the epoch (UTC); `None` for text that is not a timestamp or an
+    /// instant outside the range dates can be written in (a corrupt epoch value).
     pub(crate) fn parse(&mut self, s: &str) -> Option<i64> {
+        self.parse_any(s)
+            .filter(|us| DateTime::from_timestamp_micros(*us).is_some())
+    }
+
+    fn parse_any(&mut self, s: &str) -> Option<i64> {
         let s = s.trim();
         match self.format {
             Some("epoch_ms") => return s.parse::<i64>().ok()?.checked_mul(1_000),
@@ -265,6 +271,11 @@ mod tests {
             "a date without separators is not an epoch"
         );
         let mut ms = TimestampParser::new(chrono_tz::UTC, Some("epoch_ms"));
+        assert_eq!(
+            ms.parse("9000000000000000"),
+            None,
+            "beyond the years dates can be written in"
+        );
         assert_eq!(
             ms.parse("1000"),
             Some(1_000_000),

@@ -443,7 +443,13 @@ impl TableStore {
     /// On a partitioned table the rows are matched within their partition as well, which
     /// lets delta-rs read and rewrite only the files of the partitions the rows fall in. A
     /// record must therefore never change partitions (the spec says so): if it did, it would
-    /// be added to its new partition and stay in its old one.
+    /// be added to its new partition and stay in its old one (a later
+    /// [`dedupe`](Self::dedupe) settles that). Rows marking deletions are matched by key
+    /// alone, in every partition, so a deletion whose partition value differs from the
+    /// stored row's still finds it.
+    ///
+    /// With `layout.updated`, a source row older than the stored one does not replace it
+    /// (an overlapping or out-of-order fetch cannot turn a record back).
     pub async fn merge(
         &self,
         table: &str,
@@ -465,10 +471,16 @@ impl TableStore {
                 ..Default::default()
             });
         }
+        let mut any_deletion = false;
+        for b in &batches {
+            if let Some(flags) = crate::dedupe::deleted_flags(b, layout)? {
+                any_deletion |= flags.true_count() > 0;
+            }
+        }
         let source = SessionContext::new()
             .read_batches(batches)
             .map_err(|e| self.err(table, e.into()))?;
-        let predicate = merge_predicate(layout);
+        let predicate = merge_predicate(layout, !any_deletion);
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let deleted = layout
             .deletes
@@ -487,12 +499,19 @@ impl TableStore {
                 .when_matched_delete(|d| d.predicate(deleted.clone()))
                 .map_err(|e| self.err(table, e))?;
         }
+        let newer = layout.updated.as_ref().map(|c| {
+            let c = quote(c);
+            format!("target.{c} IS NULL OR source.{c} >= target.{c}")
+        });
         let (written, metrics) = builder
             .when_matched_update(|mut u| {
                 for c in &columns {
                     u = u.update(quote(c), format!("source.{}", quote(c)));
                 }
-                u
+                match &newer {
+                    Some(newer) => u.predicate(newer.clone()),
+                    None => u,
+                }
             })
             .and_then(|b| {
                 b.when_not_matched_insert(|mut i| {
@@ -568,7 +587,8 @@ fn history_configuration() -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// The merge's match condition: the key, and the partition column when the table has one.
+/// The merge's match condition: the key, and (with `prune`) the partition column when the
+/// table has one.
 ///
 /// delta-rs builds an early filter from the condition (`merge/filter.rs`): a comparison of
 /// `target.<partition column>` with a bare `source.<column>` becomes one term per distinct
@@ -577,13 +597,14 @@ fn history_configuration() -> Vec<(String, Option<String>)> {
 /// comparison must be a plain binary expression between the two column references (no
 /// function or OR around it) for delta-rs to recognise it. `IS NOT DISTINCT FROM` is such a
 /// comparison and also matches a record whose partition value is NULL.
-fn merge_predicate(layout: &Layout) -> String {
+fn merge_predicate(layout: &Layout, prune: bool) -> String {
     let mut terms: Vec<String> = layout
         .key
         .iter()
         .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
         .collect();
     if let Some(p) = &layout.partition
+        && prune
         && !layout.key.contains(p)
     {
         terms.push(format!(
