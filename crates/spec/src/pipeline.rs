@@ -95,6 +95,10 @@ pub struct TableSpec {
     /// Rows marked deleted at the source: `{ column = "is_deleted", values = ["true"] }`. A
     /// refresh removes their key from the table; a full load leaves them out.
     pub deletes: Option<DeletesSpec>,
+    /// Text that means "no value" in any column besides the empty string, e.g.
+    /// `["N/A", "NULL", "-"]` (compared after trimming).
+    #[serde(default)]
+    pub missing: Vec<String>,
     /// Largest share of rows, in percent, that may be quarantined before the run fails.
     #[serde(default = "default_quarantine_limit")]
     pub quarantine_limit: f64,

@@ -155,6 +155,13 @@ pub fn map_page(
             // JSON sources leave out fields that are empty in every row of the page.
             None => StringArray::new_null(rows),
         };
+        let raw = if table.missing.is_empty() {
+            raw
+        } else {
+            raw.iter()
+                .map(|v| v.filter(|v| !table.missing.iter().any(|m| m == v.trim())))
+                .collect::<StringArray>()
+        };
         let mut report = |i: usize, raw: Option<&str>, expected: &str| {
             problems.entry(i).or_default().push(ValueError {
                 row: page.locate(i),
@@ -206,7 +213,7 @@ pub fn map_page(
             ColumnType::Date => {
                 let mut b = Date32Builder::with_capacity(rows);
                 let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-                let expected = "a date (YYYY-MM-DD or MM/DD/YYYY)";
+                let expected = "a date (YYYY-MM-DD, MM/DD/YYYY or Unix milliseconds)";
                 typed(
                     &raw,
                     &mut report,
@@ -214,7 +221,13 @@ pub fn map_page(
                     |s| {
                         match spec.format.as_deref() {
                             Some(f) => NaiveDate::parse_from_str(s.trim(), f).ok(),
-                            None => parse::parse_date(s),
+                            // ArcGIS sends dates as Unix milliseconds: the local date of
+                            // that instant.
+                            None => parse::parse_date(s).or_else(|| {
+                                let us = parse::epoch(s)?;
+                                chrono::DateTime::from_timestamp_micros(us)
+                                    .map(|t| t.with_timezone(&tz).date_naive())
+                            }),
                         }
                         .and_then(|d| i32::try_from((d - epoch).num_days()).ok())
                     },
@@ -480,6 +493,60 @@ label = { type = "string" }
             r#"{"When":"2020-01-03","N":"3"}"#,
             "nulls are left out of the raw row"
         );
+    }
+
+    #[test]
+    fn declared_missing_markers_read_as_empty() {
+        let mut t = table();
+        t.missing = vec!["N/A".into(), "-".into()];
+        let p = page(
+            &[
+                ("When", vec![Some("2020-01-01"), Some("2020-01-02")]),
+                ("N", vec![Some(" N/A "), Some("-")]),
+                ("label", vec![Some("a"), Some("N/A")]),
+            ],
+            true,
+        );
+        let m = map_page(&p, &t, &IndexMap::new(), chrono_tz::UTC).unwrap();
+        assert_eq!(
+            m.batch.num_rows(),
+            1,
+            "a required column given N/A is empty"
+        );
+        assert!(m.batch.column(1).is_null(0));
+        assert_eq!(
+            m.rejected[0].reason(),
+            r#"column "label" (field "label") is empty; it is required"#
+        );
+    }
+
+    #[test]
+    fn a_date_given_as_unix_milliseconds_is_the_local_date_of_that_instant() {
+        let text = r#"title = "t"
+timezone = "America/Los_Angeles"
+[[source]]
+kind = "file"
+path = "Cargo.toml"
+[table]
+name = "t"
+[table.columns]
+d = { type = "date" }
+"#;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("t.toml");
+        let spec = goalpost_spec::parse_pipeline(&path, text).unwrap();
+        // 2017-01-01T07:57:56Z is still 31 December 2016 in Los Angeles.
+        let p = page(
+            &[("d", vec![Some("1483257476000"), Some("2017-01-01")])],
+            true,
+        );
+        let b = map_page(&p, &spec.spec.table, &IndexMap::new(), spec.tz)
+            .unwrap()
+            .batch;
+        let d = b.column(0).as_primitive::<arrow::datatypes::Date32Type>();
+        let day =
+            |i| NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Days::new(d.value(i) as u64);
+        assert_eq!(day(0), NaiveDate::from_ymd_opt(2016, 12, 31).unwrap());
+        assert_eq!(day(1), NaiveDate::from_ymd_opt(2017, 1, 1).unwrap());
     }
 
     #[test]

@@ -127,7 +127,7 @@ const OFFSET_FORMATS: &[&str] = &[
 /// A bare integer in a timestamp column is a Unix time: 12 or 13 digits are milliseconds
 /// (ArcGIS and many JSON APIs write them; 2001-09-09 to 2286), 9 or 10 digits seconds
 /// (1973 to 2286). Other lengths (`20170108`) are not taken as epochs.
-fn epoch(s: &str) -> Option<i64> {
+pub(crate) fn epoch(s: &str) -> Option<i64> {
     let digits = s.strip_prefix('-').unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -173,14 +173,50 @@ pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
 pub(crate) fn parse_i64(s: &str) -> Option<i64> {
     let s = s.trim();
     s.parse::<i64>().ok().or_else(|| {
-        // "12.0" from a portal that stores integers as floats.
-        let f = s.parse::<f64>().ok()?;
+        // "12.0" from a portal that stores integers as floats; "1,234" or "$1,234" from
+        // one that formats them.
+        let f = parse_f64(s)?;
         (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
     })
 }
 
 pub(crate) fn parse_f64(s: &str) -> Option<f64> {
-    s.trim().parse::<f64>().ok().filter(|f| f.is_finite())
+    let s = s.trim();
+    s.parse::<f64>()
+        .ok()
+        .or_else(|| formatted_number(s)?.parse::<f64>().ok())
+        .filter(|f| f.is_finite())
+}
+
+/// A number as spreadsheets and budget exports write it: an optional sign, an optional `$`,
+/// digits grouped by commas in threes (`-$1,234,567.89`, `$12.50`). The plain digits, or
+/// `None` when the text is anything else (a comma in the wrong place is not a number).
+fn formatted_number(s: &str) -> Option<String> {
+    let (sign, rest) = match s.strip_prefix('-') {
+        Some(r) => ("-", r),
+        None => ("", s.strip_prefix('+').unwrap_or(s)),
+    };
+    let rest = rest.strip_prefix('$').unwrap_or(rest);
+    let (int, frac) = match rest.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (rest, None),
+    };
+    let groups: Vec<&str> = int.split(',').collect();
+    let grouped_ok = !groups[0].is_empty()
+        && groups[0].len() <= 3
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()))
+        && groups[1..].iter().all(|g| g.len() == 3);
+    let frac_ok = frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()));
+    // Only text that needed this reading: "12" parses without it.
+    let formatted = groups.len() > 1 || rest.len() != s.len() - sign.len();
+    (grouped_ok && frac_ok && formatted).then(|| {
+        let mut out = format!("{sign}{}", groups.concat());
+        if let Some(f) = frac {
+            out.push('.');
+            out.push_str(f);
+        }
+        out
+    })
 }
 
 pub(crate) fn parse_bool(s: &str) -> Option<bool> {
@@ -256,6 +292,18 @@ mod tests {
             p.parse("2018-03-11T02:30:00"),
             Some(utc("2018-03-11T07:30:00Z"))
         );
+    }
+
+    #[test]
+    fn formatted_numbers_are_read_and_malformed_ones_are_not() {
+        assert_eq!(parse_f64("1,234"), Some(1234.0));
+        assert_eq!(parse_f64("-$1,234,567.89"), Some(-1_234_567.89));
+        assert_eq!(parse_f64("$12.50"), Some(12.5));
+        assert_eq!(parse_i64("12,000"), Some(12_000));
+        assert_eq!(parse_i64("$7"), Some(7));
+        for bad in ["1,23", "12,34,567", ",123", "1,234.", "$", "1.2.3", "12a", "$-5"] {
+            assert_eq!(parse_f64(bad), None, "{bad}");
+        }
     }
 
     #[test]
