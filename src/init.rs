@@ -248,6 +248,20 @@ fn render(found: &Discovered, id: &str, timezone: &str, address: &str) -> Result
         writeln!(t, "{name} = {{ {} }}", parts.join(", "))?;
     }
     writeln!(t)?;
+    // Guards every refresh should have: a refresh that loses a fifth of the rows, or a
+    // source whose columns change, holds the figures until someone looks.
+    writeln!(
+        t,
+        "# Data-quality checks (docs/tables.md): a failing one holds this dataset's figures"
+    )?;
+    writeln!(t, "# at their last good values.")?;
+    writeln!(t, "[[check]]")?;
+    writeln!(t, "kind = \"row_count\"")?;
+    writeln!(t, "max_drop = 20")?;
+    writeln!(t)?;
+    writeln!(t, "[[check]]")?;
+    writeln!(t, "kind = \"schema_drift\"")?;
+    writeln!(t)?;
     if time.is_none() {
         writeln!(
             t,

@@ -184,12 +184,20 @@ pub(crate) fn render_index(digest: &Digest) -> Result<String, minijinja::Error> 
             description: p.description.as_deref().unwrap_or(""),
             refreshed: p.refreshed_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             as_of: p.as_of.format("%-d %B %Y").to_string(),
-            table: format!(
-                "{} (version {}, {} rows)",
-                p.table.name,
-                p.table.version,
-                format_number(p.table.rows as f64, 0)
-            ),
+            table: match p.table.latest_version {
+                Some(latest) => format!(
+                    "{} (version {}, {} rows; version {latest} is held back)",
+                    p.table.name,
+                    p.table.version,
+                    format_number(p.table.rows as f64, 0)
+                ),
+                None => format!(
+                    "{} (version {}, {} rows)",
+                    p.table.name,
+                    p.table.version,
+                    format_number(p.table.rows as f64, 0)
+                ),
+            },
             sources: p
                 .sources
                 .iter()

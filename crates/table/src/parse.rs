@@ -301,7 +301,16 @@ mod tests {
         assert_eq!(parse_f64("$12.50"), Some(12.5));
         assert_eq!(parse_i64("12,000"), Some(12_000));
         assert_eq!(parse_i64("$7"), Some(7));
-        for bad in ["1,23", "12,34,567", ",123", "1,234.", "$", "1.2.3", "12a", "$-5"] {
+        for bad in [
+            "1,23",
+            "12,34,567",
+            ",123",
+            "1,234.",
+            "$",
+            "1.2.3",
+            "12a",
+            "$-5",
+        ] {
             assert_eq!(parse_f64(bad), None, "{bad}");
         }
     }
