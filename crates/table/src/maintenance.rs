@@ -181,8 +181,11 @@ impl TableStore {
     /// removed files are gone. A dry run deletes nothing and reports what a real run would
     /// delete. No commit either way: the table's versions do not change.
     ///
-    /// delta-rs plans the deletion (its "lite" vacuum, which considers only files the log
-    /// records as removed, never unknown files in the folder). It deletes a removed file when
+    /// delta-rs plans the deletion (its "full" vacuum: files the log records as removed, and
+    /// files in the folder no version lists, such as those of a write that crashed or
+    /// aborted before its commit; the latter only when their modification time is before
+    /// the cut-off below, so the files of a write in progress, newer than every commit, are
+    /// never touched). It deletes a removed file when
     /// the removal is older than a retention period, and refuses periods below a safety
     /// minimum. Here "now" is the commit time of `keep_from_version` plus one millisecond and
     /// the retention is zero (the minimum switched off), so a file qualifies when it was
@@ -229,7 +232,7 @@ impl TableStore {
         let store = handle.object_store();
         let (_, plan) = handle
             .vacuum()
-            .with_mode(VacuumMode::Lite)
+            .with_mode(VacuumMode::Full)
             .with_retention_period(chrono::Duration::zero())
             .with_enforce_retention_duration(false)
             .with_clock(Arc::new(StoppedClock(committed_at.saturating_add(1))))

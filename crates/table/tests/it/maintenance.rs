@@ -257,3 +257,64 @@ async fn vacuum_keeps_what_kept_versions_need_even_when_commit_times_disagree() 
         [["b10".to_string()]]
     );
 }
+
+#[tokio::test]
+async fn vacuum_removes_files_of_failed_writes_older_than_the_kept_versions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TableStore::new(dir.path());
+    let layout = Layout {
+        key: vec!["id".into()],
+        ..Default::default()
+    };
+    store
+        .replace("t", schema(), vec![batch(0..10, "a")], &layout, "r0")
+        .await
+        .unwrap();
+    // A file a crashed write left behind before v1, and one a write in progress is
+    // writing now (newer than every commit).
+    let now = std::time::SystemTime::now();
+    let orphan = |name: &str, at: std::time::SystemTime| {
+        let path = store.path("t").join(name);
+        std::fs::write(&path, b"PAR1 not really").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+        path
+    };
+    let old = orphan(
+        "part-crashed.parquet",
+        now - std::time::Duration::from_secs(3600),
+    );
+    let fresh = orphan(
+        "part-in-progress.parquet",
+        now + std::time::Duration::from_secs(3600),
+    );
+    store
+        .append("t", vec![batch(10..20, "b")], "r1")
+        .await
+        .unwrap();
+    let report = store.vacuum("t", 1, false).await.unwrap();
+    assert!(
+        report
+            .files_deleted
+            .iter()
+            .any(|f| f.ends_with("part-crashed.parquet")),
+        "{report:?}"
+    );
+    assert!(!old.exists());
+    assert!(
+        fresh.exists(),
+        "a file newer than the kept versions may be a write in progress"
+    );
+    assert_eq!(
+        number(
+            &store.open_version("t", 1).await.unwrap(),
+            "SELECT COUNT(*) FROM t"
+        )
+        .await,
+        20
+    );
+}
