@@ -525,7 +525,7 @@ pub async fn table_checks(
                 let newest = batches
                     .iter()
                     .find(|b| b.num_rows() > 0)
-                    .and_then(|b| instant_of(b.column(0), 0));
+                    .and_then(|b| instant_of(b.column(0), 0, pipeline.tz));
                 let now = input.now.unwrap_or_else(Utc::now);
                 match newest {
                     None => CheckResult::new(
@@ -670,8 +670,8 @@ fn text_of(col: &ArrayRef, i: usize) -> String {
     arrow::util::display::array_value_to_string(col, i).unwrap_or_default()
 }
 
-/// A timestamp or date value as an instant (dates at midnight UTC).
-fn instant_of(col: &ArrayRef, i: usize) -> Option<DateTime<Utc>> {
+/// A timestamp or date value as an instant (a date at its local midnight in `tz`).
+fn instant_of(col: &ArrayRef, i: usize, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
     if col.is_null(i) {
         return None;
     }
@@ -680,7 +680,12 @@ fn instant_of(col: &ArrayRef, i: usize) -> Option<DateTime<Utc>> {
             let days = col.as_primitive::<arrow::datatypes::Date32Type>().value(i);
             NaiveDate::from_ymd_opt(1970, 1, 1)?
                 .checked_add_signed(chrono::TimeDelta::days(i64::from(days)))
-                .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+                .and_then(|d| {
+                    d.and_time(chrono::NaiveTime::MIN)
+                        .and_local_timezone(tz)
+                        .earliest()
+                })
+                .map(|t| t.with_timezone(&Utc))
         }
         DataType::Timestamp(_, _) => {
             let cast = arrow::compute::cast(
