@@ -64,6 +64,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the rows a pipeline's run kept out of its table, with why and the raw row.
+    Quarantine {
+        /// The pipeline.
+        pipeline: String,
+        /// A run id; by default the newest run that quarantined rows.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// How many rows to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// JSON for tools instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rewrite the small files of tables into large ones (one new version each).
     Compact {
         /// A table name; none compacts every pipeline's table.
@@ -190,6 +204,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             pipeline,
             json,
         } => checks(&config, run.as_deref(), pipeline.as_deref(), json),
+        Command::Quarantine {
+            pipeline,
+            run,
+            limit,
+            json,
+        } => quarantine(config, &pipeline, run.as_deref(), limit, json).await,
         Command::Compact { table } => compact(config, table.as_deref()).await,
         Command::Vacuum { table, dry_run } => vacuum(config, table.as_deref(), dry_run).await,
         Command::Recompute { run, out } => recompute(config, &run, &out).await,
@@ -313,10 +333,9 @@ async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Resul
                 );
                 if r.rows_quarantined > 0 {
                     out!(
-                        "  {} row(s) quarantined (failed typing or a row check): see `goalpost checks --pipeline {}` and data/quarantine/{}/",
+                        "  {} row(s) quarantined (failed typing or a row check): see `goalpost quarantine {}`",
                         r.rows_quarantined,
-                        r.pipeline,
-                        r.table
+                        r.pipeline
                     );
                 }
                 for c in r.checks.iter().filter(|c| {
@@ -543,6 +562,52 @@ fn upkeep_pipelines(config: &Config) -> Result<Vec<goalpost_spec::Pipeline>> {
         eprintln!("{id}: skipped, the pipeline file has errors:\n{err}");
     }
     Ok(loaded.pipelines)
+}
+
+async fn quarantine(
+    config: Config,
+    pipeline: &str,
+    run: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let pipelines = upkeep_pipelines(&config)?;
+    let Some(p) = pipelines.iter().find(|p| p.id == pipeline) else {
+        bail!(
+            "no pipeline {pipeline:?} in {}; it has: {}",
+            config.pipelines_dir.display(),
+            pipelines
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let table = p.spec.table.name.get_ref().clone();
+    let runner = Runner::new(config, Arc::new(SystemClock));
+    let (rows, total) = runner.quarantined(&table, run, limit).await?;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(first) = rows.first() else {
+        out!("{pipeline}: no quarantined rows");
+        return Ok(ExitCode::SUCCESS);
+    };
+    out!(
+        "{pipeline}: {total} row(s) quarantined by run {}{}",
+        first.run_id,
+        if total as usize > rows.len() {
+            format!(" (showing {}; --limit N for more)", rows.len())
+        } else {
+            String::new()
+        }
+    );
+    for r in &rows {
+        out!("{} {}: {}", r.source, r.row, r.reason);
+        out!("  raw: {}", r.raw);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn compact(config: Config, table: Option<&str>) -> Result<ExitCode> {

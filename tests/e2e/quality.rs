@@ -214,6 +214,30 @@ fn bad_rows_are_quarantined_and_the_good_rows_go_on() {
         priorities[0]["reason"]
     );
 
+    // `goalpost quarantine` lists them in source order.
+    let listed = s.project.ok(&["quarantine", "sf", "--limit", "3"]);
+    assert!(
+        listed.starts_with(&format!(
+            "sf: 50 row(s) quarantined by run {run_id} (showing 3; --limit N for more)\n{} line 2: column \"received_at\"",
+            s.data().display()
+        )),
+        "{listed}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(
+            &s.project
+                .ok(&["quarantine", "sf", "--json", "--limit", "100"]),
+        )
+        .unwrap();
+    let lines: Vec<u64> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["row"].as_str().unwrap()[5..].parse().unwrap())
+        .collect();
+    assert_eq!(lines.len(), 50);
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+
     // The table holds the other rows, the battalion oddities among them.
     let bad: std::collections::HashSet<usize> = (0..40).map(|i| i * 7).chain(1000..1010).collect();
     let good: Vec<&csv::StringRecord> = broken

@@ -16,7 +16,7 @@ mod upkeep;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use progress::{LogProgress, Progress};
-pub use upkeep::{Compacted, Recomputed, Vacuumed};
+pub use upkeep::{Compacted, QuarantineEntry, Recomputed, Vacuumed};
 
 use chrono::{DateTime, Utc};
 use goalpost_fetch::{

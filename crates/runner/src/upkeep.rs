@@ -305,3 +305,108 @@ fn as_recorded(
     }
     Ok(pipeline)
 }
+
+/// One stored quarantined row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuarantineEntry {
+    pub run_id: String,
+    pub quarantined_at: String,
+    pub source: String,
+    pub page: i64,
+    pub row: String,
+    pub reason: String,
+    pub raw: String,
+}
+
+impl Runner {
+    /// The rows a pipeline's table has quarantined: those of run `run` (by default the
+    /// newest run that quarantined any), in source order, at most `limit`; with the number
+    /// there are in all.
+    pub async fn quarantined(
+        &self,
+        table: &str,
+        run: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<QuarantineEntry>, u64), RunError> {
+        use arrow::array::{Array, AsArray};
+        use goalpost_table::deltalake::datafusion::prelude::SessionContext;
+        let store = TableStore::new(self.config().data_dir.join("quarantine"));
+        let Some(version) = store.latest_version(table).await? else {
+            return Ok((Vec::new(), 0));
+        };
+        let handle = store.open_version(table, version).await?;
+        let fail = |e: &dyn std::fmt::Display| {
+            RunError::Internal(format!("reading the quarantine of {table}: {e}"))
+        };
+        let ctx = SessionContext::new();
+        handle
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| fail(&e))?;
+        ctx.register_table("q", handle.table_provider().await.map_err(|e| fail(&e))?)
+            .map_err(|e| fail(&e))?;
+        let run_id = match run {
+            Some(r) => r.to_string(),
+            None => {
+                let b = ctx
+                    .sql("SELECT run_id FROM q ORDER BY quarantined_at DESC, run_id DESC LIMIT 1")
+                    .await
+                    .map_err(|e| fail(&e))?
+                    .collect()
+                    .await
+                    .map_err(|e| fail(&e))?;
+                match b.iter().find(|b| b.num_rows() > 0) {
+                    Some(b) => arrow::util::display::array_value_to_string(b.column(0), 0)
+                        .map_err(|e| fail(&e))?,
+                    None => return Ok((Vec::new(), 0)),
+                }
+            }
+        };
+        let df = ctx
+            .sql("SELECT run_id, CAST(quarantined_at AS VARCHAR), source, page, \"row\", reason, raw FROM q")
+            .await
+            .map_err(|e| fail(&e))?
+            .filter(
+                goalpost_table::deltalake::datafusion::prelude::col("run_id")
+                    .eq(goalpost_table::deltalake::datafusion::prelude::lit(run_id.clone())),
+            )
+            .map_err(|e| fail(&e))?;
+        let batches = df.collect().await.map_err(|e| fail(&e))?;
+        let text = |c: &arrow::array::ArrayRef, i: usize| {
+            if c.is_null(i) {
+                String::new()
+            } else {
+                arrow::util::display::array_value_to_string(c, i).unwrap_or_default()
+            }
+        };
+        let mut all = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                all.push(QuarantineEntry {
+                    run_id: text(b.column(0), i),
+                    quarantined_at: text(b.column(1), i),
+                    source: text(b.column(2), i),
+                    page: b
+                        .column(3)
+                        .as_primitive::<arrow::datatypes::Int64Type>()
+                        .value(i),
+                    row: text(b.column(4), i),
+                    reason: text(b.column(5), i),
+                    raw: text(b.column(6), i),
+                });
+            }
+        }
+        // Source order: by source, page, then line or record number.
+        let number = |r: &str| {
+            r.rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        all.sort_by(|a, b| {
+            (&a.source, a.page, number(&a.row)).cmp(&(&b.source, b.page, number(&b.row)))
+        });
+        let total = all.len() as u64;
+        all.truncate(limit);
+        Ok((all, total))
+    }
+}
