@@ -6,6 +6,7 @@
 mod connectors;
 mod demo;
 mod failures;
+mod measures;
 mod quality;
 mod reproduce;
 mod validate;

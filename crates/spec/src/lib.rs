@@ -13,6 +13,7 @@
 pub mod check;
 mod config;
 mod diagnostic;
+pub mod measure;
 pub mod period;
 mod pipeline;
 mod source;
@@ -22,6 +23,7 @@ mod validate;
 pub use check::{CheckKind, CheckSpec, Severity};
 pub use config::{Config, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
+pub use measure::{Measure, structured_sql};
 pub use pipeline::{
     Baseline, Better, ColumnSpec, ColumnType, DeletesSpec, GoalSpec, IndicatorSpec, Partition,
     PartitionBy, Pipeline, PipelineSpec, TableSpec, Target,

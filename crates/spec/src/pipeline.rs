@@ -283,7 +283,35 @@ pub struct IndicatorSpec {
     pub time: Option<Spanned<String>>,
     /// Digits after the decimal point when shown.
     pub decimals: Option<u8>,
+    /// DataFusion SQL returning `period`, the `by` columns and `value`. For a structured
+    /// indicator (`measure`), the query generated from it.
+    #[serde(default = "no_sql")]
     pub sql: Spanned<String>,
+    /// A figure without SQL: count, sum, mean, median, percentile, share, ratio or rate.
+    pub measure: Option<Spanned<crate::measure::Measure>>,
+    /// sum, mean, median, percentile (and optionally rate): the SQL expression measured,
+    /// e.g. `"date_part('epoch', on_scene_at - received_at) / 60"`.
+    pub value: Option<Spanned<String>>,
+    /// percentile: which one, 0–100.
+    pub percentile: Option<f64>,
+    /// share: the condition a row must meet, e.g. `"closed_at <= created_at + INTERVAL '3 days'"`.
+    pub condition: Option<Spanned<String>>,
+    /// Only rows meeting this SQL condition count, e.g. `"priority = '3'"`.
+    pub filter: Option<Spanned<String>>,
+    /// ratio: the expression summed above the line.
+    pub numerator: Option<Spanned<String>>,
+    /// ratio: the expression summed below the line.
+    pub denominator: Option<Spanned<String>>,
+    /// ratio: multiply by this (100 for a percentage); default 1.
+    pub scale: Option<f64>,
+    /// rate: per how many of `population` (default 1,000).
+    pub per: Option<f64>,
+    /// rate: the population the rate is per, e.g. residents.
+    pub population: Option<f64>,
+}
+
+fn no_sql() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
 }
 
 fn default_period() -> PeriodKind {

@@ -71,7 +71,7 @@ pub fn load_pipeline(path: &Path) -> Result<Pipeline, SpecError> {
 /// source paths and whose name gives the id).
 pub fn parse_pipeline(path: &Path, text: &str) -> Result<Pipeline, SpecError> {
     let file = SourceFile::new(path, text);
-    let spec: PipelineSpec = toml::from_str(&file.text)
+    let mut spec: PipelineSpec = toml::from_str(&file.text)
         .map_err(|e| SpecError::Invalid(vec![file.diagnostic(e.span(), e.message().trim())]))?;
     let mut v = Checker {
         file: &file,
@@ -96,8 +96,17 @@ pub fn parse_pipeline(path: &Path, text: &str) -> Result<Pipeline, SpecError> {
     v.check_table_options(&spec);
     v.check_checks(&spec);
     v.check_indicators_and_goals(&spec);
+    v.check_measures(&spec);
     if !v.errors.is_empty() {
         return Err(SpecError::Invalid(v.errors));
+    }
+    // A structured indicator runs, and publishes, the query made from it.
+    let table = spec.table.name.get_ref().clone();
+    for ind in &mut spec.indicators {
+        if let Some(m) = &ind.measure {
+            let sql = crate::measure::structured_sql(ind, *m.get_ref(), &table);
+            ind.sql = Spanned::new(m.span(), sql);
+        }
     }
     Ok(Pipeline {
         id,
@@ -593,6 +602,123 @@ impl Checker<'_> {
                     Some(_) => {}
                 },
                 _ => {}
+            }
+        }
+    }
+
+    /// Each indicator has SQL or a measure, and a measure has exactly the fields it uses.
+    fn check_measures(&mut self, spec: &PipelineSpec) {
+        use crate::measure::Measure;
+        for ind in &spec.indicators {
+            let id = ind.id.get_ref();
+            let has_sql = !ind.sql.get_ref().trim().is_empty();
+            let Some(measure) = &ind.measure else {
+                if !has_sql {
+                    self.at(
+                        &ind.id,
+                        format!(
+                            "indicator {id:?} needs `sql` or a `measure` (count, sum, mean, median, percentile, share, ratio, rate)"
+                        ),
+                    );
+                }
+                let stray = [
+                    ("value", ind.value.is_some()),
+                    ("percentile", ind.percentile.is_some()),
+                    ("condition", ind.condition.is_some()),
+                    ("filter", ind.filter.is_some()),
+                    ("numerator", ind.numerator.is_some()),
+                    ("denominator", ind.denominator.is_some()),
+                    ("scale", ind.scale.is_some()),
+                    ("per", ind.per.is_some()),
+                    ("population", ind.population.is_some()),
+                ];
+                for (key, set) in stray {
+                    if set {
+                        self.at(
+                            &ind.id,
+                            format!(
+                                "indicator {id:?}: `{key}` belongs to a structured indicator (with `measure`); with `sql`, write it into the query"
+                            ),
+                        );
+                    }
+                }
+                continue;
+            };
+            let m = *measure.get_ref();
+            if has_sql {
+                self.at(
+                    measure,
+                    format!("indicator {id:?} has both `sql` and `measure`; keep one"),
+                );
+            }
+            let need = |this: &mut Self, what: &str| {
+                this.at(
+                    measure,
+                    format!("indicator {id:?}: measure {} needs {what}", m.as_str()),
+                )
+            };
+            let unused = |this: &mut Self, key: &str, set: bool| {
+                if set {
+                    this.at(
+                        measure,
+                        format!(
+                            "indicator {id:?}: measure {} does not use `{key}`",
+                            m.as_str()
+                        ),
+                    );
+                }
+            };
+            if m.needs_value() && ind.value.is_none() {
+                need(self, "`value`, the expression measured");
+            }
+            if !m.needs_value() && m != Measure::Rate {
+                unused(self, "value", ind.value.is_some());
+            }
+            match ind.percentile {
+                _ if m != Measure::Percentile => {
+                    unused(self, "percentile", ind.percentile.is_some())
+                }
+                None => need(self, "`percentile`, e.g. 90"),
+                Some(p) if !(0.0..=100.0).contains(&p) => self.at(
+                    measure,
+                    format!("indicator {id:?}: percentile {p} is not between 0 and 100"),
+                ),
+                Some(_) => {}
+            }
+            if m == Measure::Share {
+                if ind.condition.is_none() {
+                    need(self, "`condition`, the SQL condition a row must meet");
+                }
+            } else {
+                unused(self, "condition", ind.condition.is_some());
+            }
+            if m == Measure::Ratio {
+                if ind.numerator.is_none() || ind.denominator.is_none() {
+                    need(
+                        self,
+                        "`numerator` and `denominator`, the expressions summed",
+                    );
+                }
+            } else {
+                unused(self, "numerator", ind.numerator.is_some());
+                unused(self, "denominator", ind.denominator.is_some());
+                unused(self, "scale", ind.scale.is_some());
+            }
+            if m == Measure::Rate {
+                match ind.population {
+                    None => need(self, "`population`, e.g. the number of residents"),
+                    Some(p) if p <= 0.0 => self.at(
+                        measure,
+                        format!("indicator {id:?}: population {p} must be above 0"),
+                    ),
+                    Some(_) => {}
+                }
+                if ind.per.is_some_and(|p| p <= 0.0) {
+                    self.at(measure, format!("indicator {id:?}: per must be above 0"));
+                }
+            } else {
+                unused(self, "per", ind.per.is_some());
+                unused(self, "population", ind.population.is_some());
             }
         }
     }

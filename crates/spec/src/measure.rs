@@ -1,0 +1,133 @@
+//! Structured indicators: the common figures a performance team reports, declared without
+//! SQL. Each becomes one DataFusion query, which is what runs and what is published as the
+//! indicator's SQL.
+
+use crate::pipeline::IndicatorSpec;
+use serde::{Deserialize, Serialize};
+
+/// What a structured indicator computes per period (and group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measure {
+    /// Rows.
+    Count,
+    /// Sum of `value`.
+    Sum,
+    /// Mean of `value`.
+    Mean,
+    /// Median of `value`.
+    Median,
+    /// The `percentile`-th percentile of `value` (linear interpolation between ranks).
+    Percentile,
+    /// Percent of rows meeting `condition` (rows where it is NULL do not meet it).
+    Share,
+    /// `sum(numerator) / sum(denominator)`, times `scale`.
+    Ratio,
+    /// Rows (or the sum of `value`) per `per` of `population`.
+    Rate,
+}
+
+impl Measure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Sum => "sum",
+            Self::Mean => "mean",
+            Self::Median => "median",
+            Self::Percentile => "percentile",
+            Self::Share => "share",
+            Self::Ratio => "ratio",
+            Self::Rate => "rate",
+        }
+    }
+
+    /// Whether the measure reads `value`.
+    pub fn needs_value(self) -> bool {
+        matches!(
+            self,
+            Self::Sum | Self::Mean | Self::Median | Self::Percentile
+        )
+    }
+}
+
+/// Label of a breakdown value that is missing in the data: a NULL would read as the total.
+pub const NOT_RECORDED: &str = "(not recorded)";
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The query a structured indicator runs over `table` (validated beforehand: the fields its
+/// measure needs are present). It returns `period`, the `by` columns (as text, a missing
+/// value as [`NOT_RECORDED`]), `value` and `n`, the rows behind each figure; the total row
+/// has NULL in every `by` column.
+pub fn structured_sql(ind: &IndicatorSpec, measure: Measure, table: &str) -> String {
+    let by: Vec<String> = ind.by.iter().map(|b| quote(b.get_ref())).collect();
+    let text = |o: &Option<serde_spanned::Spanned<String>>| {
+        o.as_ref().map(|s| s.get_ref().trim().to_string())
+    };
+    let mut select = vec!["period".to_string()];
+    for b in &by {
+        select.push(format!(
+            "coalesce(CAST({b} AS VARCHAR), '{NOT_RECORDED}') AS {b}"
+        ));
+    }
+    if let Some(v) = text(&ind.value) {
+        select.push(format!("CAST(({v}) AS DOUBLE) AS __value"));
+    }
+    if let Some(c) = text(&ind.condition) {
+        select.push(format!("CASE WHEN ({c}) THEN 1.0 ELSE 0.0 END AS __met"));
+    }
+    if let Some(n) = text(&ind.numerator) {
+        select.push(format!("CAST(({n}) AS DOUBLE) AS __num"));
+    }
+    if let Some(d) = text(&ind.denominator) {
+        select.push(format!("CAST(({d}) AS DOUBLE) AS __den"));
+    }
+    let filter = text(&ind.filter)
+        .map(|f| format!("\nWHERE {f}"))
+        .unwrap_or_default();
+    let value = match measure {
+        Measure::Count => "CAST(count(*) AS DOUBLE)".to_string(),
+        Measure::Sum => "sum(__value)".to_string(),
+        Measure::Mean => "avg(__value)".to_string(),
+        Measure::Median => "median(__value)".to_string(),
+        Measure::Percentile => format!(
+            "percentile_cont({}) WITHIN GROUP (ORDER BY __value)",
+            ind.percentile.unwrap_or(50.0) / 100.0
+        ),
+        Measure::Share => "100.0 * avg(__met)".to_string(),
+        Measure::Ratio => format!(
+            "sum(__num) / NULLIF(sum(__den), 0) * {}",
+            ind.scale.unwrap_or(1.0)
+        ),
+        Measure::Rate => {
+            let counted = if ind.value.is_some() {
+                "sum(__value)"
+            } else {
+                "CAST(count(*) AS DOUBLE)"
+            };
+            format!(
+                "{counted} * {} / {}",
+                ind.per.unwrap_or(1000.0),
+                ind.population.unwrap_or(1.0)
+            )
+        }
+    };
+    let group = if by.is_empty() {
+        "GROUP BY period".to_string()
+    } else {
+        format!(
+            "GROUP BY GROUPING SETS ((period), (period, {}))",
+            by.join(", ")
+        )
+    };
+    let mut out_cols = vec!["period".to_string()];
+    out_cols.extend(by.iter().cloned());
+    format!(
+        "WITH rows AS (\n  SELECT {}\n  FROM {}{filter}\n)\nSELECT {}, {value} AS value, count(*) AS n\nFROM rows\n{group}",
+        select.join(", "),
+        quote(table),
+        out_cols.join(", "),
+    )
+}

@@ -1,0 +1,297 @@
+//! Structured indicators (`measure = …`, no SQL) over the real SF fire extract, each figure
+//! checked against the same measure computed here in plain Rust from the CSV rows.
+
+use crate::{Project, figure, repo};
+use chrono::NaiveDateTime;
+use std::collections::BTreeMap;
+
+const US: &str = "%m/%d/%Y %I:%M:%S %p";
+const POPULATION: f64 = 873_965.0;
+
+fn pipeline(data: &std::path::Path) -> String {
+    format!(
+        r#"title = "SF fire and EMS units"
+timezone = "America/Los_Angeles"
+as_of = "2017-01-08"
+
+[[source]]
+kind = "file"
+path = {data:?}
+
+[table]
+name = "units"
+key = ["row_id"]
+time = "received_at"
+
+[table.columns]
+row_id = {{ from = "RowID", type = "string" }}
+received_at = {{ from = "Received DtTm", type = "timestamp" }}
+on_scene_at = {{ from = "On Scene DtTm", type = "timestamp", required = false }}
+final_priority = {{ from = "Final Priority", type = "string" }}
+battalion = {{ from = "Battalion", type = "string" }}
+als_unit = {{ from = "ALS Unit", type = "bool" }}
+
+[[indicator]]
+id = "emergency-units"
+title = "Units sent to emergencies"
+period = "day"
+by = ["battalion"]
+measure = "count"
+filter = "final_priority = '3'"
+
+[[indicator]]
+id = "minutes-total"
+title = "Minutes to arrive, all units"
+period = "day"
+measure = "sum"
+value = "(extract(epoch FROM on_scene_at) - extract(epoch FROM received_at)) / 60.0"
+
+[[indicator]]
+id = "minutes-mean"
+title = "Mean minutes to arrive"
+period = "day"
+measure = "mean"
+value = "(extract(epoch FROM on_scene_at) - extract(epoch FROM received_at)) / 60.0"
+filter = "on_scene_at IS NOT NULL"
+
+[[indicator]]
+id = "minutes-median"
+title = "Median minutes to arrive"
+period = "day"
+measure = "median"
+value = "(extract(epoch FROM on_scene_at) - extract(epoch FROM received_at)) / 60.0"
+filter = "on_scene_at IS NOT NULL"
+
+[[indicator]]
+id = "minutes-p90"
+title = "90th percentile minutes to arrive"
+period = "day"
+measure = "percentile"
+percentile = 90
+value = "(extract(epoch FROM on_scene_at) - extract(epoch FROM received_at)) / 60.0"
+filter = "on_scene_at IS NOT NULL"
+
+[[indicator]]
+id = "within-8-minutes"
+title = "Units on scene within 8 minutes"
+unit = "%"
+period = "day"
+measure = "share"
+condition = "extract(epoch FROM on_scene_at) - extract(epoch FROM received_at) <= 480"
+filter = "on_scene_at IS NOT NULL"
+
+[[indicator]]
+id = "als-share"
+title = "Advanced life support units, percent of units"
+period = "day"
+measure = "ratio"
+numerator = "CASE WHEN als_unit THEN 1 ELSE 0 END"
+denominator = "1"
+scale = 100
+
+[[indicator]]
+id = "units-per-1000"
+title = "Units dispatched per 1,000 residents"
+period = "day"
+measure = "rate"
+population = {POPULATION}
+"#,
+        data = data.display().to_string()
+    )
+}
+
+struct Unit {
+    day: String,
+    minutes: Option<f64>,
+    priority: String,
+    battalion: String,
+    als: bool,
+}
+
+fn units() -> Vec<Unit> {
+    let path = repo().join("pipelines/demo/data/sffire/fire_department_calls_2016.csv");
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+    let (received, on_scene, priority, battalion, als) = (
+        col("Received DtTm"),
+        col("On Scene DtTm"),
+        col("Final Priority"),
+        col("Battalion"),
+        col("ALS Unit"),
+    );
+    r.records()
+        .map(Result::unwrap)
+        .map(|row| {
+            // The extract spans no clock change, so local differences are true durations.
+            let at = NaiveDateTime::parse_from_str(&row[received], US).unwrap();
+            let minutes = (!row[on_scene].is_empty()).then(|| {
+                let t = NaiveDateTime::parse_from_str(&row[on_scene], US).unwrap();
+                (t - at).num_seconds() as f64 / 60.0
+            });
+            Unit {
+                day: at.date().format("%Y-%m-%d").to_string(),
+                minutes,
+                priority: row[priority].to_string(),
+                battalion: row[battalion].to_string(),
+                als: &row[als] == "true",
+            }
+        })
+        .collect()
+}
+
+fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let rank = p * (xs.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    xs[lo] + (xs[hi] - xs[lo]) * (rank - lo as f64)
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9 * b.abs().max(1.0)
+}
+
+/// A breakdown figure from the digest.
+fn group_figure(
+    digest: &serde_json::Value,
+    indicator: &str,
+    period: &str,
+    column: &str,
+    value: &str,
+) -> Option<f64> {
+    digest["pipelines"][0]["indicators"]
+        .as_array()?
+        .iter()
+        .find(|i| i["id"] == indicator)?["series"]
+        .as_array()?
+        .iter()
+        .find(|s| s["period"] == period && s["group"][column] == value)?["value"]
+        .as_f64()
+}
+
+#[test]
+fn every_structured_measure_matches_plain_arithmetic_over_the_rows() {
+    let pipelines = tempfile::tempdir().unwrap();
+    let data = repo().join("pipelines/demo/data/sffire/fire_department_calls_2016.csv");
+    std::fs::write(pipelines.path().join("units.toml"), pipeline(&data)).unwrap();
+    let project = Project::new(pipelines.path());
+    project.ok(&["run"]);
+    let digest = project.digest();
+    let units = units();
+    let mut by_day: BTreeMap<&str, Vec<&Unit>> = BTreeMap::new();
+    for u in &units {
+        by_day.entry(u.day.as_str()).or_default().push(u);
+    }
+    assert!(by_day.len() >= 8);
+    let get = |indicator: &str, day: &str| {
+        figure(&digest, "units", indicator, day)
+            .unwrap_or_else(|| panic!("{indicator} on {day} in the digest"))
+    };
+    for (day, rows) in &by_day {
+        let emergency = rows.iter().filter(|u| u.priority == "3").count() as f64;
+        assert_eq!(get("emergency-units", day), emergency, "count on {day}");
+        let mut per_battalion: BTreeMap<&str, f64> = BTreeMap::new();
+        for u in rows.iter().filter(|u| u.priority == "3") {
+            *per_battalion.entry(u.battalion.as_str()).or_default() += 1.0;
+        }
+        for (b, n) in per_battalion {
+            assert_eq!(
+                group_figure(&digest, "emergency-units", day, "battalion", b),
+                Some(n),
+                "count of {b} on {day}"
+            );
+        }
+
+        let minutes: Vec<f64> = rows.iter().filter_map(|u| u.minutes).collect();
+        let sum: f64 = minutes.iter().sum();
+        assert!(close(get("minutes-total", day), sum), "sum on {day}");
+        let mean = sum / minutes.len() as f64;
+        assert!(close(get("minutes-mean", day), mean), "mean on {day}");
+        assert!(
+            close(get("minutes-median", day), percentile(minutes.clone(), 0.5)),
+            "median on {day}"
+        );
+        assert!(
+            close(get("minutes-p90", day), percentile(minutes.clone(), 0.9)),
+            "p90 on {day}"
+        );
+        let within = minutes.iter().filter(|m| **m <= 8.0).count() as f64;
+        assert!(
+            close(
+                get("within-8-minutes", day),
+                100.0 * within / minutes.len() as f64
+            ),
+            "share on {day}"
+        );
+        let als = rows.iter().filter(|u| u.als).count() as f64;
+        assert!(
+            close(get("als-share", day), 100.0 * als / rows.len() as f64),
+            "ratio on {day}"
+        );
+        assert!(
+            close(
+                get("units-per-1000", day),
+                rows.len() as f64 * 1000.0 / POPULATION
+            ),
+            "rate on {day}"
+        );
+    }
+
+    // The published SQL is the query that ran.
+    let sql = digest["pipelines"][0]["indicators"][4]["sql"]
+        .as_str()
+        .unwrap();
+    assert!(
+        sql.contains("percentile_cont(0.9) WITHIN GROUP (ORDER BY __value)"),
+        "{sql}"
+    );
+    assert!(sql.contains("WHERE on_scene_at IS NOT NULL"), "{sql}");
+}
+
+#[test]
+fn a_structured_indicator_is_checked_before_it_runs() {
+    let pipelines = tempfile::tempdir().unwrap();
+    let data = repo().join("pipelines/demo/data/sffire/fire_department_calls_2016.csv");
+    let text = pipeline(&data).replace("percentile = 90\n", "").replace(
+        "measure = \"rate\"",
+        "measure = \"rate\"\ncondition = \"true\"",
+    );
+    std::fs::write(pipelines.path().join("units.toml"), &text).unwrap();
+    let project = Project::new(pipelines.path());
+    let out = project.goalpost(&["validate"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |needle: &str| {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap()
+    };
+    assert!(
+        stdout.contains(&format!(
+            "units.toml:{}:11: indicator \"minutes-p90\": measure percentile needs `percentile`, e.g. 90",
+            line("measure = \"percentile\"")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("indicator \"units-per-1000\": measure rate does not use `condition`"),
+        "{stdout}"
+    );
+    // The typo in a filter is found by planning the generated query.
+    std::fs::write(
+        pipelines.path().join("units.toml"),
+        pipeline(&data).replace(
+            "filter = \"final_priority = '3'\"",
+            "filter = \"final_priorty = '3'\"",
+        ),
+    )
+    .unwrap();
+    let out = project.goalpost(&["validate"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("indicator \"emergency-units\"") && stdout.contains("final_priorty"),
+        "{stdout}"
+    );
+}
