@@ -38,6 +38,7 @@ period = "day"
 by = ["battalion"]
 measure = "count"
 filter = "final_priority = '3'"
+min_count = 40
 
 [[indicator]]
 id = "minutes-total"
@@ -151,22 +152,21 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9 * b.abs().max(1.0)
 }
 
-/// A breakdown figure from the digest.
-fn group_figure(
-    digest: &serde_json::Value,
+/// A breakdown point from the digest.
+fn group_point<'a>(
+    digest: &'a serde_json::Value,
     indicator: &str,
     period: &str,
     column: &str,
     value: &str,
-) -> Option<f64> {
+) -> Option<&'a serde_json::Value> {
     digest["pipelines"][0]["indicators"]
         .as_array()?
         .iter()
         .find(|i| i["id"] == indicator)?["series"]
         .as_array()?
         .iter()
-        .find(|s| s["period"] == period && s["group"][column] == value)?["value"]
-        .as_f64()
+        .find(|s| s["period"] == period && s["group"][column] == value)
 }
 
 #[test]
@@ -187,6 +187,7 @@ fn every_structured_measure_matches_plain_arithmetic_over_the_rows() {
         figure(&digest, "units", indicator, day)
             .unwrap_or_else(|| panic!("{indicator} on {day} in the digest"))
     };
+    let mut withheld_in_all = 0;
     for (day, rows) in &by_day {
         let emergency = rows.iter().filter(|u| u.priority == "3").count() as f64;
         assert_eq!(get("emergency-units", day), emergency, "count on {day}");
@@ -194,13 +195,29 @@ fn every_structured_measure_matches_plain_arithmetic_over_the_rows() {
         for u in rows.iter().filter(|u| u.priority == "3") {
             *per_battalion.entry(u.battalion.as_str()).or_default() += 1.0;
         }
-        for (b, n) in per_battalion {
-            assert_eq!(
-                group_figure(&digest, "emergency-units", day, "battalion", b),
-                Some(n),
-                "count of {b} on {day}"
-            );
+        // Small-cell suppression (min_count 40): a battalion with fewer than 40 emergency
+        // units that day is withheld, and never alone, or total minus the rest would show it.
+        let mut withheld = 0;
+        for (b, n) in &per_battalion {
+            let cell = group_point(&digest, "emergency-units", day, "battalion", b)
+                .unwrap_or_else(|| panic!("{b} on {day}"));
+            if cell["suppressed"] == true {
+                withheld += 1;
+                assert!(cell["value"].is_null() && cell.get("n").is_none(), "{cell}");
+            } else {
+                assert!(*n >= 40.0, "{b} on {day}: {n} units shown");
+                assert_eq!(cell["value"].as_f64(), Some(*n), "count of {b} on {day}");
+                assert_eq!(cell["n"].as_f64(), Some(*n));
+            }
+            if *n < 40.0 {
+                assert_eq!(cell["suppressed"], true, "{b} on {day}: {n} units");
+            }
         }
+        assert_ne!(
+            withheld, 1,
+            "a lone withheld cell on {day} could be worked out"
+        );
+        withheld_in_all += withheld;
 
         let minutes: Vec<f64> = rows.iter().filter_map(|u| u.minutes).collect();
         let sum: f64 = minutes.iter().sum();
@@ -236,6 +253,11 @@ fn every_structured_measure_matches_plain_arithmetic_over_the_rows() {
             "rate on {day}"
         );
     }
+
+    assert!(
+        withheld_in_all > 0,
+        "the extract has small cells to withhold"
+    );
 
     // The published SQL is the query that ran.
     let sql = digest["pipelines"][0]["indicators"][4]["sql"]

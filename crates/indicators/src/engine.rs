@@ -41,6 +41,12 @@ pub struct Point {
     pub value: Option<f64>,
     /// The period had not ended on the evaluation date: shown, never judged.
     pub partial: bool,
+    /// Rows behind the figure, when the query says (a structured indicator always does;
+    /// SQL returns it as a column `n`).
+    pub n: Option<u64>,
+    /// Built from fewer rows than the indicator's `min_count`, or withheld so that such a
+    /// figure cannot be worked out from the total and the other groups: `value` is `None`.
+    pub suppressed: bool,
 }
 
 /// Every figure of one indicator, ordered by group (total first) then period.
@@ -308,6 +314,12 @@ fn points(
             .ok_or("result has no column \"value\"")?;
         let value = arrow::compute::cast(value, &DataType::Float64).map_err(|e| e.to_string())?;
         let value = value.as_primitive::<arrow::datatypes::Float64Type>();
+        let n = match batch.column_by_name("n") {
+            Some(c) => Some(arrow::compute::cast(c, &DataType::Int64).map_err(|e| {
+                format!("column \"n\" (rows behind each figure) is not a count: {e}")
+            })?),
+            None => None,
+        };
         let by: Vec<(String, arrow::array::ArrayRef)> = indicator
             .by
             .iter()
@@ -359,6 +371,10 @@ fn points(
             let v = (!value.is_null(row))
                 .then(|| value.value(row))
                 .filter(|v| v.is_finite());
+            let rows = n.as_ref().and_then(|n| {
+                let n = n.as_primitive::<arrow::datatypes::Int64Type>();
+                (!n.is_null(row)).then(|| n.value(row).max(0) as u64)
+            });
             points.push(Point {
                 period: label.to_string(),
                 start: p.start(),
@@ -366,9 +382,149 @@ fn points(
                 group,
                 value: v,
                 partial: p.end() > as_of,
+                n: rows,
+                suppressed: false,
             });
         }
     }
+    suppress(
+        &mut points,
+        indicator.min_count.unwrap_or(pipeline.spec.min_count),
+    );
     points.sort_by(|a, b| (&a.group, a.start).cmp(&(&b.group, b.start)));
     Ok(points)
+}
+
+/// Small-cell suppression. A figure built from fewer than `min_count` rows is withheld.
+/// Then, within each period's breakdown, a lone withheld group could be worked out from the
+/// total and the other groups (for counts and sums), so the group with the fewest rows
+/// among the rest is withheld too. A withheld total withholds every group of its period.
+pub fn suppress(points: &mut [Point], min_count: u64) {
+    if min_count == 0 {
+        return;
+    }
+    for p in points.iter_mut() {
+        if p.n.is_some_and(|n| n < min_count) {
+            p.suppressed = true;
+        }
+    }
+    let mut periods: Vec<String> = points.iter().map(|p| p.period.clone()).collect();
+    periods.sort();
+    periods.dedup();
+    for period in periods {
+        let total_suppressed = points
+            .iter()
+            .any(|p| p.period == period && p.group.is_empty() && p.suppressed);
+        let mut groups: Vec<usize> = points
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.period == period && !p.group.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        if total_suppressed {
+            for &i in &groups {
+                points[i].suppressed = true;
+            }
+            continue;
+        }
+        let withheld = groups.iter().filter(|&&i| points[i].suppressed).count();
+        if withheld == 1 && groups.len() > 1 {
+            groups.retain(|&i| !points[i].suppressed);
+            // The smallest other cell: it reveals least by being withheld.
+            if let Some(&i) = groups
+                .iter()
+                .min_by_key(|&&i| (points[i].n.unwrap_or(u64::MAX), points[i].group.clone()))
+            {
+                points[i].suppressed = true;
+            }
+        }
+    }
+    for p in points.iter_mut().filter(|p| p.suppressed) {
+        p.value = None;
+        p.n = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(period: &str, group: Option<&str>, n: u64) -> Point {
+        let start = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap();
+        Point {
+            period: period.into(),
+            start,
+            end: start,
+            group: group
+                .map(|g| vec![("district".to_string(), g.to_string())])
+                .unwrap_or_default(),
+            value: Some(n as f64),
+            partial: false,
+            n: Some(n),
+            suppressed: false,
+        }
+    }
+
+    fn withheld(points: &[Point]) -> Vec<(String, String)> {
+        points
+            .iter()
+            .filter(|p| p.suppressed)
+            .map(|p| {
+                (
+                    p.period.clone(),
+                    p.group.first().map_or("total".into(), |g| g.1.clone()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_cells_and_their_complements_are_withheld() {
+        let mut points = vec![
+            // One small group: the smallest other group is withheld with it.
+            cell("a", None, 20),
+            cell("a", Some("x"), 3),
+            cell("a", Some("y"), 10),
+            cell("a", Some("z"), 7),
+            // A small total withholds every group.
+            cell("b", None, 4),
+            cell("b", Some("x"), 2),
+            cell("b", Some("y"), 2),
+            // Two small groups protect each other.
+            cell("c", None, 13),
+            cell("c", Some("x"), 2),
+            cell("c", Some("y"), 1),
+            cell("c", Some("z"), 10),
+            // Nothing small: nothing withheld (5 is enough).
+            cell("d", None, 15),
+            cell("d", Some("x"), 5),
+            cell("d", Some("y"), 10),
+        ];
+        suppress(&mut points, 5);
+        let expected: Vec<(String, String)> = [
+            ("a", "x"),
+            ("a", "z"),
+            ("b", "total"),
+            ("b", "x"),
+            ("b", "y"),
+            ("c", "x"),
+            ("c", "y"),
+        ]
+        .iter()
+        .map(|(p, g)| (p.to_string(), g.to_string()))
+        .collect();
+        assert_eq!(withheld(&points), expected);
+        assert!(
+            points
+                .iter()
+                .filter(|p| p.suppressed)
+                .all(|p| p.value.is_none() && p.n.is_none()),
+            "a withheld figure carries neither its value nor its row count"
+        );
+        // Without row counts (plain SQL without `n`) nothing can be judged or withheld.
+        let mut unknown = vec![cell("a", None, 1)];
+        unknown[0].n = None;
+        suppress(&mut unknown, 5);
+        assert!(!unknown[0].suppressed);
+    }
 }

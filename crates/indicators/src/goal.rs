@@ -176,6 +176,8 @@ target = {{ value = {target}, by = "2026-06-30" }}
                         group: vec![],
                         value: *value,
                         partial: p.end() > as_of,
+                        n: None,
+                        suppressed: false,
                     }
                 })
                 .collect(),

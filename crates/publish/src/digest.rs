@@ -161,6 +161,12 @@ pub struct SeriesPoint {
     pub group: BTreeMap<String, String>,
     pub value: Option<f64>,
     pub partial: bool,
+    /// Rows behind the figure, when known (never for a suppressed one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
+    /// Withheld by small-cell suppression: too few rows, or it would reveal a cell that is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suppressed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -143,7 +143,13 @@ fn indicator_view(ind: &IndicatorDigest) -> IndicatorView<'_> {
                 (
                     p.period.clone(),
                     p.value.map_or_else(
-                        || "—".into(),
+                        || {
+                            if p.suppressed {
+                                "suppressed (too few records)".into()
+                            } else {
+                                "—".into()
+                            }
+                        },
                         |v| with_unit(v, ind.decimals, ind.unit.as_deref()),
                     ),
                     p.partial,

@@ -27,6 +27,8 @@ pub(crate) fn schema() -> Arc<Schema> {
         Field::new("value", DataType::Float64, true),
         Field::new("partial", DataType::Boolean, false),
         Field::new("held", DataType::Boolean, false),
+        Field::new("suppressed", DataType::Boolean, false),
+        Field::new("rows", DataType::Int64, true),
         Field::new("table_version", DataType::Int64, false),
         Field::new("run_id", DataType::Utf8, false),
     ]))
@@ -51,6 +53,8 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
     let mut value = Float64Builder::new();
     let mut partial = BooleanBuilder::new();
     let mut held = BooleanBuilder::new();
+    let mut suppressed = BooleanBuilder::new();
+    let mut rows = arrow::array::Int64Builder::new();
     let mut version = arrow::array::Int64Builder::new();
     let mut run = StringBuilder::new();
     for p in &digest.pipelines {
@@ -76,6 +80,8 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
                 value.append_option(pt.value);
                 partial.append_value(pt.partial);
                 held.append_value(ind.held.is_some());
+                suppressed.append_value(pt.suppressed);
+                rows.append_option(pt.n.map(|n| n as i64));
                 version.append_value(p.table.version as i64);
                 run.append_value(&p.run_id);
             }
@@ -95,6 +101,8 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
         Arc::new(value.finish()),
         Arc::new(partial.finish()),
         Arc::new(held.finish()),
+        Arc::new(suppressed.finish()),
+        Arc::new(rows.finish()),
         Arc::new(version.finish()),
         Arc::new(run.finish()),
     ];

@@ -29,6 +29,8 @@ fn point(p: &Point) -> SeriesPoint {
         group: p.group.iter().cloned().collect(),
         value: p.value,
         partial: p.partial,
+        n: p.n,
+        suppressed: p.suppressed,
     }
 }
 

@@ -56,6 +56,10 @@ pub struct PipelineSpec {
     /// Judge goals as of this date (`YYYY-MM-DD`) instead of today: for archives and
     /// historical replays, such as the bundled demo.
     pub as_of: Option<Spanned<String>>,
+    /// Small-cell suppression: a figure built from fewer rows than this is published as
+    /// suppressed, never as a number (0 turns it off). Indicators may override it.
+    #[serde(default = "default_min_count")]
+    pub min_count: u64,
     /// Where the rows come from; several sources may feed one table.
     #[serde(rename = "source")]
     pub sources: Vec<Spanned<SourceSpec>>,
@@ -67,6 +71,10 @@ pub struct PipelineSpec {
     pub indicators: Vec<IndicatorSpec>,
     #[serde(rename = "goal", default)]
     pub goals: Vec<GoalSpec>,
+}
+
+fn default_min_count() -> u64 {
+    5
 }
 
 fn default_fiscal_start() -> u32 {
@@ -283,6 +291,9 @@ pub struct IndicatorSpec {
     pub time: Option<Spanned<String>>,
     /// Digits after the decimal point when shown.
     pub decimals: Option<u8>,
+    /// Withhold a figure built from fewer rows than this (default: the pipeline's
+    /// `min_count`); needs the rows behind each figure (`n`).
+    pub min_count: Option<u64>,
     /// DataFusion SQL returning `period`, the `by` columns and `value`. For a structured
     /// indicator (`measure`), the query generated from it.
     #[serde(default = "no_sql")]
