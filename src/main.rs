@@ -64,6 +64,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where a published figure comes from: the table and its version, the sources, the
+    /// query, the rows behind it, the run.
+    Explain {
+        /// A goal or indicator id (`PIPELINE/ID` when two pipelines use the same id).
+        id: String,
+        /// The period (a label such as 2019-03 or FY2026); by default the latest judged one.
+        #[arg(long)]
+        period: Option<String>,
+    },
     /// Show the rows a pipeline's run kept out of its table, with why and the raw row.
     Quarantine {
         /// The pipeline.
@@ -204,6 +213,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             pipeline,
             json,
         } => checks(&config, run.as_deref(), pipeline.as_deref(), json),
+        Command::Explain { id, period } => explain(&config, &id, period.as_deref()),
         Command::Quarantine {
             pipeline,
             run,
@@ -562,6 +572,200 @@ fn upkeep_pipelines(config: &Config) -> Result<Vec<goalpost_spec::Pipeline>> {
         eprintln!("{id}: skipped, the pipeline file has errors:\n{err}");
     }
     Ok(loaded.pipelines)
+}
+
+fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> {
+    use goalpost_publish::{IndicatorDigest, PipelineDigest, Publisher};
+    let publisher = Publisher::new(&config.publish_dir, config.keep_versions);
+    let Some(digest) = publisher.current_digest()? else {
+        bail!(
+            "nothing is published yet in {}; run `goalpost run` first",
+            config.publish_dir.display()
+        );
+    };
+    let (only, wanted) = match id.split_once('/') {
+        Some((p, i)) => (Some(p), i),
+        None => (None, id),
+    };
+    let mut found: Vec<(
+        &PipelineDigest,
+        Option<&goalpost_publish::GoalDigest>,
+        &IndicatorDigest,
+    )> = Vec::new();
+    for p in &digest.pipelines {
+        if only.is_some_and(|o| o != p.id) {
+            continue;
+        }
+        for g in p.goals.iter().filter(|g| g.id == wanted) {
+            if let Some(ind) = p.indicators.iter().find(|i| i.id == g.indicator) {
+                found.push((p, Some(g), ind));
+            }
+        }
+        if found.iter().all(|(fp, _, _)| fp.id != p.id) {
+            for ind in p.indicators.iter().filter(|i| i.id == wanted) {
+                found.push((p, None, ind));
+            }
+        }
+    }
+    let (p, goal, ind) = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            let known: Vec<String> = digest
+                .pipelines
+                .iter()
+                .flat_map(|p| {
+                    p.goals
+                        .iter()
+                        .map(|g| g.id.clone())
+                        .chain(p.indicators.iter().map(|i| i.id.clone()))
+                })
+                .collect();
+            let mut known = known;
+            known.sort();
+            known.dedup();
+            bail!(
+                "no goal or indicator {id:?} in the published digest; it has: {}",
+                known.join(", ")
+            );
+        }
+        many => bail!(
+            "{id:?} is in several pipelines ({}); name one as PIPELINE/{wanted}",
+            many.iter()
+                .map(|(p, _, _)| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let totals: Vec<&goalpost_publish::SeriesPoint> =
+        ind.series.iter().filter(|s| s.group.is_empty()).collect();
+    let chosen = match period {
+        Some(label) => match totals.iter().find(|s| s.period == label) {
+            Some(s) => Some(*s),
+            None => bail!(
+                "indicator {} has no period {label:?}; it has {} to {}",
+                ind.id,
+                totals.first().map_or("-", |s| s.period.as_str()),
+                totals.last().map_or("-", |s| s.period.as_str())
+            ),
+        },
+        None => goal
+            .and_then(|g| g.latest.as_ref())
+            .and_then(|l| totals.iter().find(|s| s.period == l.period).copied())
+            .or_else(|| totals.iter().rev().find(|s| !s.partial).copied())
+            .or_else(|| totals.last().copied()),
+    };
+    let unit = ind.unit.as_deref().unwrap_or("");
+    if let Some(g) = goal {
+        out!("Goal {}: {}", g.id, g.title);
+        out!(
+            "  status {} ({}){}",
+            g.status.as_str(),
+            g.status_reason,
+            if g.held.is_some() {
+                "; HELD at its last good value"
+            } else {
+                ""
+            }
+        );
+        out!(
+            "  baseline {} in {}; target {} by {}",
+            g.baseline.value,
+            g.baseline.period,
+            g.target.value,
+            g.target.by
+        );
+    }
+    out!(
+        "Indicator {}: {}{} (pipeline {}, per {})",
+        ind.id,
+        ind.title,
+        if unit.is_empty() {
+            String::new()
+        } else {
+            format!(" [{unit}]")
+        },
+        p.id,
+        ind.period
+    );
+    match chosen {
+        Some(s) => {
+            let value = match (s.value, s.suppressed) {
+                (_, true) => format!("suppressed (fewer than {} rows behind it)", ind.min_count),
+                (Some(v), _) => {
+                    let shown = format!("{:.*}", usize::from(ind.decimals.unwrap_or(1)), v);
+                    let exact = v.to_string();
+                    format!(
+                        "{shown} {unit}{}",
+                        if exact == shown {
+                            String::new()
+                        } else {
+                            format!(" (exactly {exact})")
+                        }
+                    )
+                    .replace("  ", " ")
+                }
+                (None, _) => "no value".into(),
+            };
+            out!(
+                "  {} ({} to {}): {value}{}{}",
+                s.period,
+                s.start,
+                s.end - chrono::Days::new(1),
+                s.n.map_or(String::new(), |n| format!(", from {n} rows")),
+                if s.partial {
+                    "; partial: the period had not ended, so it is not judged"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => out!("  no figures yet"),
+    }
+    out!(
+        "  computed by run {} at {} from table {} at Delta version {} ({} rows){}",
+        p.run_id,
+        p.refreshed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        p.table.name,
+        p.table.version,
+        p.table.rows,
+        p.table
+            .latest_version
+            .map_or(String::new(), |v| format!("; version {v} is held back"))
+    );
+    for src in &p.sources {
+        out!(
+            "  source: {} {} ({} rows){}",
+            src.kind,
+            src.location,
+            src.rows,
+            src.link
+                .as_deref()
+                .map_or(String::new(), |l| format!(", {l}"))
+        );
+    }
+    if let Some(m) = &ind.measure {
+        out!("  measure: {m}");
+    }
+    if let Some(f) = &ind.filter {
+        out!("  filter: {f}");
+    }
+    out!("  query:");
+    for line in ind.sql.lines() {
+        out!("    {line}");
+    }
+    let dq = &p.data_quality;
+    let failed = dq.checks.iter().filter(|c| c.status == "failed").count();
+    out!(
+        "  data quality: {} check(s), {failed} failed; {} of {} rows quarantined in the last refresh",
+        dq.checks.len(),
+        dq.rows_quarantined,
+        dq.rows_received
+    );
+    out!(
+        "  recompute: goalpost recompute --run {} --out DIR",
+        digest.version
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn quarantine(

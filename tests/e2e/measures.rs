@@ -268,6 +268,36 @@ fn every_structured_measure_matches_plain_arithmetic_over_the_rows() {
         "{sql}"
     );
     assert!(sql.contains("WHERE on_scene_at IS NOT NULL"), "{sql}");
+
+    // `explain` says where one figure comes from.
+    let (day, rows) = by_day.iter().nth(3).unwrap();
+    let minutes: Vec<f64> = rows.iter().filter_map(|u| u.minutes).collect();
+    let p90 = percentile(minutes.clone(), 0.9);
+    let text = project.ok(&["explain", "minutes-p90", "--period", day]);
+    let run_id = digest["pipelines"][0]["run_id"].as_str().unwrap();
+    for needle in [
+        "Indicator minutes-p90: 90th percentile minutes to arrive (pipeline units, per day)"
+            .to_string(),
+        format!(
+            "  {day} ({day} to {day}): {p90:.1} (exactly {p90}), from {} rows",
+            minutes.len()
+        ),
+        format!("computed by run {run_id} at "),
+        "from table units at Delta version 0 (7704 rows)".to_string(),
+        format!("  source: file {} (7704 rows)", data.display()),
+        "  measure: percentile 90".to_string(),
+        "  filter: on_scene_at IS NOT NULL".to_string(),
+        "percentile_cont(0.9) WITHIN GROUP (ORDER BY __value)".to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} in:\n{text}");
+    }
+    let out = project.goalpost(&["explain", "minutes-p90", "--period", "2030-01-01"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no period \"2030-01-01\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -180,6 +180,16 @@ pub struct IndicatorDigest {
     pub period: String,
     pub decimals: Option<u8>,
     pub by: Vec<String>,
+    /// For a structured indicator: its measure (`percentile 90`, `share`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measure: Option<String>,
+    /// For a structured indicator: the rows it counts (a SQL condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Figures from fewer rows than this are suppressed.
+    #[serde(default)]
+    pub min_count: u64,
+    /// The query that ran (generated for a structured indicator).
     pub sql: String,
     pub series: Vec<SeriesPoint>,
     /// Set when the series is held at its last good values.

@@ -70,6 +70,15 @@ pub(crate) fn pipeline_digest(
             period: spec.period.as_str().to_string(),
             decimals: spec.decimals,
             by: spec.by.iter().map(|b| b.get_ref().clone()).collect(),
+            measure: spec.measure.as_ref().map(|m| {
+                let m = *m.get_ref();
+                match (m, spec.percentile) {
+                    (goalpost_spec::Measure::Percentile, Some(p)) => format!("percentile {p}"),
+                    _ => m.as_str().to_string(),
+                }
+            }),
+            filter: spec.filter.as_ref().map(|f| f.get_ref().trim().to_string()),
+            min_count: spec.min_count.unwrap_or(pipeline.spec.min_count),
             sql: spec.sql.get_ref().trim().to_string(),
             series: s.points.iter().map(point).collect(),
             held: None,
