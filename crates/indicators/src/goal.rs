@@ -24,7 +24,31 @@ pub struct Judgement {
     pub tolerance: f64,
     /// Why the status is what it is, in one sentence.
     pub reason: String,
+    /// The change over the last periods up to the judged one.
+    pub trend: Option<Trend>,
+    /// The best and the worst complete period (by `better`).
+    pub best: Option<(String, f64)>,
+    pub worst: Option<(String, f64)>,
+    /// Periods until the target at the trend's pace: 0 when met, `None` when the pace does
+    /// not lead there.
+    pub periods_to_target: Option<u64>,
 }
+
+/// How a figure moved over its last periods.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trend {
+    /// Periods between the two figures compared.
+    pub periods: usize,
+    /// The period compared with.
+    pub from_period: String,
+    /// Latest value minus the value `periods` complete periods earlier.
+    pub change: f64,
+    /// `improving`, `worsening` or `steady`, by the goal's `better`.
+    pub direction: String,
+}
+
+/// Default number of periods a trend is measured over.
+pub const DEFAULT_TREND_PERIODS: usize = 3;
 
 /// Judge a goal on its indicator's total series as of `as_of`.
 ///
@@ -56,7 +80,30 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
             "no figure for {} or {}, the last two complete periods before {as_of}",
             recent[0], recent[1]
         ),
+        trend: None,
+        best: None,
+        worst: None,
+        periods_to_target: None,
     };
+    let sign = match better {
+        Better::Higher => 1.0,
+        Better::Lower => -1.0,
+    };
+    // Complete periods with a value, oldest first: what best, worst and the trend read.
+    let complete: Vec<(&str, NaiveDate, f64)> = series
+        .total()
+        .filter(|p| !p.partial)
+        .filter_map(|p| p.value.map(|v| (p.period.as_str(), p.start, v)))
+        .collect();
+    let rank = |v: f64| sign * v;
+    j.best = complete
+        .iter()
+        .max_by(|a, b| rank(a.2).total_cmp(&rank(b.2)).then(b.1.cmp(&a.1)))
+        .map(|(p, _, v)| (p.to_string(), *v));
+    j.worst = complete
+        .iter()
+        .min_by(|a, b| rank(a.2).total_cmp(&rank(b.2)).then(a.1.cmp(&b.1)))
+        .map(|(p, _, v)| (p.to_string(), *v));
     let Some(point) = latest else {
         return j;
     };
@@ -79,10 +126,6 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
         1.0
     };
     let expected = base + fraction * (target - base);
-    let sign = match better {
-        Better::Higher => 1.0,
-        Better::Lower => -1.0,
-    };
     let distance = (target - base).abs();
     let behind = sign * (expected - value);
     j.latest_period = Some(point.period.clone());
@@ -121,6 +164,37 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
             ),
         )
     };
+    // The trend: the judged figure against the one `n` complete periods with values before.
+    let n = goal.trend_periods.unwrap_or(DEFAULT_TREND_PERIODS).max(1);
+    if let Some(at) = complete.iter().position(|(p, _, _)| *p == point.period)
+        && at >= n
+    {
+        let (from, _, earlier) = complete[at - n];
+        let change = value - earlier;
+        let direction = match (sign * change).partial_cmp(&0.0) {
+            Some(std::cmp::Ordering::Greater) => "improving",
+            Some(std::cmp::Ordering::Less) => "worsening",
+            _ => "steady",
+        };
+        j.trend = Some(Trend {
+            periods: n,
+            from_period: from.to_string(),
+            change,
+            direction: direction.to_string(),
+        });
+        // At this pace (change per period), how many more periods to the target.
+        let pace = change / n as f64;
+        let gap = target - value;
+        j.periods_to_target = if sign * gap <= 0.0 {
+            Some(0)
+        } else if pace != 0.0 && gap / pace > 0.0 {
+            Some((gap / pace).ceil() as u64)
+        } else {
+            None
+        };
+    } else if sign * (value - target) >= 0.0 {
+        j.periods_to_target = Some(0);
+    }
     j
 }
 
@@ -222,6 +296,51 @@ target = {{ value = {target}, by = "2026-06-30" }}
         let j = status("higher", "", &[("2025-12", Some(100.0))], as_of);
         assert_eq!(j.status, GoalStatus::Met);
         assert_eq!(j.progress, Some(1.0));
+    }
+
+    #[test]
+    fn trend_best_worst_and_pace_to_target() {
+        let as_of = d(2026, 1, 15);
+        let months = [
+            ("2025-07", Some(52.0)),
+            ("2025-08", Some(58.0)),
+            ("2025-09", None),
+            ("2025-10", Some(55.0)),
+            ("2025-11", Some(61.0)),
+            ("2025-12", Some(64.0)),
+            ("2026-01", Some(99.0)), // partial: never best, never in the trend
+        ];
+        let j = status("higher", "", &months, as_of);
+        // Three complete periods with values before 2025-12 is 2025-08 (2025-09 has none).
+        let t = j.trend.expect("a trend");
+        assert_eq!((t.periods, t.from_period.as_str()), (3, "2025-08"));
+        assert!((t.change - 6.0).abs() < 1e-9);
+        assert_eq!(t.direction, "improving");
+        assert_eq!(j.best, Some(("2025-12".to_string(), 64.0)));
+        assert_eq!(j.worst, Some(("2025-07".to_string(), 52.0)));
+        // 2 a month; 36 to go to 100: 18 months.
+        assert_eq!(j.periods_to_target, Some(18));
+
+        // Lower is better: the same numbers are worsening and never reach the target.
+        let j = status("lower", "", &months, as_of);
+        assert_eq!(j.trend.unwrap().direction, "worsening");
+        assert_eq!(j.best, Some(("2025-07".to_string(), 52.0)));
+        assert_eq!(j.periods_to_target, None);
+
+        // Too few periods for a trend of 3; a met goal needs 0 more periods.
+        let j = status("higher", "", &[("2025-12", Some(100.0))], as_of);
+        assert_eq!(j.trend, None);
+        assert_eq!(j.periods_to_target, Some(0));
+        // A shorter window when the goal asks for one; a flat line is steady.
+        let j = status(
+            "higher",
+            "trend_periods = 1",
+            &[("2025-11", Some(61.0)), ("2025-12", Some(61.0))],
+            as_of,
+        );
+        let t = j.trend.unwrap();
+        assert_eq!((t.periods, t.direction.as_str()), (1, "steady"));
+        assert_eq!(j.periods_to_target, None);
     }
 
     #[test]

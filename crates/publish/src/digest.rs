@@ -203,6 +203,18 @@ pub struct LatestFigure {
     pub value: f64,
 }
 
+/// How a goal's figure moved over its last periods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrendInfo {
+    /// Periods between the two figures compared.
+    pub periods: usize,
+    pub from_period: String,
+    /// Latest value minus the earlier one.
+    pub change: f64,
+    /// improving, worsening or steady.
+    pub direction: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaselineInfo {
     pub period: String,
@@ -245,6 +257,19 @@ pub struct GoalDigest {
     pub tolerance: f64,
     pub baseline: BaselineInfo,
     pub target: TargetInfo,
+    /// The change over the last periods up to the judged one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend: Option<TrendInfo>,
+    /// The best complete period so far, by `better`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<LatestFigure>,
+    /// The worst complete period so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst: Option<LatestFigure>,
+    /// Periods until the target at the trend's pace (0: met); absent when the pace does not
+    /// lead there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub periods_to_target: Option<u64>,
     /// The indicator's total series.
     pub series: Vec<SeriesPoint>,
     pub provenance: Provenance,

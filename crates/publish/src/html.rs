@@ -28,6 +28,7 @@ struct GoalView<'a> {
     refreshed: String,
     table: String,
     held: Option<&'a str>,
+    trend: String,
 }
 
 #[derive(Serialize)]
@@ -122,6 +123,20 @@ fn goal_view<'a>(
         refreshed: p.refreshed_at.format("%Y-%m-%d %H:%M UTC").to_string(),
         table: format!("{} v{}", p.table.name, p.table.version),
         held: g.held.as_ref().map(|h| h.message.as_str()),
+        trend: g.trend.as_ref().map_or_else(String::new, |t| {
+            let sign = if t.change > 0.0 { "+" } else { "" };
+            format!(
+                "{}: {sign}{} since {}{}",
+                t.direction,
+                with_unit(t.change, g.decimals, g.unit.as_deref()),
+                t.from_period,
+                match g.periods_to_target {
+                    Some(0) | None => String::new(),
+                    Some(1) => "; target within a period at this pace".to_string(),
+                    Some(n) => format!("; target in about {n} periods at this pace"),
+                }
+            )
+        }),
     }
 }
 

@@ -15,6 +15,6 @@ mod publisher;
 pub use digest::{
     BaselineInfo, CheckReport, DIGEST_SCHEMA_VERSION, DataQuality, Digest, GoalDigest, Hold,
     IndicatorDigest, LatestFigure, PipelineDigest, Provenance, SeriesPoint, SiteInfo, SourceInfo,
-    Summary, TableInfo, TargetInfo,
+    Summary, TableInfo, TargetInfo, TrendInfo,
 };
 pub use publisher::{PublishError, Publisher, write_digest_files};

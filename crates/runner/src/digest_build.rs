@@ -120,6 +120,21 @@ pub(crate) fn pipeline_digest(
                     // Validated when the pipeline was loaded.
                     by: goal.target.date().unwrap_or(as_of),
                 },
+                trend: j.trend.as_ref().map(|t| goalpost_publish::TrendInfo {
+                    periods: t.periods,
+                    from_period: t.from_period.clone(),
+                    change: t.change,
+                    direction: t.direction.clone(),
+                }),
+                best: j.best.as_ref().map(|(period, value)| LatestFigure {
+                    period: period.clone(),
+                    value: *value,
+                }),
+                worst: j.worst.as_ref().map(|(period, value)| LatestFigure {
+                    period: period.clone(),
+                    value: *value,
+                }),
+                periods_to_target: j.periods_to_target,
                 series: s.total().map(point).collect(),
                 provenance: Provenance {
                     pipeline: pipeline.id.clone(),

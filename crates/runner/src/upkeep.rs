@@ -232,6 +232,10 @@ impl Runner {
                 goal.latest = new.latest.clone();
                 goal.expected = new.expected;
                 goal.progress = new.progress;
+                goal.trend = new.trend.clone();
+                goal.best = new.best.clone();
+                goal.worst = new.worst.clone();
+                goal.periods_to_target = new.periods_to_target;
                 goal.series = new.series.clone();
             }
         }

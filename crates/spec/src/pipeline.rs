@@ -355,6 +355,8 @@ pub struct GoalSpec {
     /// How far behind the expected value still counts as "at risk", as a share of the
     /// baseline-to-target distance (default 0.10).
     pub tolerance: Option<f64>,
+    /// Periods the trend (and the pace towards the target) is measured over (default 3).
+    pub trend_periods: Option<usize>,
 }
 
 impl GoalSpec {
