@@ -32,6 +32,87 @@ pub struct Judgement {
     /// Periods until the target at the trend's pace: 0 when met, `None` when the pace does
     /// not lead there.
     pub periods_to_target: Option<u64>,
+    /// With `method = "cagr"`: the growth-based progress measure the status follows.
+    pub cagr: Option<CagrProgress>,
+}
+
+/// Progress by compound annual growth (Statistics Canada's method, used by Open SDG): the
+/// growth observed since the baseline against the growth the target requires.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CagrProgress {
+    /// Observed compound annual growth rate since the baseline.
+    pub observed: f64,
+    /// Compound annual growth rate needed from the baseline to reach the target on time.
+    pub required: f64,
+    /// `observed / required`.
+    pub ratio: f64,
+    /// `target_achieved`, `substantial`, `moderate`, `limited` or `deterioration`.
+    pub status: String,
+}
+
+/// Open SDG's default thresholds on observed / required growth.
+const SUBSTANTIAL: f64 = 0.95;
+const MODERATE: f64 = 0.5;
+
+/// The CAGR progress of `value` (at `years` after the baseline) towards `target` (due
+/// `target_years` after it) from `base`. `None` when growth rates do not exist: a value of
+/// zero or below, or no time elapsed.
+pub fn cagr_progress(
+    base: f64,
+    value: f64,
+    target: f64,
+    years: f64,
+    target_years: f64,
+    better: Better,
+) -> Option<CagrProgress> {
+    let sign = match better {
+        Better::Higher => 1.0,
+        Better::Lower => -1.0,
+    };
+    if sign * (value - target) >= 0.0 {
+        return Some(CagrProgress {
+            observed: f64::NAN,
+            required: f64::NAN,
+            ratio: f64::NAN,
+            status: "target_achieved".into(),
+        })
+        .map(|mut c| {
+            // Rates still say how it got there, when they exist.
+            if base > 0.0 && value > 0.0 && target > 0.0 && years > 0.0 && target_years > 0.0 {
+                c.observed = (value / base).powf(1.0 / years) - 1.0;
+                c.required = (target / base).powf(1.0 / target_years) - 1.0;
+                c.ratio = c.observed / c.required;
+            }
+            c
+        });
+    }
+    if base <= 0.0 || value <= 0.0 || target <= 0.0 || years <= 0.0 || target_years <= 0.0 {
+        return None;
+    }
+    let observed = (value / base).powf(1.0 / years) - 1.0;
+    let required = (target / base).powf(1.0 / target_years) - 1.0;
+    if required == 0.0 {
+        return None;
+    }
+    let ratio = observed / required;
+    // A ratio a rounding error short of a threshold reaches it: 9.5 % of a 10 % pace is
+    // 0.95, whatever the last bits of two powers say.
+    let at_least = |t: f64| ratio >= t - 1e-9;
+    let status = if at_least(SUBSTANTIAL) {
+        "substantial"
+    } else if at_least(MODERATE) {
+        "moderate"
+    } else if ratio >= 0.0 {
+        "limited"
+    } else {
+        "deterioration"
+    };
+    Some(CagrProgress {
+        observed,
+        required,
+        ratio,
+        status: status.into(),
+    })
 }
 
 /// How a figure moved over its last periods.
@@ -84,6 +165,7 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
         best: None,
         worst: None,
         periods_to_target: None,
+        cagr: None,
     };
     let sign = match better {
         Better::Higher => 1.0,
@@ -164,6 +246,48 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
             ),
         )
     };
+    if goal.method == goalpost_spec::GoalMethod::Cagr {
+        let years = |days: i64| days as f64 / 365.25;
+        let c = cagr_progress(
+            base,
+            value,
+            target,
+            years((point.end - baseline_end).num_days()),
+            years((target_end - baseline_end).num_days()),
+            better,
+        );
+        (j.status, j.reason) = match &c {
+            Some(c) => {
+                let status = match c.status.as_str() {
+                    "target_achieved" => GoalStatus::Met,
+                    "substantial" => GoalStatus::OnTrack,
+                    "moderate" => GoalStatus::AtRisk,
+                    _ => GoalStatus::OffTrack,
+                };
+                let reason = if c.status == "target_achieved" {
+                    format!("{} is at or beyond the target", point.period)
+                } else {
+                    format!(
+                        "{}: growth since the baseline is {:.1} % a year against {:.1} % required ({:.0} % of the pace needed: {})",
+                        point.period,
+                        c.observed * 100.0,
+                        c.required * 100.0,
+                        c.ratio * 100.0,
+                        c.status
+                    )
+                };
+                (status, reason)
+            }
+            None => (
+                GoalStatus::NoData,
+                format!(
+                    "{}: growth rates need values above zero and time since the baseline",
+                    point.period
+                ),
+            ),
+        };
+        j.cagr = c;
+    }
     // The trend: the judged figure against the one `n` complete periods with values before.
     let n = goal.trend_periods.unwrap_or(DEFAULT_TREND_PERIODS).max(1);
     if let Some(at) = complete.iter().position(|(p, _, _)| *p == point.period)
@@ -341,6 +465,69 @@ target = {{ value = {target}, by = "2026-06-30" }}
         let t = j.trend.unwrap();
         assert_eq!((t.periods, t.direction.as_str()), (1, "steady"));
         assert_eq!(j.periods_to_target, None);
+    }
+
+    #[test]
+    fn cagr_progress_follows_the_open_sdg_thresholds() {
+        // From 100 to a target of 121 in 2 years needs 10 % a year.
+        let p = |value: f64, years: f64| {
+            cagr_progress(100.0, value, 121.0, years, 2.0, Better::Higher).unwrap()
+        };
+        let c = p(110.0, 1.0);
+        assert!((c.observed - 0.10).abs() < 1e-12 && (c.required - 0.10).abs() < 1e-12);
+        assert_eq!(c.status, "substantial");
+        // 9.5 % of the required 10 %: exactly the 0.95 boundary is substantial.
+        let v = 100.0 * 1.095;
+        assert_eq!(p(v, 1.0).status, "substantial");
+        assert_eq!(p(100.0 * 1.0949, 1.0).status, "moderate");
+        assert_eq!(p(105.0, 1.0).status, "moderate");
+        assert_eq!(p(104.9, 1.0).status, "limited");
+        assert_eq!(p(100.0, 1.0).status, "limited");
+        assert_eq!(p(99.0, 1.0).status, "deterioration");
+        assert_eq!(p(121.0, 1.0).status, "target_achieved");
+        // Lower is better: from 100 down to 81 in 2 years needs -10 % a year.
+        let c = cagr_progress(100.0, 90.0, 81.0, 1.0, 2.0, Better::Lower).unwrap();
+        assert!((c.ratio - 1.0).abs() < 1e-12, "{c:?}");
+        assert_eq!(
+            cagr_progress(100.0, 101.0, 81.0, 1.0, 2.0, Better::Lower)
+                .unwrap()
+                .status,
+            "deterioration"
+        );
+        assert!(cagr_progress(0.0, 5.0, 10.0, 1.0, 2.0, Better::Higher).is_none());
+    }
+
+    #[test]
+    fn a_cagr_goal_takes_its_status_from_growth() {
+        // Baseline 50 (line starts 1 July 2025), target 100 by 30 June 2026. At the end of
+        // December 2025 (184 days), 75 is 50 · 1.5: far beyond the growth required.
+        let as_of = d(2026, 1, 15);
+        let j = status(
+            "higher",
+            "method = \"cagr\"",
+            &[("2025-12", Some(75.0))],
+            as_of,
+        );
+        let c = j.cagr.clone().unwrap();
+        let years = 184.0 / 365.25;
+        let target_years = 365.0 / 365.25;
+        assert!((c.observed - (1.5f64.powf(1.0 / years) - 1.0)).abs() < 1e-9);
+        assert!((c.required - (2.0f64.powf(1.0 / target_years) - 1.0)).abs() < 1e-9);
+        assert_eq!(c.status, "substantial");
+        assert_eq!(j.status, GoalStatus::OnTrack);
+        let j = status(
+            "higher",
+            "method = \"cagr\"",
+            &[("2025-12", Some(45.0))],
+            as_of,
+        );
+        assert_eq!(j.cagr.unwrap().status, "deterioration");
+        assert_eq!(j.status, GoalStatus::OffTrack);
+        assert!(
+            j.reason.contains("% of the pace needed: deterioration"),
+            "{}",
+            j.reason
+        );
     }
 
     #[test]

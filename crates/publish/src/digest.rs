@@ -203,6 +203,19 @@ pub struct LatestFigure {
     pub value: f64,
 }
 
+/// Progress by compound annual growth (Statistics Canada's method, as Open SDG reports it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CagrInfo {
+    /// Observed compound annual growth rate since the baseline (0.1 = 10 % a year).
+    pub observed: Option<f64>,
+    /// The rate the target requires from the baseline.
+    pub required: Option<f64>,
+    /// `observed / required`.
+    pub ratio: Option<f64>,
+    /// target_achieved, substantial, moderate, limited or deterioration.
+    pub status: String,
+}
+
 /// How a goal's figure moved over its last periods.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrendInfo {
@@ -270,6 +283,10 @@ pub struct GoalDigest {
     /// lead there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub periods_to_target: Option<u64>,
+    /// For a goal judged by growth (`method = "cagr"`): the progress measure its status
+    /// follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cagr: Option<CagrInfo>,
     /// The indicator's total series.
     pub series: Vec<SeriesPoint>,
     pub provenance: Provenance,

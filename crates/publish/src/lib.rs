@@ -13,8 +13,8 @@ mod parquet_out;
 mod publisher;
 
 pub use digest::{
-    BaselineInfo, CheckReport, DIGEST_SCHEMA_VERSION, DataQuality, Digest, GoalDigest, Hold,
-    IndicatorDigest, LatestFigure, PipelineDigest, Provenance, SeriesPoint, SiteInfo, SourceInfo,
-    Summary, TableInfo, TargetInfo, TrendInfo,
+    BaselineInfo, CagrInfo, CheckReport, DIGEST_SCHEMA_VERSION, DataQuality, Digest, GoalDigest,
+    Hold, IndicatorDigest, LatestFigure, PipelineDigest, Provenance, SeriesPoint, SiteInfo,
+    SourceInfo, Summary, TableInfo, TargetInfo, TrendInfo,
 };
 pub use publisher::{PublishError, Publisher, write_digest_files};

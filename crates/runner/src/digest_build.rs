@@ -135,6 +135,15 @@ pub(crate) fn pipeline_digest(
                     value: *value,
                 }),
                 periods_to_target: j.periods_to_target,
+                cagr: j.cagr.as_ref().map(|c| {
+                    let finite = |v: f64| v.is_finite().then_some(v);
+                    goalpost_publish::CagrInfo {
+                        observed: finite(c.observed),
+                        required: finite(c.required),
+                        ratio: finite(c.ratio),
+                        status: c.status.clone(),
+                    }
+                }),
                 series: s.total().map(point).collect(),
                 provenance: Provenance {
                     pipeline: pipeline.id.clone(),

@@ -236,6 +236,7 @@ impl Runner {
                 goal.best = new.best.clone();
                 goal.worst = new.worst.clone();
                 goal.periods_to_target = new.periods_to_target;
+                goal.cagr = new.cagr.clone();
                 goal.series = new.series.clone();
             }
         }

@@ -25,8 +25,8 @@ pub use config::{Config, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
 pub use measure::{Measure, structured_sql};
 pub use pipeline::{
-    Baseline, Better, ColumnSpec, ColumnType, DeletesSpec, GoalSpec, IndicatorSpec, Partition,
-    PartitionBy, Pipeline, PipelineSpec, TableSpec, Target,
+    Baseline, Better, ColumnSpec, ColumnType, DeletesSpec, GoalMethod, GoalSpec, IndicatorSpec,
+    Partition, PartitionBy, Pipeline, PipelineSpec, TableSpec, Target,
 };
 pub use source::{
     ArcgisFormat, ArcgisSource, CkanSource, DatasetteSource, ExportMode, FileFormat, FileSource,

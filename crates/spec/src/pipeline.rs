@@ -357,6 +357,20 @@ pub struct GoalSpec {
     pub tolerance: Option<f64>,
     /// Periods the trend (and the pace towards the target) is measured over (default 3).
     pub trend_periods: Option<usize>,
+    /// How the status is judged: `trajectory` (the straight line from baseline to target,
+    /// the default) or `cagr` (observed against required compound annual growth, as Open
+    /// SDG reports progress).
+    #[serde(default)]
+    pub method: GoalMethod,
+}
+
+/// How a goal's status is judged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GoalMethod {
+    #[default]
+    Trajectory,
+    Cagr,
 }
 
 impl GoalSpec {
