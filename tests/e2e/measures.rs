@@ -96,6 +96,7 @@ title = "Units dispatched per 1,000 residents"
 period = "day"
 measure = "rate"
 population = {POPULATION}
+flag = "CASE WHEN on_scene_at IS NULL THEN 'provisional' END"
 "#,
         data = data.display().to_string()
     )
@@ -251,6 +252,19 @@ fn every_structured_measure_matches_plain_arithmetic_over_the_rows() {
                 rows.len() as f64 * 1000.0 / POPULATION
             ),
             "rate on {day}"
+        );
+        // The rows' flags travel with the figure.
+        let point = digest["pipelines"][0]["indicators"][7]["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["period"] == *day)
+            .unwrap();
+        let unfinished = rows.iter().any(|u| u.minutes.is_none());
+        assert_eq!(
+            point.get("flag").and_then(|f| f.as_str()),
+            unfinished.then_some("provisional"),
+            "flag on {day}"
         );
     }
 

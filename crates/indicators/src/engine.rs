@@ -47,6 +47,8 @@ pub struct Point {
     /// Built from fewer rows than the indicator's `min_count`, or withheld so that such a
     /// figure cannot be worked out from the total and the other groups: `value` is `None`.
     pub suppressed: bool,
+    /// Flags of the observation (`provisional`, `estimated`, `revised`), comma-separated.
+    pub flag: Option<String>,
 }
 
 /// Every figure of one indicator, ordered by group (total first) then period.
@@ -320,6 +322,10 @@ fn points(
             })?),
             None => None,
         };
+        let flags = match batch.column_by_name("flag") {
+            Some(_) => Some(as_text("flag")?),
+            None => None,
+        };
         let by: Vec<(String, arrow::array::ArrayRef)> = indicator
             .by
             .iter()
@@ -384,6 +390,10 @@ fn points(
                 partial: p.end() > as_of,
                 n: rows,
                 suppressed: false,
+                flag: flags.as_ref().and_then(|f| {
+                    let f = f.as_string::<i32>();
+                    (!f.is_null(row) && !f.value(row).is_empty()).then(|| f.value(row).to_string())
+                }),
             });
         }
     }
@@ -462,6 +472,7 @@ mod tests {
             partial: false,
             n: Some(n),
             suppressed: false,
+            flag: None,
         }
     }
 

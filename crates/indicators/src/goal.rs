@@ -376,6 +376,7 @@ target = {{ value = {target}, by = "2026-06-30" }}
                         partial: p.end() > as_of,
                         n: None,
                         suppressed: false,
+                        flag: None,
                     }
                 })
                 .collect(),

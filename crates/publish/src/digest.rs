@@ -167,6 +167,9 @@ pub struct SeriesPoint {
     /// Withheld by small-cell suppression: too few rows, or it would reveal a cell that is.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suppressed: bool,
+    /// Flags of the observation: provisional, estimated, revised (comma-separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flag: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ pub(crate) fn schema() -> Arc<Schema> {
         Field::new("held", DataType::Boolean, false),
         Field::new("suppressed", DataType::Boolean, false),
         Field::new("rows", DataType::Int64, true),
+        Field::new("flag", DataType::Utf8, true),
         Field::new("table_version", DataType::Int64, false),
         Field::new("run_id", DataType::Utf8, false),
     ]))
@@ -55,6 +56,7 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
     let mut held = BooleanBuilder::new();
     let mut suppressed = BooleanBuilder::new();
     let mut rows = arrow::array::Int64Builder::new();
+    let mut flag = StringBuilder::new();
     let mut version = arrow::array::Int64Builder::new();
     let mut run = StringBuilder::new();
     for p in &digest.pipelines {
@@ -82,6 +84,7 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
                 held.append_value(ind.held.is_some());
                 suppressed.append_value(pt.suppressed);
                 rows.append_option(pt.n.map(|n| n as i64));
+                flag.append_option(pt.flag.as_deref());
                 version.append_value(p.table.version as i64);
                 run.append_value(&p.run_id);
             }
@@ -103,6 +106,7 @@ pub(crate) fn batch(digest: &Digest) -> Result<RecordBatch, arrow::error::ArrowE
         Arc::new(held.finish()),
         Arc::new(suppressed.finish()),
         Arc::new(rows.finish()),
+        Arc::new(flag.finish()),
         Arc::new(version.finish()),
         Arc::new(run.finish()),
     ];

@@ -31,6 +31,7 @@ fn point(p: &Point) -> SeriesPoint {
         partial: p.partial,
         n: p.n,
         suppressed: p.suppressed,
+        flag: p.flag.clone(),
     }
 }
 

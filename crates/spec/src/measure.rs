@@ -84,6 +84,9 @@ pub fn structured_sql(ind: &IndicatorSpec, measure: Measure, table: &str) -> Str
     if let Some(d) = text(&ind.denominator) {
         select.push(format!("CAST(({d}) AS DOUBLE) AS __den"));
     }
+    if let Some(f) = text(&ind.flag) {
+        select.push(format!("CAST(({f}) AS VARCHAR) AS __flag"));
+    }
     let filter = text(&ind.filter)
         .map(|f| format!("\nWHERE {f}"))
         .unwrap_or_default();
@@ -124,8 +127,14 @@ pub fn structured_sql(ind: &IndicatorSpec, measure: Measure, table: &str) -> Str
     };
     let mut out_cols = vec!["period".to_string()];
     out_cols.extend(by.iter().cloned());
+    let flag = if ind.flag.is_some() {
+        // Every distinct flag of the figure's rows, in order: "estimated,provisional".
+        ", array_to_string(array_sort(array_distinct(array_agg(__flag) FILTER (WHERE __flag IS NOT NULL))), ',') AS flag"
+    } else {
+        ""
+    };
     format!(
-        "WITH rows AS (\n  SELECT {}\n  FROM {}{filter}\n)\nSELECT {}, {value} AS value, count(*) AS n\nFROM rows\n{group}",
+        "WITH rows AS (\n  SELECT {}\n  FROM {}{filter}\n)\nSELECT {}, {value} AS value, count(*) AS n{flag}\nFROM rows\n{group}",
         select.join(", "),
         quote(table),
         out_cols.join(", "),

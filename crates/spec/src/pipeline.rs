@@ -319,6 +319,9 @@ pub struct IndicatorSpec {
     pub per: Option<f64>,
     /// rate: the population the rate is per, e.g. residents.
     pub population: Option<f64>,
+    /// A SQL expression giving a row's flag (`provisional`, `estimated`, `revised`) or NULL;
+    /// a figure carries the flags of its rows. SQL indicators return a `flag` column instead.
+    pub flag: Option<Spanned<String>>,
 }
 
 fn no_sql() -> Spanned<String> {

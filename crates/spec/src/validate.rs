@@ -631,6 +631,7 @@ impl Checker<'_> {
                     ("scale", ind.scale.is_some()),
                     ("per", ind.per.is_some()),
                     ("population", ind.population.is_some()),
+                    ("flag", ind.flag.is_some()),
                 ];
                 for (key, set) in stray {
                     if set {
