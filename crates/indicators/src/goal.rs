@@ -214,12 +214,15 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
     j.latest_value = Some(value);
     j.expected_value = Some(expected);
     j.progress = (distance > 0.0).then(|| sign * (value - base) / distance);
-    (j.status, j.reason) = if sign * (value - target) >= 0.0 {
+    // Comparisons allow a rounding error: a figure exactly on the line, or exactly at the
+    // tolerance, is judged as the rule says whatever the last bits of the arithmetic say.
+    let slack = 1e-9 * distance.max(value.abs()).max(1.0);
+    (j.status, j.reason) = if sign * (value - target) >= -slack {
         (
             GoalStatus::Met,
             format!("{} is at or beyond the target", point.period),
         )
-    } else if behind <= 0.0 {
+    } else if behind <= slack {
         (
             GoalStatus::OnTrack,
             format!(
@@ -227,7 +230,7 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
                 point.period
             ),
         )
-    } else if behind <= tolerance * distance {
+    } else if behind <= tolerance * distance + slack {
         (
             GoalStatus::AtRisk,
             format!(
@@ -529,6 +532,49 @@ target = {{ value = {target}, by = "2026-06-30" }}
             "{}",
             j.reason
         );
+    }
+
+    #[test]
+    fn every_boundary_of_the_rule_falls_the_documented_way() {
+        let as_of = d(2026, 1, 15);
+        let expected = 50.0 + 50.0 * 184.0 / 365.0;
+        let at = |v: f64| status("higher", "", &[("2025-12", Some(v))], as_of).status;
+        assert_eq!(at(expected), GoalStatus::OnTrack, "exactly on the line");
+        assert_eq!(at(expected - 1e-6), GoalStatus::AtRisk, "just behind it");
+        assert_eq!(
+            at(expected - 5.0),
+            GoalStatus::AtRisk,
+            "exactly 10 % behind"
+        );
+        assert_eq!(
+            at(expected - 5.0 - 1e-6),
+            GoalStatus::OffTrack,
+            "just beyond 10 %"
+        );
+        assert_eq!(at(100.0), GoalStatus::Met, "exactly at the target");
+        assert_eq!(at(100.0 - 1e-6), GoalStatus::OnTrack, "just short of it");
+        let none = status("higher", "", &[("2025-10", Some(99.0))], as_of);
+        assert_eq!(
+            none.status,
+            GoalStatus::NoData,
+            "older than the last two periods"
+        );
+        // Lower is better, mirrored: baseline 50, target 0 by 30 June 2026.
+        let p = pipeline("lower", "");
+        let mut goal = p.spec.goals[0].clone();
+        goal.target.value = 0.0;
+        let line = 50.0 - 50.0 * 184.0 / 365.0;
+        let j = judge(&p, &goal, &series(&[("2025-12", Some(line))], as_of), as_of);
+        assert_eq!(j.status, GoalStatus::OnTrack);
+        let j = judge(
+            &p,
+            &goal,
+            &series(&[("2025-12", Some(line + 5.0))], as_of),
+            as_of,
+        );
+        assert_eq!(j.status, GoalStatus::AtRisk);
+        let j = judge(&p, &goal, &series(&[("2025-12", Some(0.0))], as_of), as_of);
+        assert_eq!(j.status, GoalStatus::Met);
     }
 
     #[test]
