@@ -361,3 +361,99 @@ fn a_structured_indicator_is_checked_before_it_runs() {
         "{stdout}"
     );
 }
+
+/// Every period kind cuts the real NYC 311 extract (2012–2019, New York time) where a
+/// calendar says it should: labels and counts computed here with chrono.
+#[test]
+fn periods_cut_where_the_calendar_says() {
+    let data = repo().join("pipelines/demo/data/nyc311/311_service_requests_2018.csv");
+    let kinds = [
+        "day",
+        "week",
+        "month",
+        "quarter",
+        "year",
+        "fiscal_year",
+        "fiscal_quarter",
+    ];
+    let mut text = format!(
+        r#"title = "NYC 311"
+timezone = "America/New_York"
+fiscal_year_start = 7
+as_of = "2019-04-01"
+min_count = 0
+
+[[source]]
+kind = "file"
+path = {data:?}
+
+[table]
+name = "requests"
+key = ["id"]
+time = "created_at"
+
+[table.columns]
+id = {{ from = "Unique Key", type = "string" }}
+created_at = {{ from = "Created Date", type = "timestamp" }}
+"#,
+        data = data.display().to_string()
+    );
+    for kind in kinds {
+        text.push_str(&format!(
+            "\n[[indicator]]\nid = \"per-{kind}\"\ntitle = \"Requests per {kind}\"\nperiod = \"{kind}\"\nmeasure = \"count\"\n"
+        ));
+    }
+    let pipelines = tempfile::tempdir().unwrap();
+    std::fs::write(pipelines.path().join("nyc.toml"), text).unwrap();
+    let project = Project::new(pipelines.path());
+    project.ok(&["run"]);
+    let digest = project.digest();
+
+    let mut r = csv::Reader::from_path(&data).unwrap();
+    let created = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "Created Date")
+        .unwrap();
+    let stamps: Vec<NaiveDateTime> = r
+        .records()
+        .map(|row| NaiveDateTime::parse_from_str(&row.unwrap()[created], US).unwrap())
+        .collect();
+    use chrono::Datelike;
+    let label = |kind: &str, t: &NaiveDateTime| -> String {
+        let (y, m) = (t.year(), t.month());
+        let fy = if m >= 7 { y + 1 } else { y };
+        match kind {
+            "day" => t.format("%Y-%m-%d").to_string(),
+            "week" => {
+                let w = t.iso_week();
+                format!("{}-W{:02}", w.year(), w.week())
+            }
+            "month" => format!("{y}-{m:02}"),
+            "quarter" => format!("{y}-Q{}", (m - 1) / 3 + 1),
+            "year" => y.to_string(),
+            "fiscal_year" => format!("FY{fy}"),
+            "fiscal_quarter" => format!("FY{fy} Q{}", (m + 12 - 7) % 12 / 3 + 1),
+            _ => unreachable!(),
+        }
+    };
+    for (i, kind) in kinds.iter().enumerate() {
+        let mut want: BTreeMap<String, f64> = BTreeMap::new();
+        for t in &stamps {
+            *want.entry(label(kind, t)).or_default() += 1.0;
+        }
+        let got: BTreeMap<String, f64> = digest["pipelines"][0]["indicators"][i]["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["period"].as_str().unwrap().to_string(),
+                    p["value"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "per {kind}");
+    }
+}
