@@ -128,6 +128,28 @@ pub struct Trend {
     pub direction: String,
 }
 
+/// Where a line through `points` (dates ascending) stands on `at`: linear between the two
+/// points around it, flat before the first and after the last.
+fn expected_on(points: &[(NaiveDate, f64)], at: NaiveDate) -> f64 {
+    let first = points[0];
+    if at <= first.0 {
+        return first.1;
+    }
+    for pair in points.windows(2) {
+        let ((d0, v0), (d1, v1)) = (pair[0], pair[1]);
+        if at <= d1 {
+            let span = (d1 - d0).num_days() as f64;
+            let elapsed = (at - d0).num_days() as f64;
+            return if span > 0.0 {
+                v0 + elapsed / span * (v1 - v0)
+            } else {
+                v1
+            };
+        }
+    }
+    points[points.len() - 1].1
+}
+
 /// Default number of periods a trend is measured over.
 pub const DEFAULT_TREND_PERIODS: usize = 3;
 
@@ -200,14 +222,15 @@ pub fn judge(pipeline: &Pipeline, goal: &GoalSpec, series: &Series, as_of: Naive
         .period(series.period, fiscal_start)
         .map_or(point.end, |p| p.end());
     let target_end = goal.target.date().map_or(point.end, |d| d + Days::new(1));
-    let span = (target_end - baseline_end).num_days() as f64;
-    let elapsed = (point.end - baseline_end).num_days() as f64;
-    let fraction = if span > 0.0 {
-        (elapsed / span).clamp(0.0, 1.0)
-    } else {
-        1.0
-    };
-    let expected = base + fraction * (target - base);
+    // The expected line: baseline, then each milestone, then the target.
+    let mut line: Vec<(NaiveDate, f64)> = vec![(baseline_end, base)];
+    for m in &goal.milestones {
+        if let Some(d) = m.date() {
+            line.push((d + Days::new(1), m.value));
+        }
+    }
+    line.push((target_end, target));
+    let expected = expected_on(&line, point.end);
     let distance = (target - base).abs();
     let behind = sign * (expected - value);
     j.latest_period = Some(point.period.clone());
@@ -575,6 +598,29 @@ target = {{ value = {target}, by = "2026-06-30" }}
         assert_eq!(j.status, GoalStatus::AtRisk);
         let j = judge(&p, &goal, &series(&[("2025-12", Some(0.0))], as_of), as_of);
         assert_eq!(j.status, GoalStatus::Met);
+    }
+
+    #[test]
+    fn milestones_bend_the_expected_line() {
+        // Baseline 50 (line starts 1 July 2025), a milestone of 60 by 30 September 2025
+        // (the line reaches it on 1 October), target 100 by 30 June 2026.
+        let as_of = d(2026, 1, 15);
+        let j = status(
+            "higher",
+            "milestones = [{ value = 60, by = \"2025-09-30\" }]",
+            &[("2025-12", Some(70.0))],
+            as_of,
+        );
+        // End of December (1 January): 92 of 273 days from 1 October towards 100.
+        let expected = 60.0 + 40.0 * 92.0 / 273.0;
+        assert!((j.expected_value.unwrap() - expected).abs() < 1e-9);
+        assert_eq!(j.status, GoalStatus::AtRisk);
+        // Without the milestone, 70 is further behind the straight line.
+        let j = status("higher", "", &[("2025-12", Some(70.0))], as_of);
+        assert_eq!(j.status, GoalStatus::OffTrack);
+        let line = [(d(2025, 7, 1), 50.0), (d(2025, 10, 1), 60.0)];
+        assert_eq!(expected_on(&line, d(2025, 1, 1)), 50.0, "flat before");
+        assert_eq!(expected_on(&line, d(2026, 1, 1)), 60.0, "flat after");
     }
 
     #[test]

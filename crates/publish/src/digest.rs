@@ -273,6 +273,9 @@ pub struct GoalDigest {
     pub tolerance: f64,
     pub baseline: BaselineInfo,
     pub target: TargetInfo,
+    /// Interim targets the expected line passes through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<TargetInfo>,
     /// The change over the last periods up to the judged one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trend: Option<TrendInfo>,

@@ -121,6 +121,16 @@ pub(crate) fn pipeline_digest(
                     // Validated when the pipeline was loaded.
                     by: goal.target.date().unwrap_or(as_of),
                 },
+                milestones: goal
+                    .milestones
+                    .iter()
+                    .filter_map(|m| {
+                        Some(TargetInfo {
+                            value: m.value,
+                            by: m.date()?,
+                        })
+                    })
+                    .collect(),
                 trend: j.trend.as_ref().map(|t| goalpost_publish::TrendInfo {
                     periods: t.periods,
                     from_period: t.from_period.clone(),

@@ -360,6 +360,10 @@ pub struct GoalSpec {
     pub tolerance: Option<f64>,
     /// Periods the trend (and the pace towards the target) is measured over (default 3).
     pub trend_periods: Option<usize>,
+    /// Interim targets on the way (`[{ value = 70, by = "2025-12-31" }]`): the expected
+    /// line runs from the baseline through each milestone to the target.
+    #[serde(default)]
+    pub milestones: Vec<Target>,
     /// How the status is judged: `trajectory` (the straight line from baseline to target,
     /// the default) or `cagr` (observed against required compound annual growth, as Open
     /// SDG reports progress).

@@ -807,6 +807,28 @@ impl Checker<'_> {
                 );
             }
             let target_date = self.date(&goal.target.by, "target.by");
+            let mut last_date: Option<NaiveDate> = None;
+            for m in &goal.milestones {
+                let Some(date) = self.date(&m.by, "milestone by") else {
+                    continue;
+                };
+                if last_date.is_some_and(|l| date <= l) {
+                    self.at(
+                        &m.by,
+                        "milestones must be in date order, each after the one before".into(),
+                    );
+                }
+                if target_date.is_some_and(|t| date >= t) {
+                    self.at(
+                        &m.by,
+                        format!(
+                            "milestone date {date} is not before the target date {}",
+                            goal.target.by.get_ref()
+                        ),
+                    );
+                }
+                last_date = Some(date);
+            }
             if let Some(t) = goal.tolerance
                 && !(0.0..=1.0).contains(&t)
             {
@@ -1073,6 +1095,35 @@ column = "n"
         assert!(
             m.iter()
                 .all(|l| l.starts_with("bad.toml:") || l.contains("bad.toml:")),
+            "{m:#?}"
+        );
+    }
+
+    #[test]
+    fn milestones_must_come_in_order_before_the_target() {
+        let ok = GOOD.replace(
+            "target = { value = 5, by = \"2026-06-30\" }",
+            "target = { value = 5, by = \"2026-06-30\" }\nmilestones = [{ value = 8, by = \"2025-12-31\" }, { value = 6, by = \"2026-03-31\" }]",
+        );
+        assert_eq!(
+            pipeline("good.toml", &ok).unwrap().spec.goals[0]
+                .milestones
+                .len(),
+            2
+        );
+        let bad = GOOD.replace(
+            "target = { value = 5, by = \"2026-06-30\" }",
+            "target = { value = 5, by = \"2026-06-30\" }\nmilestones = [{ value = 8, by = \"2026-03-31\" }, { value = 6, by = \"2025-12-31\" }, { value = 5, by = \"2026-07-01\" }]",
+        );
+        let m = messages(pipeline("bad.toml", &bad));
+        assert!(
+            m.iter()
+                .any(|l| l.contains("milestones must be in date order")),
+            "{m:#?}"
+        );
+        assert!(
+            m.iter().any(|l| l
+                .contains("milestone date 2026-07-01 is not before the target date 2026-06-30")),
             "{m:#?}"
         );
     }
