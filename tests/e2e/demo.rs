@@ -1,6 +1,6 @@
 //! The bundled demo, checked against figures computed from the raw files.
 
-use crate::{Project, demo_dir, figure, goal, repo};
+use crate::{Project, close, demo_dir, figure, goal, median, percentile, pipeline_part, repo};
 use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
@@ -12,28 +12,6 @@ fn utc(tz: Tz, local: &str, format: &str) -> chrono::DateTime<Utc> {
         .earliest()
         .unwrap()
         .with_timezone(&Utc)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-/// Linear interpolation between closest ranks (as `percentile_cont`).
-fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let rank = p * (xs.len() - 1) as f64;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    xs[lo] + (xs[hi] - xs[lo]) * (rank - lo as f64)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-9 * b.abs().max(1.0)
 }
 
 fn csv_rows(path: &str) -> Vec<csv::StringRecord> {
@@ -322,15 +300,7 @@ fn running_one_pipeline_keeps_the_others_in_the_digest() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(&before), ids(&after));
-    let run_of = |d: &serde_json::Value, id: &str| {
-        d["pipelines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["id"] == id)
-            .unwrap()["run_id"]
-            .clone()
-    };
+    let run_of = |d: &serde_json::Value, id: &str| pipeline_part(d, id)["run_id"].clone();
     assert_eq!(run_of(&before, "nyc-311"), run_of(&after, "nyc-311"));
     assert_ne!(
         run_of(&before, "bike-counts"),

@@ -82,15 +82,19 @@ impl Project {
     }
 }
 
-/// The goal `id` of pipeline `pipeline` in a digest.
-pub fn goal<'a>(digest: &'a serde_json::Value, pipeline: &str, id: &str) -> &'a serde_json::Value {
-    let p = digest["pipelines"]
+/// Pipeline `id`'s part of a digest.
+pub fn pipeline_part<'a>(digest: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    digest["pipelines"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["id"] == pipeline)
-        .unwrap_or_else(|| panic!("pipeline {pipeline} in digest"));
-    p["goals"]
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("pipeline {id} in digest"))
+}
+
+/// The goal `id` of pipeline `pipeline` in a digest.
+pub fn goal<'a>(digest: &'a serde_json::Value, pipeline: &str, id: &str) -> &'a serde_json::Value {
+    pipeline_part(digest, pipeline)["goals"]
         .as_array()
         .unwrap()
         .iter()
@@ -118,4 +122,27 @@ pub fn figure(
         .iter()
         .find(|s| s["period"] == period && s.get("group").is_none())?["value"]
         .as_f64()
+}
+
+/// Plain arithmetic the expected figures are computed with.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Linear interpolation between closest ranks (as `percentile_cont`).
+pub fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let rank = p * (xs.len() - 1) as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    xs[lo] + (xs[hi] - xs[lo]) * (rank - lo as f64)
+}
+
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9 * b.abs().max(1.0)
 }

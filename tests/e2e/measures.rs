@@ -1,7 +1,7 @@
 //! Structured indicators (`measure = …`, no SQL) over the real SF fire extract, each figure
 //! checked against the same measure computed here in plain Rust from the CSV rows.
 
-use crate::{Project, figure, repo};
+use crate::{Project, close, figure, percentile, repo};
 use chrono::NaiveDateTime;
 use std::collections::BTreeMap;
 
@@ -140,17 +140,6 @@ fn units() -> Vec<Unit> {
             }
         })
         .collect()
-}
-
-fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let rank = p * (xs.len() - 1) as f64;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    xs[lo] + (xs[hi] - xs[lo]) * (rank - lo as f64)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() < 1e-9 * b.abs().max(1.0)
 }
 
 /// A breakdown point from the digest.

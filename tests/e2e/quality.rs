@@ -3,7 +3,7 @@
 //!
 //! Expected counts come from the fixture CSV read here with the `csv` crate.
 
-use crate::{Project, figure, repo};
+use crate::{Project, figure, pipeline_part, repo};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -119,15 +119,6 @@ fn query(dir: &Path, sql: &str) -> Vec<serde_json::Value> {
         }
         out
     })
-}
-
-fn pipeline_part<'a>(digest: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    digest["pipelines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["id"] == id)
-        .unwrap()
 }
 
 /// Calls per local day, counted here from the fixture rows that should be in the table.

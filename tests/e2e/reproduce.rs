@@ -3,7 +3,7 @@
 //! what a kept version needs; `compact` keeps the rows; a process killed in the middle of a
 //! table commit leaves the table readable at the previous version.
 
-use crate::{Project, repo};
+use crate::{Project, pipeline_part, repo};
 use std::path::{Path, PathBuf};
 
 fn fixture() -> PathBuf {
@@ -202,13 +202,7 @@ fn compact_rewrites_small_files_and_keeps_every_row() {
     let project = demo_project("");
     project.ok(&["run", "sf-fire-ems"]);
     let count = |p: &Project| {
-        let digest = p.digest();
-        digest["pipelines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["id"] == "sf-fire-ems")
-            .unwrap()["table"]["rows"]
+        pipeline_part(&p.digest(), "sf-fire-ems")["table"]["rows"]
             .as_u64()
             .unwrap()
     };

@@ -137,6 +137,20 @@ impl Runner {
         &self.config
     }
 
+    /// The pipelines' tables, `data/tables/`.
+    fn tables(&self) -> TableStore {
+        TableStore::new(self.config.data_dir.join("tables"))
+    }
+
+    /// The rows kept out of them, `data/quarantine/`.
+    fn quarantine_store(&self) -> TableStore {
+        TableStore::new(self.config.data_dir.join("quarantine"))
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher::new(&self.config.publish_dir, self.config.keep_versions)
+    }
+
     fn state(&self) -> Result<StateStore, StateError> {
         StateStore::open(&self.config.state_db)
     }
@@ -220,7 +234,7 @@ impl Runner {
         if !problems.is_empty() {
             return Err(RunError::Invalid(problems));
         }
-        let store = TableStore::new(self.config.data_dir.join("tables"));
+        let store = self.tables();
         let table_spec = &pipeline.spec.table;
         let table_name = table_spec.name.get_ref();
         let mut state = self.state()?;
@@ -277,7 +291,7 @@ impl Runner {
             http = http.with_sleep(sleep.clone());
         }
         let fetch_started = std::time::Instant::now();
-        let quarantine_store = TableStore::new(self.config.data_dir.join("quarantine"));
+        let quarantine_store = self.quarantine_store();
         let last_good = state.last_good_run(&pipeline.id, run_id)?;
         let input = load::LoadInput {
             pipeline,
@@ -382,6 +396,7 @@ impl Runner {
                     .map_or(now, |t| t.with_timezone(&Utc)),
                 None => now,
             }),
+            rows: table_rows,
             previous_rows,
             drift,
         };
@@ -478,7 +493,7 @@ impl Runner {
         };
 
         // Merge into the current digest and publish, under the publish lock.
-        let publisher = Publisher::new(&self.config.publish_dir, self.config.keep_versions);
+        let publisher = self.publisher();
         let _lock = publisher.lock()?;
         let mut pipelines = publisher
             .current_digest()?

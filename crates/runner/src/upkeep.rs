@@ -2,9 +2,8 @@
 //! recomputing a published run's figures from the table versions it names.
 
 use crate::{RunError, Runner, digest_build};
-use goalpost_publish::{Digest, Publisher};
+use goalpost_publish::Digest;
 use goalpost_spec::{Pipeline, Spanned};
-use goalpost_table::TableStore;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -43,14 +42,6 @@ pub struct Recomputed {
 }
 
 impl Runner {
-    fn tables(&self) -> TableStore {
-        TableStore::new(self.config().data_dir.join("tables"))
-    }
-
-    fn publisher(&self) -> Publisher {
-        Publisher::new(&self.config().publish_dir, self.config().keep_versions)
-    }
-
     /// Compact the tables of `pipelines` (or only `table`): rewrite small files into large
     /// ones, one commit each.
     pub async fn compact(
@@ -335,7 +326,7 @@ impl Runner {
     ) -> Result<(Vec<QuarantineEntry>, u64), RunError> {
         use arrow::array::{Array, AsArray};
         use goalpost_table::deltalake::datafusion::prelude::SessionContext;
-        let store = TableStore::new(self.config().data_dir.join("quarantine"));
+        let store = self.quarantine_store();
         let Some(version) = store.latest_version(table).await? else {
             return Ok((Vec::new(), 0));
         };

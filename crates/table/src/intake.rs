@@ -148,11 +148,9 @@ impl<'a> Intake<'a> {
         IntakeReport {
             rows_in: self.rows_in,
             quarantined: self.quarantined,
-            floor: self.floor,
             rows: self.pending,
             checks: self.checks.results(),
             limit: self.pipeline.spec.table.quarantine_limit,
-            reasons: self.reasons,
         }
     }
 }
@@ -162,27 +160,12 @@ impl<'a> Intake<'a> {
 pub struct IntakeReport {
     pub rows_in: u64,
     pub quarantined: u64,
-    /// The share is judged against at least this many rows.
-    pub floor: u64,
     /// Rejected rows not yet stored.
     pub rows: Vec<QuarantinedRow>,
     /// Row-check results.
     pub checks: Vec<CheckResult>,
     /// The pipeline's quarantine limit, percent.
     pub limit: f64,
-    reasons: Reasons,
-}
-
-impl IntakeReport {
-    /// Why the run must fail, when more rows were quarantined than the limit allows.
-    pub fn over_limit(&self) -> Option<String> {
-        over_limit(
-            self.rows_in.max(self.floor),
-            self.quarantined,
-            self.limit,
-            &self.reasons,
-        )
-    }
 }
 
 fn over_limit(rows_in: u64, quarantined: u64, limit: f64, reasons: &Reasons) -> Option<String> {

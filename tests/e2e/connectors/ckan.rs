@@ -291,15 +291,9 @@ async fn transient_faults_are_retried_to_the_same_table() {
         // The DataStore: twice on the third page.
         let (dataset, server) = serve(Some(700), CkanOptions::default()).await;
         let h = harness(&server, 100, "");
-        server.faults.push_at(3, fault.clone());
-        server.faults.push_at(4, fault.clone());
-        let report = h
-            .run()
-            .await
-            .unwrap_or_else(|e| panic!("{fault:?} should be retried: {e}"));
-        assert_eq!(report.fetch.retries, 2, "{fault:?}");
+        let want = expected(&dataset.read().unwrap());
+        let report = super::retried_twice(&h, &server.faults, 3, &fault, &want, "page 3").await;
         assert_eq!(report.rows_fetched, 700, "{fault:?}");
-        assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
         super::assert_waited_twice(&h, &fault);
 
         // A downloaded file: twice on the download. (A complete 200 whose body does not parse
@@ -316,15 +310,10 @@ async fn transient_faults_are_retried_to_the_same_table() {
             ),
             name,
         );
-        server.faults.push_at(1, fault.clone());
-        server.faults.push_at(2, fault.clone());
-        let report = h
-            .run()
-            .await
-            .unwrap_or_else(|e| panic!("{fault:?} on the download should be retried: {e}"));
-        assert_eq!(report.fetch.retries, 2, "{fault:?} on the download");
+        let want = expected(&dataset.read().unwrap());
+        let report =
+            super::retried_twice(&h, &server.faults, 1, &fault, &want, "the download").await;
         assert_eq!(report.rows_fetched, 700, "{fault:?} on the download");
-        assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
     }
 }
 
@@ -346,18 +335,9 @@ async fn failures_leave_the_table_and_digest_as_they_were() {
         .write()
         .unwrap()
         .change_rows(10, BASE_EPOCH + 86_400);
-    server.faults.push(
-        Fault::Status {
-            code: 502,
-            body: "bad gateway".into(),
-        },
-        10,
-    );
+    super::push_502_burst(&server.faults);
     let err = h.run().await.unwrap_err().to_string();
-    assert!(
-        err.contains("502") && err.contains("gave up after 5 attempts"),
-        "{err}"
-    );
+    super::assert_gave_up_on_502(&err);
     untouched("5xx", h.table_version().await, h.digest_bytes().unwrap());
 
     // A Validation Error (HTTP 409) is never retried and says what is wrong.

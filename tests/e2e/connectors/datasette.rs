@@ -202,15 +202,10 @@ async fn transient_faults_through_the_proxy_are_retried_to_the_same_table() {
         let h = harness(&served.table_url(), "page_size = 100\n");
         // Twice on the third page.
         let seen = served.faults().data_requests();
-        served.faults().push_at(seen + 3, fault.clone());
-        served.faults().push_at(seen + 4, fault.clone());
-        let report = h
-            .run()
-            .await
-            .unwrap_or_else(|e| panic!("{fault:?} should be retried: {e}"));
-        assert_eq!(report.fetch.retries, 2, "{fault:?}");
+        let want = expected(&dataset);
+        let report =
+            super::retried_twice(&h, served.faults(), seen + 3, &fault, &want, "page 3").await;
         assert_eq!(report.rows_fetched, 700, "{fault:?}");
-        assert_same(&h.table().await, &expected(&dataset));
         super::assert_waited_twice(&h, &fault);
     }
 }
@@ -227,18 +222,9 @@ async fn failures_leave_the_table_and_digest_as_they_were() {
     let version = h.table_version().await;
 
     // A 5xx burst longer than the retry budget.
-    served.faults().push(
-        Fault::Status {
-            code: 502,
-            body: "bad gateway".into(),
-        },
-        10,
-    );
+    super::push_502_burst(served.faults());
     let err = h.run().await.unwrap_err().to_string();
-    assert!(
-        err.contains("502") && err.contains("gave up after 5 attempts"),
-        "{err}"
-    );
+    super::assert_gave_up_on_502(&err);
     assert_eq!(h.table_version().await, version, "no table commit");
     assert_eq!(h.digest_bytes().unwrap(), digest, "the digest is untouched");
 

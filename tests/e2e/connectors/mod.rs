@@ -20,7 +20,7 @@ use goalpost_runner::{FixedClock, RunError, RunOptions, RunReport, Runner};
 use goalpost_spec::{Config, Pipeline, load_pipeline};
 use goalpost_table::TableStore;
 use goalpost_table::deltalake::datafusion::prelude::SessionContext;
-use goalpost_testkit::{Dataset, Fault, Value};
+use goalpost_testkit::{Dataset, Fault, FaultPlan, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -240,6 +240,46 @@ pub fn transient_faults() -> [Fault; 5] {
 
 /// After a run that met `fault` twice: two waits, and after a 429 with `Retry-After: 0` each
 /// at least the configured floor (25 ms), never a tight loop.
+/// Run `h` with `fault` answering data requests `at` and `at + 1`: both must be retried and
+/// the table must hold exactly `want`. `label` names the case in failures.
+pub async fn retried_twice(
+    h: &Harness,
+    faults: &FaultPlan,
+    at: usize,
+    fault: &Fault,
+    want: &BTreeMap<String, Stored>,
+    label: &str,
+) -> RunReport {
+    faults.push_at(at, fault.clone());
+    faults.push_at(at + 1, fault.clone());
+    let report = h
+        .run()
+        .await
+        .unwrap_or_else(|e| panic!("{label}: {fault:?} should be retried: {e}"));
+    assert_eq!(report.fetch.retries, 2, "{label}: {fault:?}");
+    assert_same(&h.table().await, want);
+    report
+}
+
+/// A 5xx burst longer than the retry budget: ten 502s in a row.
+pub fn push_502_burst(faults: &FaultPlan) {
+    faults.push(
+        Fault::Status {
+            code: 502,
+            body: "bad gateway".into(),
+        },
+        10,
+    );
+}
+
+/// A run that met [`push_502_burst`] gave up once the retries were spent, naming the status.
+pub fn assert_gave_up_on_502(err: &str) {
+    assert!(
+        err.contains("502") && err.contains("gave up after 5 attempts"),
+        "{err}"
+    );
+}
+
 pub fn assert_waited_twice(h: &Harness, fault: &Fault) {
     let waits = h.waits.lock().unwrap().clone();
     assert_eq!(waits.len(), 2, "{fault:?}: {waits:?}");

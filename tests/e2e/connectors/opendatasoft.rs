@@ -253,15 +253,9 @@ async fn transient_faults_are_retried_to_the_same_table() {
         for fault in &faults {
             let (dataset, server) = serve(Some(700), 10_000).await;
             let h = harness(&server, &format!("export = \"{mode}\"\n"));
-            server.faults.push_at(at, fault.clone());
-            server.faults.push_at(at + 1, fault.clone());
-            let report = h
-                .run()
-                .await
-                .unwrap_or_else(|e| panic!("{mode}: {fault:?} should be retried: {e}"));
-            assert_eq!(report.fetch.retries, 2, "{mode}: {fault:?}");
+            let want = expected(&dataset.read().unwrap());
+            let report = super::retried_twice(&h, &server.faults, at, fault, &want, mode).await;
             assert_eq!(report.rows_fetched, 700, "{mode}: {fault:?}");
-            assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
             let waits = h.waits.lock().unwrap().clone();
             assert_eq!(waits.len(), 2, "{mode}: {fault:?}");
             if matches!(fault, Fault::TooManyRequests { .. }) {
@@ -302,18 +296,9 @@ async fn failures_leave_the_table_and_digest_as_they_were() {
         .write()
         .unwrap()
         .change_rows(10, BASE_EPOCH + 86_400);
-    server.faults.push(
-        Fault::Status {
-            code: 502,
-            body: "bad gateway".into(),
-        },
-        10,
-    );
+    super::push_502_burst(&server.faults);
     let err = h.run_full().await.unwrap_err().to_string();
-    assert!(
-        err.contains("502") && err.contains("gave up after 5 attempts"),
-        "{err}"
-    );
+    super::assert_gave_up_on_502(&err);
     unchanged("502 burst").await;
 
     // A 400 is never retried, and the portal's error becomes advice.

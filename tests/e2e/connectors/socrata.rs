@@ -130,14 +130,8 @@ async fn transient_faults_are_retried_to_the_same_table() {
         let (dataset, server) = serve(Some(700), SocrataOptions::default()).await;
         let h = harness(&server, 100, "");
         // Twice on the third page.
-        server.faults.push_at(3, fault.clone());
-        server.faults.push_at(4, fault.clone());
-        let report = h
-            .run()
-            .await
-            .unwrap_or_else(|e| panic!("{fault:?} should be retried: {e}"));
-        assert_eq!(report.fetch.retries, 2, "{fault:?}");
-        assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
+        let want = expected(&dataset.read().unwrap());
+        super::retried_twice(&h, &server.faults, 3, &fault, &want, "page 3").await;
         super::assert_waited_twice(&h, &fault);
     }
 }
@@ -155,18 +149,9 @@ async fn failures_leave_the_table_and_digest_as_they_were() {
         .write()
         .unwrap()
         .change_rows(10, BASE_EPOCH + 86_400);
-    server.faults.push(
-        Fault::Status {
-            code: 502,
-            body: "bad gateway".into(),
-        },
-        10,
-    );
+    super::push_502_burst(&server.faults);
     let err = h.run_full().await.unwrap_err().to_string();
-    assert!(
-        err.contains("502") && err.contains("gave up after 5 attempts"),
-        "{err}"
-    );
+    super::assert_gave_up_on_502(&err);
     assert_eq!(h.table_version().await, version, "no table commit");
     assert_eq!(h.digest_bytes().unwrap(), digest, "the digest is untouched");
 
