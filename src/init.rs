@@ -56,7 +56,7 @@ pub async fn init(config: &Config, args: InitArgs) -> Result<Option<PathBuf>> {
     let pipeline = parse_pipeline(&path, &text).map_err(|e| {
         anyhow::anyhow!("the starter pipeline does not validate (please report this):\n{e}")
     })?;
-    let problems = goalpost_indicators::check_sql(&pipeline).await;
+    let problems = goalpost_indicators::check_sql(&pipeline, &[]).await;
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
         bail!(

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 mod init;
 mod progress;
 
-use goalpost_runner::{RunOptions, Runner, SystemClock};
+use goalpost_runner::{Configured, RunOptions, Runner, SystemClock};
 use goalpost_spec::{Config, load_pipelines};
 use goalpost_state::StateStore;
 use std::path::PathBuf;
@@ -278,19 +278,18 @@ async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Resul
         ids = vec![pipeline];
     }
     let loaded = load_pipelines(&config.pipelines_dir)?;
-    let mut configured: Vec<String> = loaded.pipelines.iter().map(|p| p.id.clone()).collect();
-    configured.extend(loaded.failed.iter().map(|(id, _)| id.clone()));
+    let configured = Configured::new(&loaded);
     for id in &ids {
-        if !configured.contains(id) {
+        if !configured.ids.contains(id) {
             bail!(
                 "no pipeline {id:?} in {}; it has: {}",
                 config.pipelines_dir.display(),
-                configured.join(", ")
+                configured.ids.join(", ")
             );
         }
     }
     let wanted = |id: &str| ids.is_empty() || ids.iter().any(|i| i == id);
-    if configured.is_empty() {
+    if configured.ids.is_empty() {
         bail!(
             "no pipeline files (*.toml) in {}",
             config.pipelines_dir.display()
@@ -305,7 +304,11 @@ async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Resul
         eprintln!("{err}");
         runner.record_load_failure(id, &err.to_string())?;
     }
-    for pipeline in loaded.pipelines.iter().filter(|p| wanted(&p.id)) {
+    for pipeline in configured
+        .run_order(&loaded.pipelines)
+        .into_iter()
+        .filter(|p| wanted(&p.id))
+    {
         match runner.run(pipeline, &configured, &options).await {
             Ok(r) => {
                 succeeded += 1;
@@ -405,7 +408,19 @@ async fn validate(config: &Config) -> Result<ExitCode> {
         }
     }
     for p in &loaded.pipelines {
-        for diag in goalpost_indicators::check_sql(p).await {
+        // Indicators may read the other pipelines' tables (a population table).
+        let others: Vec<_> = loaded
+            .pipelines
+            .iter()
+            .filter(|o| o.id != p.id)
+            .map(|o| {
+                (
+                    o.spec.table.name.get_ref().clone(),
+                    o.spec.table.arrow_schema(),
+                )
+            })
+            .collect();
+        for diag in goalpost_indicators::check_sql(p, &others).await {
             out!("{diag}");
             problems += 1;
         }
@@ -732,6 +747,14 @@ fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> 
             .latest_version
             .map_or(String::new(), |v| format!("; version {v} is held back"))
     );
+    for r in &ind.reads {
+        out!(
+            "  also read: table {} at Delta version {} (loaded by pipeline {})",
+            r.table,
+            r.version,
+            r.pipeline
+        );
+    }
     for src in &p.sources {
         out!(
             "  source: {} {} ({} rows){}",

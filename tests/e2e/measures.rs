@@ -446,3 +446,361 @@ created_at = {{ from = "Created Date", type = "timestamp" }}
         assert_eq!(got, want, "per {kind}");
     }
 }
+
+/// A rate per the population held in another pipeline's table: each battalion's units per
+/// 1,000 of its own residents, the total per all of them. The population figures are
+/// illustrative, written by the test.
+#[test]
+fn a_rate_is_per_the_population_in_another_pipelines_table() {
+    let pipelines = tempfile::tempdir().unwrap();
+    let data = repo().join("pipelines/demo/data/sffire/fire_department_calls_2016.csv");
+    // B02 in two rows (summed); no row for B10, whose rate is unknown.
+    let residents: [(&str, f64); 11] = [
+        ("B01", 61_000.0),
+        ("B02", 70_000.0),
+        ("B02", 21_500.0),
+        ("B03", 88_000.0),
+        ("B04", 79_250.0),
+        ("B05", 93_000.0),
+        ("B06", 102_000.0),
+        ("B07", 97_500.0),
+        ("B08", 84_000.0),
+        ("B09", 110_000.0),
+        ("B99", 1_000.0),
+    ];
+    let csv_path = pipelines.path().join("battalions.csv");
+    let mut text = "battalion,residents\n".to_string();
+    for (b, n) in residents {
+        text.push_str(&format!("{b},{n}\n"));
+    }
+    std::fs::write(&csv_path, text).unwrap();
+    // "zones" sorts after "units": a refresh of everything must run it first anyway.
+    std::fs::write(
+        pipelines.path().join("zones.toml"),
+        format!(
+            r#"title = "Residents per battalion"
+timezone = "America/Los_Angeles"
+
+[[source]]
+kind = "file"
+path = {:?}
+
+[table]
+name = "battalion_population"
+
+[table.columns]
+battalion = {{ type = "string" }}
+residents = {{ type = "float64" }}
+"#,
+            csv_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let units_toml = format!(
+        r#"title = "SF fire and EMS units"
+timezone = "America/Los_Angeles"
+as_of = "2017-01-08"
+
+[[source]]
+kind = "file"
+path = {:?}
+
+[table]
+name = "units"
+key = ["row_id"]
+time = "received_at"
+
+[table.columns]
+row_id = {{ from = "RowID", type = "string" }}
+received_at = {{ from = "Received DtTm", type = "timestamp" }}
+battalion = {{ from = "Battalion", type = "string" }}
+
+[[indicator]]
+id = "units-per-1000"
+title = "Units dispatched per 1,000 residents"
+period = "day"
+by = ["battalion"]
+measure = "rate"
+min_count = 1
+population = {{ table = "battalion_population", column = "residents", by = ["battalion"] }}
+
+[[indicator]]
+id = "units-per-10000-citywide"
+title = "Units dispatched per 10,000 residents"
+period = "day"
+by = ["battalion"]
+measure = "rate"
+per = 10000
+min_count = 1
+population = {{ table = "battalion_population", column = "residents" }}
+"#,
+        data.display().to_string()
+    );
+    std::fs::write(pipelines.path().join("units.toml"), &units_toml).unwrap();
+    let project = Project::new(pipelines.path());
+
+    // The population must be loaded before a rate can use it.
+    let out = project.goalpost(&["run", "units"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reads table \"battalion_population\", which pipeline \"zones\" loads but has not written yet; run it first: goalpost run zones"),
+        "{stderr}"
+    );
+
+    project.ok(&["run"]);
+    let digest = project.digest();
+    let mut people: BTreeMap<&str, f64> = BTreeMap::new();
+    for (b, n) in residents {
+        *people.entry(b).or_default() += n;
+    }
+    let everyone: f64 = people.values().sum();
+    let mut per_day: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for u in units() {
+        *per_day
+            .entry(u.day)
+            .or_default()
+            .entry(u.battalion)
+            .or_default() += 1.0;
+    }
+    for (day, battalions) in &per_day {
+        let all: f64 = battalions.values().sum();
+        let total = figure(&digest, "units", "units-per-1000", day).unwrap();
+        assert!(close(total, all * 1000.0 / everyone), "total on {day}");
+        let citywide = figure(&digest, "units", "units-per-10000-citywide", day).unwrap();
+        assert!(
+            close(citywide, all * 10000.0 / everyone),
+            "citywide on {day}"
+        );
+        for (b, n) in battalions {
+            let cell = group_point(&digest, "units-per-1000", day, "battalion", b).unwrap();
+            match people.get(b.as_str()) {
+                Some(p) => assert!(
+                    close(cell["value"].as_f64().unwrap(), n * 1000.0 / p),
+                    "{b} on {day}: {cell}"
+                ),
+                None => assert!(cell["value"].is_null(), "{b} on {day}: {cell}"),
+            }
+            assert_eq!(cell["n"].as_f64(), Some(*n), "{b} on {day}");
+            // Without a population breakdown, each battalion is per the whole city.
+            let cell =
+                group_point(&digest, "units-per-10000-citywide", day, "battalion", b).unwrap();
+            assert!(
+                close(cell["value"].as_f64().unwrap(), n * 10000.0 / everyone),
+                "{b} on {day} citywide: {cell}"
+            );
+        }
+    }
+
+    // The figure's provenance names the population table and the version read.
+    let units = digest["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "units")
+        .unwrap();
+    assert_eq!(
+        units["indicators"][0]["reads"],
+        serde_json::json!([{ "table": "battalion_population", "pipeline": "zones", "version": 0 }])
+    );
+    let text = project.ok(&["explain", "units-per-1000"]);
+    assert!(
+        text.contains(
+            "  also read: table battalion_population at Delta version 0 (loaded by pipeline zones)"
+        ),
+        "{text}"
+    );
+    let run_id = digest["version"].as_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let recomputed = project.ok(&[
+        "recompute",
+        "--run",
+        run_id,
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(recomputed.contains("battalion_population"), "{recomputed}");
+    assert!(!recomputed.contains("differ"), "{recomputed}");
+
+    // A misspelt population column is found by `validate`, in the pipeline file.
+    std::fs::write(
+        pipelines.path().join("units.toml"),
+        units_toml.replace("column = \"residents\", by", "column = \"resident\", by"),
+    )
+    .unwrap();
+    let out = project.goalpost(&["validate"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("units.toml:")
+            && stdout.contains("\"units-per-1000\"")
+            && stdout.contains("resident"),
+        "{stdout}"
+    );
+    // A population broken down by a column the indicator is not.
+    std::fs::write(
+        pipelines.path().join("units.toml"),
+        units_toml.replace("by = [\"battalion\"] }", "by = [\"district\"] }"),
+    )
+    .unwrap();
+    let out = project.goalpost(&["validate"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("population is broken down by \"district\", which is not one of the indicator's `by` columns (battalion)"),
+        "{stdout}"
+    );
+}
+
+/// Rows on the days New York's clocks change, and just before local midnight at period ends:
+/// each row falls in the period of its local time, and durations are true elapsed time (an
+/// hour longer across the autumn change, an hour shorter across the spring one). The rows
+/// are written here; the expected figures are worked out by hand in the comments.
+#[test]
+fn clock_changes_and_local_midnight_cut_where_residents_live() {
+    let rows = [
+        // 2018-03-10 (Saturday): one minute before local midnight, 04:59 UTC on the 11th.
+        ("a1", "2018-03-10 23:59:00", "2018-03-11 00:59:00"), // 1 h
+        // 2018-03-11: clocks jump from 02:00 to 03:00.
+        ("a2", "2018-03-11 01:30:00", "2018-03-11 03:30:00"), // 1 h, not 2
+        ("a3", "2018-03-11 23:45:00", "2018-03-12 01:45:00"), // 2 h; 03:45 UTC on the 12th
+        // 2018-03-31, last evening of March and of Q1: 03:30 UTC on April 1st.
+        ("a4", "2018-03-31 23:30:00", "2018-04-01 02:30:00"), // 3 h
+        // Fiscal year (from July): the last evening of FY2018, then the first hour of FY2019.
+        ("a5", "2018-06-30 23:30:00", "2018-07-01 00:30:00"), // 1 h
+        ("a6", "2018-07-01 00:15:00", "2018-07-01 04:15:00"), // 4 h
+        // 2018-11-04 (Sunday, last day of ISO week 44): clocks go back from 02:00 to 01:00.
+        ("a7", "2018-11-04 00:30:00", "2018-11-04 03:30:00"), // 4 h, not 3
+        // 01:30 happens twice; the first (daylight) one is taken: 05:30 UTC to 07:30 UTC.
+        ("a8", "2018-11-04 01:30:00", "2018-11-04 02:30:00"), // 2 h
+        ("a9", "2018-11-04 23:30:00", "2018-11-05 00:30:00"), // 1 h; 04:30 UTC Monday
+        // 2018-11-05 (Monday, ISO week 45).
+        ("b1", "2018-11-05 00:10:00", "2018-11-05 06:10:00"), // 6 h
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("requests.csv");
+    let mut text = "id,created,closed\n".to_string();
+    for (id, created, closed) in rows {
+        text.push_str(&format!("{id},{created},{closed}\n"));
+    }
+    std::fs::write(&csv_path, text).unwrap();
+    let mut toml = format!(
+        r#"title = "Requests around clock changes"
+timezone = "America/New_York"
+fiscal_year_start = 7
+as_of = "2019-01-31"
+min_count = 0
+
+[[source]]
+kind = "file"
+path = {:?}
+
+[table]
+name = "requests"
+key = ["id"]
+time = "created_at"
+
+[table.columns]
+id = {{ type = "string" }}
+created_at = {{ from = "created", type = "timestamp" }}
+closed_at = {{ from = "closed", type = "timestamp" }}
+"#,
+        csv_path.display().to_string()
+    );
+    for kind in ["day", "week", "month", "quarter", "fiscal_year"] {
+        toml.push_str(&format!(
+            r#"
+[[indicator]]
+id = "hours-{kind}"
+title = "Mean hours to close, per {kind}"
+period = "{kind}"
+measure = "mean"
+value = "(extract(epoch FROM closed_at) - extract(epoch FROM created_at)) / 3600.0"
+
+[[indicator]]
+id = "count-{kind}"
+title = "Requests per {kind}"
+period = "{kind}"
+measure = "count"
+"#
+        ));
+    }
+    std::fs::write(dir.path().join("clocks.toml"), toml).unwrap();
+    let project = Project::new(dir.path());
+    project.ok(&["run"]);
+    let digest = project.digest();
+    let series = |id: &str| -> Vec<(String, f64)> {
+        digest["pipelines"][0]["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id)
+            .unwrap()["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["period"].as_str().unwrap().to_string(),
+                    p["value"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let expect = |kind: &str, want: &[(&str, usize, f64)]| {
+        let counts: Vec<(String, f64)> = want
+            .iter()
+            .map(|(p, n, _)| (p.to_string(), *n as f64))
+            .collect();
+        assert_eq!(series(&format!("count-{kind}")), counts, "count per {kind}");
+        let hours = series(&format!("hours-{kind}"));
+        assert_eq!(hours.len(), want.len(), "hours per {kind}: {hours:?}");
+        for ((period, got), (p, _, mean)) in hours.iter().zip(want) {
+            assert_eq!(period, p, "hours per {kind}");
+            assert!(close(*got, *mean), "hours in {p}: {got}, expected {mean}");
+        }
+    };
+    expect(
+        "day",
+        &[
+            ("2018-03-10", 1, 1.0),
+            ("2018-03-11", 2, 1.5),
+            ("2018-03-31", 1, 3.0),
+            ("2018-06-30", 1, 1.0),
+            ("2018-07-01", 1, 4.0),
+            ("2018-11-04", 3, 7.0 / 3.0),
+            ("2018-11-05", 1, 6.0),
+        ],
+    );
+    expect(
+        "week",
+        &[
+            ("2018-W10", 3, 4.0 / 3.0), // Mon 5 – Sun 11 March: a1, a2, a3
+            ("2018-W13", 1, 3.0),       // Sat 31 March
+            ("2018-W26", 2, 2.5),       // Sat 30 June, Sun 1 July
+            ("2018-W44", 3, 7.0 / 3.0), // Sunday 4 November
+            ("2018-W45", 1, 6.0),
+        ],
+    );
+    expect(
+        "month",
+        &[
+            ("2018-03", 4, 7.0 / 4.0),
+            ("2018-06", 1, 1.0),
+            ("2018-07", 1, 4.0),
+            ("2018-11", 4, 13.0 / 4.0),
+        ],
+    );
+    expect(
+        "quarter",
+        &[
+            ("2018-Q1", 4, 7.0 / 4.0),
+            ("2018-Q2", 1, 1.0),
+            ("2018-Q3", 1, 4.0),
+            ("2018-Q4", 4, 13.0 / 4.0),
+        ],
+    );
+    expect(
+        "fiscal_year",
+        &[("FY2018", 5, 8.0 / 5.0), ("FY2019", 5, 17.0 / 5.0)],
+    );
+}

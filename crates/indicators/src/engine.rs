@@ -2,7 +2,7 @@
 
 use crate::period_udf::PeriodUdf;
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use chrono::NaiveDate;
 use datafusion::catalog::MemTable;
 use datafusion::datasource::TableProvider;
@@ -57,6 +57,8 @@ pub struct Series {
     pub indicator: String,
     pub period: PeriodKind,
     pub points: Vec<Point>,
+    /// Other pipelines' tables the query read (e.g. a population table), by name.
+    pub reads: Vec<String>,
 }
 
 impl Series {
@@ -75,11 +77,41 @@ fn sql_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-/// A session that sees exactly one table, the pipeline's, with its `period` column.
+/// Other pipelines' tables an indicator may read, by table name: a population table, a list
+/// of districts. They have no `period` column.
+type Lookups = [(String, Arc<dyn TableProvider>)];
+
+/// The tables each indicator's query names besides its pipeline's own (CTE names aside), in
+/// order: `(indicator id, table names)`. A query that does not parse names none here;
+/// [`check_sql`] reports it.
+pub fn tables_read(pipeline: &Pipeline) -> Vec<(String, Vec<String>)> {
+    let own = pipeline.spec.table.name.get_ref();
+    let state = SessionContext::new().state();
+    let dialect = state.config().options().sql_parser.dialect;
+    pipeline
+        .spec
+        .indicators
+        .iter()
+        .map(|ind| {
+            let mut names: Vec<String> = state
+                .sql_to_statement(ind.sql.get_ref(), &dialect)
+                .and_then(|st| state.resolve_table_references(&st))
+                .map(|refs| refs.iter().map(|r| r.table().to_string()).collect())
+                .unwrap_or_default();
+            names.retain(|n| n != own && n != BASE);
+            names.sort();
+            names.dedup();
+            (ind.id.get_ref().clone(), names)
+        })
+        .collect()
+}
+
+/// A session that sees the pipeline's table, with its `period` column, and the lookups.
 async fn session(
     pipeline: &Pipeline,
     indicator: &IndicatorSpec,
     base: Arc<dyn TableProvider>,
+    lookups: &Lookups,
 ) -> datafusion::error::Result<SessionContext> {
     // One partition: floating-point sums and averages then add up in the same order every
     // time, so a figure recomputed from the same table version is bit for bit the same
@@ -94,6 +126,11 @@ async fn session(
     )));
     ctx.register_table(BASE, base)?;
     let table = pipeline.spec.table.name.get_ref();
+    for (name, provider) in lookups {
+        if name != table {
+            ctx.register_table(name.as_str(), Arc::clone(provider))?;
+        }
+    }
     let time = indicator
         .time_column(&pipeline.spec.table)
         .unwrap_or_default();
@@ -149,7 +186,9 @@ fn output_problems(indicator: &IndicatorSpec, df: &DataFrame) -> Vec<String> {
 
 /// Plan every indicator's SQL against the table's declared (empty) schema and check the shape
 /// of its result. Returns one diagnostic per problem, pointing into the pipeline file.
-pub async fn check_sql(pipeline: &Pipeline) -> Vec<Diagnostic> {
+///
+/// `lookups` are the other tables the queries may read, with their declared schemas.
+pub async fn check_sql(pipeline: &Pipeline, lookups: &[(String, SchemaRef)]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let schema = pipeline.spec.table.arrow_schema();
     let empty: Arc<dyn TableProvider> = match MemTable::try_new(schema, vec![vec![]]) {
@@ -163,9 +202,20 @@ pub async fn check_sql(pipeline: &Pipeline) -> Vec<Diagnostic> {
             return out;
         }
     };
+    let mut others: Vec<(String, Arc<dyn TableProvider>)> = Vec::new();
+    for (name, schema) in lookups {
+        match MemTable::try_new(Arc::clone(schema), vec![vec![]]) {
+            Ok(t) => others.push((name.clone(), Arc::new(t))),
+            Err(e) => out.push(
+                pipeline
+                    .file
+                    .diagnostic(None, format!("cannot build table {name}'s schema: {e}")),
+            ),
+        }
+    }
     for indicator in &pipeline.spec.indicators {
         let sql = &indicator.sql;
-        let result = match session(pipeline, indicator, Arc::clone(&empty)).await {
+        let result = match session(pipeline, indicator, Arc::clone(&empty), &others).await {
             Ok(ctx) => plan(&ctx, sql.get_ref()).await,
             Err(e) => Err(e),
         };
@@ -245,9 +295,13 @@ fn find_word(haystack: &str, word: &str) -> Option<usize> {
 /// Run every indicator of a pipeline over its table.
 ///
 /// `as_of` is the evaluation date: periods that have not ended by then are `partial`.
+///
+/// `lookups` are the other tables the indicators read (see [`tables_read`]), opened at the
+/// versions to use.
 pub async fn compute(
     pipeline: &Pipeline,
     table: &DeltaTable,
+    lookups: &[(String, DeltaTable)],
     as_of: NaiveDate,
 ) -> Result<Vec<Series>, IndicatorError> {
     let table_name = pipeline.spec.table.name.get_ref().clone();
@@ -258,14 +312,26 @@ pub async fn compute(
             table: table_name.clone(),
             message: e.to_string(),
         })?;
+    let mut others: Vec<(String, Arc<dyn TableProvider>)> = Vec::with_capacity(lookups.len());
+    for (name, lookup) in lookups {
+        let provider = lookup
+            .table_provider()
+            .await
+            .map_err(|e| IndicatorError::Table {
+                table: name.clone(),
+                message: e.to_string(),
+            })?;
+        others.push((name.clone(), provider));
+    }
+    let reads = tables_read(pipeline);
     let mut out = Vec::with_capacity(pipeline.spec.indicators.len());
-    for indicator in &pipeline.spec.indicators {
+    for (indicator, (_, read)) in pipeline.spec.indicators.iter().zip(reads) {
         let sql_err = |message: String| IndicatorError::Sql {
             file: pipeline.file.path.display().to_string(),
             indicator: indicator.id.get_ref().clone(),
             message,
         };
-        let ctx = session(pipeline, indicator, Arc::clone(&provider))
+        let ctx = session(pipeline, indicator, Arc::clone(&provider), &others)
             .await
             .map_err(|e| sql_err(clean_error(&e.to_string())))?;
         table
@@ -288,6 +354,10 @@ pub async fn compute(
             indicator: indicator.id.get_ref().clone(),
             period: indicator.period,
             points,
+            reads: read
+                .into_iter()
+                .filter(|r| lookups.iter().any(|(name, _)| name == r))
+                .collect(),
         });
     }
     Ok(out)

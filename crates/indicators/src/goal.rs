@@ -406,6 +406,7 @@ target = {{ value = {target}, by = "2026-06-30" }}
                     }
                 })
                 .collect(),
+            reads: Vec::new(),
         }
     }
 

@@ -194,6 +194,10 @@ pub struct IndicatorDigest {
     pub min_count: u64,
     /// The query that ran (generated for a structured indicator).
     pub sql: String,
+    /// Other pipelines' tables the query read (e.g. a population table), at the versions
+    /// read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<TableRead>,
     pub series: Vec<SeriesPoint>,
     /// Set when the series is held at its last good values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +247,15 @@ pub struct TargetInfo {
     pub by: NaiveDate,
 }
 
+/// Another pipeline's table an indicator read, at the version read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRead {
+    pub table: String,
+    /// The pipeline that loads it.
+    pub pipeline: String,
+    pub version: u64,
+}
+
 /// Where a figure came from, enough to recompute it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -251,6 +264,9 @@ pub struct Provenance {
     pub table: String,
     pub table_version: u64,
     pub sql: String,
+    /// Other tables the query read, at the versions read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<TableRead>,
     pub run_id: String,
     pub computed_at: DateTime<Utc>,
 }

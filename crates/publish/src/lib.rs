@@ -15,6 +15,6 @@ mod publisher;
 pub use digest::{
     BaselineInfo, CagrInfo, CheckReport, DIGEST_SCHEMA_VERSION, DataQuality, Digest, GoalDigest,
     Hold, IndicatorDigest, LatestFigure, PipelineDigest, Provenance, SeriesPoint, SiteInfo,
-    SourceInfo, Summary, TableInfo, TargetInfo, TrendInfo,
+    SourceInfo, Summary, TableInfo, TableRead, TargetInfo, TrendInfo,
 };
 pub use publisher::{PublishError, Publisher, write_digest_files};

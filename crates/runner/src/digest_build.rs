@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use goalpost_indicators::{Point, Series, judge};
 use goalpost_publish::{
     BaselineInfo, DataQuality, GoalDigest, Hold, IndicatorDigest, LatestFigure, PipelineDigest,
-    Provenance, SeriesPoint, SourceInfo, TableInfo, TargetInfo,
+    Provenance, SeriesPoint, SourceInfo, TableInfo, TableRead, TargetInfo,
 };
 use goalpost_spec::{Better, Pipeline};
 
@@ -19,6 +19,8 @@ pub(crate) struct Built<'a> {
     pub rows: u64,
     pub sources: Vec<SourceInfo>,
     pub quality: DataQuality,
+    /// Other tables the indicators may have read, at the versions read.
+    pub reads: &'a [TableRead],
 }
 
 fn point(p: &Point) -> SeriesPoint {
@@ -55,8 +57,16 @@ pub(crate) fn pipeline_digest(
         rows,
         sources,
         quality,
+        reads,
     } = built;
     let table = pipeline.spec.table.name.get_ref().clone();
+    let read = |s: &Series| -> Vec<TableRead> {
+        reads
+            .iter()
+            .filter(|r| s.reads.contains(&r.table))
+            .cloned()
+            .collect()
+    };
     let indicators = pipeline
         .spec
         .indicators
@@ -81,6 +91,7 @@ pub(crate) fn pipeline_digest(
             filter: spec.filter.as_ref().map(|f| f.get_ref().trim().to_string()),
             min_count: spec.min_count.unwrap_or(pipeline.spec.min_count),
             sql: spec.sql.get_ref().trim().to_string(),
+            reads: read(s),
             series: s.points.iter().map(point).collect(),
             held: None,
         })
@@ -162,6 +173,7 @@ pub(crate) fn pipeline_digest(
                     table: table.clone(),
                     table_version: version,
                     sql: spec.sql.get_ref().trim().to_string(),
+                    reads: read(s),
                     run_id: run_id.to_string(),
                     computed_at: now,
                 },
@@ -226,6 +238,7 @@ pub(crate) fn held_digest(
                     indicator: i.id.get_ref().clone(),
                     period: i.period,
                     points: Vec::new(),
+                    reads: Vec::new(),
                 })
                 .collect();
             pipeline_digest(pipeline, built, &empty)

@@ -11,10 +11,12 @@
 mod clock;
 mod digest_build;
 mod load;
+mod lookups;
 mod progress;
 mod upkeep;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use lookups::Configured;
 pub use progress::{LogProgress, Progress};
 pub use upkeep::{Compacted, QuarantineEntry, Recomputed, Vacuumed};
 
@@ -182,12 +184,13 @@ impl Runner {
         Ok(id)
     }
 
-    /// Run one pipeline. `configured` lists every pipeline id currently configured: the
-    /// digest keeps their last published parts and drops parts of pipelines no longer there.
+    /// Run one pipeline. `configured` lists every pipeline currently configured: the digest
+    /// keeps their last published parts and drops parts of pipelines no longer there, and
+    /// the indicators may read the tables they load.
     pub async fn run(
         &self,
         pipeline: &Pipeline,
-        configured: &[String],
+        configured: &Configured,
         options: &RunOptions,
     ) -> Result<RunReport, RunError> {
         let started = self.clock.now();
@@ -224,17 +227,18 @@ impl Runner {
     async fn stages(
         &self,
         pipeline: &Pipeline,
-        configured: &[String],
+        configured: &Configured,
         options: &RunOptions,
         run_id: &str,
         progress: &mut RunEnd,
     ) -> Result<RunReport, RunError> {
         // Plan the indicator SQL first: a typo should fail before any table is touched.
-        let problems = goalpost_indicators::check_sql(pipeline).await;
+        let store = self.tables();
+        let lookups = lookups::open(&store, pipeline, configured).await?;
+        let problems = goalpost_indicators::check_sql(pipeline, &lookups.schemas).await;
         if !problems.is_empty() {
             return Err(RunError::Invalid(problems));
         }
-        let store = self.tables();
         let table_spec = &pipeline.spec.table;
         let table_name = table_spec.name.get_ref();
         let mut state = self.state()?;
@@ -481,7 +485,7 @@ impl Runner {
 
         // Figures and judgements from the version just written, unless a check holds them.
         let series = match hold {
-            None => goalpost_indicators::compute(pipeline, &table, as_of).await?,
+            None => goalpost_indicators::compute(pipeline, &table, &lookups.tables, as_of).await?,
             Some(_) => Vec::new(),
         };
         let quality = goalpost_publish::DataQuality {
@@ -508,6 +512,7 @@ impl Runner {
             rows: table_rows,
             sources,
             quality,
+            reads: &lookups.reads,
         };
         let section = match hold {
             None => digest_build::pipeline_digest(pipeline, built, &series),
@@ -515,7 +520,7 @@ impl Runner {
         };
         let mine = Summary::of(&section.goals);
         let indicators = section.indicators.len();
-        pipelines.retain(|p| p.id != pipeline.id && configured.contains(&p.id));
+        pipelines.retain(|p| p.id != pipeline.id && configured.ids.contains(&p.id));
         pipelines.push(section);
         pipelines.sort_by(|a, b| a.id.cmp(&b.id));
         let digest = Digest {

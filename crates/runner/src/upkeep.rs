@@ -175,7 +175,17 @@ impl Runner {
                     ))
                 })?;
             tables.push((section.id.clone(), name.clone(), section.table.version));
-            let series = goalpost_indicators::compute(&pipeline, &table, section.as_of).await?;
+            // The other tables the indicators read, at the versions they read.
+            let mut reads: Vec<goalpost_publish::TableRead> = Vec::new();
+            for r in section.indicators.iter().flat_map(|i| &i.reads) {
+                if !reads.contains(r) {
+                    reads.push(r.clone());
+                    tables.push((r.pipeline.clone(), r.table.clone(), r.version));
+                }
+            }
+            let lookups = crate::lookups::open_recorded(&store, &reads).await?;
+            let series =
+                goalpost_indicators::compute(&pipeline, &table, &lookups, section.as_of).await?;
             let fresh = digest_build::pipeline_digest(
                 &pipeline,
                 digest_build::Built {
@@ -186,6 +196,7 @@ impl Runner {
                     rows: section.table.rows,
                     sources: section.sources.clone(),
                     quality: section.data_quality.clone(),
+                    reads: &reads,
                 },
                 &series,
             );

@@ -26,7 +26,7 @@ pub use diagnostic::{Diagnostic, SourceFile, SpecError};
 pub use measure::{Measure, structured_sql};
 pub use pipeline::{
     Baseline, Better, ColumnSpec, ColumnType, DeletesSpec, GoalMethod, GoalSpec, IndicatorSpec,
-    Partition, PartitionBy, Pipeline, PipelineSpec, TableSpec, Target,
+    Partition, PartitionBy, Pipeline, PipelineSpec, Population, PopulationTable, TableSpec, Target,
 };
 pub use source::{
     ArcgisFormat, ArcgisSource, CkanSource, DatasetteSource, ExportMode, FileFormat, FileSource,

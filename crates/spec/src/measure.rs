@@ -2,7 +2,7 @@
 //! SQL. Each becomes one DataFusion query, which is what runs and what is published as the
 //! indicator's SQL.
 
-use crate::pipeline::IndicatorSpec;
+use crate::pipeline::{IndicatorSpec, Population};
 use serde::{Deserialize, Serialize};
 
 /// What a structured indicator computes per period (and group).
@@ -110,11 +110,12 @@ pub fn structured_sql(ind: &IndicatorSpec, measure: Measure, table: &str) -> Str
             } else {
                 "CAST(count(*) AS DOUBLE)"
             };
-            format!(
-                "{counted} * {} / {}",
-                ind.per.unwrap_or(1000.0),
-                ind.population.unwrap_or(1.0)
-            )
+            let per = ind.per.unwrap_or(1000.0);
+            match ind.population.as_ref().map(|p| p.get_ref()) {
+                Some(Population::Table(_)) => format!("{counted} * {per}"),
+                Some(Population::Fixed(people)) => format!("{counted} * {per} / {people}"),
+                None => format!("{counted} * {per}"),
+            }
         }
     };
     let group = if by.is_empty() {
@@ -133,10 +134,76 @@ pub fn structured_sql(ind: &IndicatorSpec, measure: Measure, table: &str) -> Str
     } else {
         ""
     };
-    format!(
-        "WITH rows AS (\n  SELECT {}\n  FROM {}{filter}\n)\nSELECT {}, {value} AS value, count(*) AS n{flag}\nFROM rows\n{group}",
+    let rows = format!(
+        "WITH rows AS (\n  SELECT {}\n  FROM {}{filter}\n)",
         select.join(", "),
         quote(table),
+    );
+    let figures = format!(
+        "SELECT {}, {value} AS value, count(*) AS n{flag}\nFROM rows\n{group}",
         out_cols.join(", "),
+    );
+    match (measure, ind.population.as_ref().map(|p| p.get_ref())) {
+        (Measure::Rate, Some(Population::Table(pop))) => {
+            per_population(ind, pop, &rows, &figures, !flag.is_empty())
+        }
+        _ => format!("{rows}\n{figures}"),
+    }
+}
+
+/// A rate whose population comes from a table: the counted figures divided by the matching
+/// group's population (summed over the table's rows), the total's by the whole sum. A group
+/// the population table has no row for gets no figure.
+fn per_population(
+    ind: &IndicatorSpec,
+    pop: &crate::pipeline::PopulationTable,
+    rows: &str,
+    figures: &str,
+    flag: bool,
+) -> String {
+    let matched: Vec<String> = pop.by.iter().map(|b| quote(b)).collect();
+    let people = format!("CAST({} AS DOUBLE)", quote(&pop.column));
+    let population = if matched.is_empty() {
+        format!(
+            "SELECT sum({people}) AS __people\n  FROM {}",
+            quote(&pop.table)
+        )
+    } else {
+        let keys: Vec<String> = matched
+            .iter()
+            .map(|m| format!("CAST({m} AS VARCHAR) AS {m}"))
+            .collect();
+        format!(
+            "SELECT {}, sum({people}) AS __people\n  FROM {}\n  GROUP BY {}",
+            keys.join(", "),
+            quote(&pop.table),
+            matched.join(", ")
+        )
+    };
+    let mut cols = vec!["f.period".to_string()];
+    cols.extend(ind.by.iter().map(|b| format!("f.{}", quote(b.get_ref()))));
+    // The total row has NULL in every `by` column; a group never does (a missing value
+    // reads as "(not recorded)").
+    let denominator = match ind.by.first() {
+        Some(first) if !matched.is_empty() => format!(
+            "CASE WHEN f.{} IS NULL THEN (SELECT sum(__people) FROM __population) ELSE p.__people END",
+            quote(first.get_ref())
+        ),
+        _ => "(SELECT sum(__people) FROM __population)".to_string(),
+    };
+    cols.push(format!("f.value / NULLIF({denominator}, 0) AS value"));
+    cols.push("f.n".to_string());
+    if flag {
+        cols.push("f.flag".to_string());
+    }
+    let join = if matched.is_empty() {
+        String::new()
+    } else {
+        let on: Vec<String> = matched.iter().map(|m| format!("f.{m} = p.{m}")).collect();
+        format!(" LEFT JOIN __population p ON {}", on.join(" AND "))
+    };
+    format!(
+        "{rows},\n__population AS (\n  {population}\n),\n__figures AS (\n{figures}\n)\nSELECT {}\nFROM __figures f{join}",
+        cols.join(", ")
     )
 }

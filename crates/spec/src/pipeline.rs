@@ -317,11 +317,39 @@ pub struct IndicatorSpec {
     pub scale: Option<f64>,
     /// rate: per how many of `population` (default 1,000).
     pub per: Option<f64>,
-    /// rate: the population the rate is per, e.g. residents.
-    pub population: Option<f64>,
+    /// rate: the population the rate is per, e.g. residents: a number, or a table that
+    /// holds it (another pipeline's table, optionally broken down like the indicator).
+    pub population: Option<Spanned<Population>>,
     /// A SQL expression giving a row's flag (`provisional`, `estimated`, `revised`) or NULL;
     /// a figure carries the flags of its rows. SQL indicators return a `flag` column instead.
     pub flag: Option<Spanned<String>>,
+}
+
+/// The population a rate is per.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(
+    untagged,
+    expecting = "a number (e.g. 808988), or a table: { table = \"population\", column = \"residents\", by = [\"district\"] }"
+)]
+pub enum Population {
+    /// One number for every period and group.
+    Fixed(f64),
+    /// The sum of a column of a table, per group when `by` names breakdown columns.
+    Table(PopulationTable),
+}
+
+/// A population read from a table (typically another pipeline's, e.g. census estimates).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationTable {
+    /// The table holding the population.
+    pub table: String,
+    /// Its column holding people (summed over the table's rows, or per group).
+    pub column: String,
+    /// Breakdown columns of the indicator's `by` that the population table also has (same
+    /// names): a group's rate is per its own population, the total's per the sum.
+    #[serde(default)]
+    pub by: Vec<String>,
 }
 
 fn no_sql() -> Spanned<String> {

@@ -1,6 +1,6 @@
 use crate::check::CheckKind;
 use crate::diagnostic::{Diagnostic, SourceFile, SpecError};
-use crate::pipeline::{ColumnType, Partition, Pipeline, PipelineSpec, parse_iso_date};
+use crate::pipeline::{ColumnType, Partition, Pipeline, PipelineSpec, Population, parse_iso_date};
 use crate::source::SourceSpec;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
@@ -706,12 +706,16 @@ impl Checker<'_> {
                 unused(self, "scale", ind.scale.is_some());
             }
             if m == Measure::Rate {
-                match ind.population {
-                    None => need(self, "`population`, e.g. the number of residents"),
-                    Some(p) if p <= 0.0 => self.at(
-                        measure,
+                match ind.population.as_ref().map(|p| (p, p.get_ref())) {
+                    None => need(
+                        self,
+                        "`population`, e.g. the number of residents or a table holding it",
+                    ),
+                    Some((at, Population::Fixed(p))) if !(*p > 0.0 && p.is_finite()) => self.at(
+                        at,
                         format!("indicator {id:?}: population {p} must be above 0"),
                     ),
+                    Some((at, Population::Table(t))) => self.check_population_table(ind, at, t),
                     Some(_) => {}
                 }
                 if ind.per.is_some_and(|p| p <= 0.0) {
@@ -720,6 +724,47 @@ impl Checker<'_> {
             } else {
                 unused(self, "per", ind.per.is_some());
                 unused(self, "population", ind.population.is_some());
+            }
+        }
+    }
+
+    fn check_population_table(
+        &mut self,
+        ind: &crate::pipeline::IndicatorSpec,
+        at: &Spanned<Population>,
+        t: &crate::pipeline::PopulationTable,
+    ) {
+        let id = ind.id.get_ref();
+        for (what, name) in [("table", &t.table), ("column", &t.column)]
+            .into_iter()
+            .chain(t.by.iter().map(|b| ("by column", b)))
+        {
+            if !is_identifier(name) {
+                self.at(
+                    at,
+                    format!(
+                        "indicator {id:?}: population {what} {name:?} is not a valid name; expected lowercase letters, digits and '_'"
+                    ),
+                );
+            }
+        }
+        for b in &t.by {
+            if !ind.by.iter().any(|i| i.get_ref() == b) {
+                self.at(
+                    at,
+                    format!(
+                        "indicator {id:?}: population is broken down by {b:?}, which is not one of the indicator's `by` columns ({})",
+                        if ind.by.is_empty() {
+                            "it has none".to_string()
+                        } else {
+                            ind.by
+                                .iter()
+                                .map(|b| b.get_ref().as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                );
             }
         }
     }

@@ -16,7 +16,7 @@ mod socrata;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use chrono::{DateTime, TimeZone, Utc};
-use goalpost_runner::{FixedClock, RunError, RunOptions, RunReport, Runner};
+use goalpost_runner::{Configured, FixedClock, RunError, RunOptions, RunReport, Runner};
 use goalpost_spec::{Config, Pipeline, load_pipeline};
 use goalpost_table::TableStore;
 use goalpost_table::deltalake::datafusion::prelude::SessionContext;
@@ -126,7 +126,7 @@ sql = "SELECT period, count(*) AS value FROM {TABLE} GROUP BY period"
 
     pub async fn run_with(&self, options: &RunOptions) -> Result<RunReport, RunError> {
         self.runner()
-            .run(&self.pipeline(), &["fire".to_string()], options)
+            .run(&self.pipeline(), &Configured::only(&["fire"]), options)
             .await
     }
 
