@@ -690,6 +690,17 @@ fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> 
             g.target.by
         );
     }
+    let held = ind.held.as_ref().or(p.held.as_ref());
+    if let Some(h) = held {
+        out!(
+            "  held since run {}: {}; the figures below are the last good ones{}",
+            h.since_run,
+            h.message,
+            p.table.latest_version.map_or(String::new(), |v| format!(
+                ", not from table version {v}, which the failing check judged"
+            ))
+        );
+    }
     out!(
         "Indicator {}: {}{} (pipeline {}, per {})",
         ind.id,
@@ -736,16 +747,21 @@ fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> 
         }
         None => out!("  no figures yet"),
     }
+    // A held part carries the held run's id; the goal's provenance keeps the computing run.
+    let computed = match (goal, held) {
+        (Some(g), _) => Some((&g.provenance.run_id, g.provenance.computed_at)),
+        (None, None) => Some((&p.run_id, p.refreshed_at)),
+        (None, Some(_)) => None,
+    };
     out!(
-        "  computed by run {} at {} from table {} at Delta version {} ({} rows){}",
-        p.run_id,
-        p.refreshed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        "  computed {}from table {} at Delta version {} ({} rows)",
+        computed.map_or(String::new(), |(run, at)| format!(
+            "by run {run} at {} ",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
         p.table.name,
         p.table.version,
         p.table.rows,
-        p.table
-            .latest_version
-            .map_or(String::new(), |v| format!("; version {v} is held back"))
     );
     for r in &ind.reads {
         out!(

@@ -434,6 +434,35 @@ description = "A unit is dispatched to a call once."
     assert!(html.contains("Figures held: data quality."), "{html}");
     let runs = s.project.ok(&["runs"]);
     assert!(runs.contains(" held "), "{runs}");
+    // `explain` says the figure is held, why, and that it comes from the good run.
+    let goal = part["goals"][0].clone();
+    let text = s.project.ok(&["explain", goal["id"].as_str().unwrap()]);
+    let good_run = good_part["run_id"].as_str().unwrap();
+    for needle in [
+        format!(
+            "  held since run {}: check \"unique:call_number+unit_id\" failed: 20 value(s)",
+            part["held"]["since_run"].as_str().unwrap()
+        ),
+        format!(
+            "the figures below are the last good ones, not from table version {}, which the failing check judged",
+            part["table"]["latest_version"]
+        ),
+        format!(
+            "  computed by run {good_run} at {} UTC from table {} at Delta version {}",
+            good_part["refreshed_at"]
+                .as_str()
+                .unwrap()
+                .replace('T', " ")
+                .split('.')
+                .next()
+                .unwrap()
+                .trim_end_matches('Z'),
+            good_part["table"]["name"].as_str().unwrap(),
+            good_part["table"]["version"]
+        ),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} in:\n{text}");
+    }
 
     // Good data again: the figures are computed afresh and the hold is lifted.
     std::fs::copy(fixture(), s.data()).unwrap();
