@@ -407,6 +407,13 @@ async fn validate(config: &Config) -> Result<ExitCode> {
             problems += 1;
         }
     }
+    for circle in Configured::new(&loaded).cycles(&loaded.pipelines) {
+        out!(
+            "pipelines {} read one another's tables in a circle, so none of them can be computed first",
+            circle.join(", ")
+        );
+        problems += 1;
+    }
     for p in &loaded.pipelines {
         // Indicators may read the other pipelines' tables (a population table).
         let others: Vec<_> = loaded
@@ -690,17 +697,6 @@ fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> 
             g.target.by
         );
     }
-    let held = ind.held.as_ref().or(p.held.as_ref());
-    if let Some(h) = held {
-        out!(
-            "  held since run {}: {}; the figures below are the last good ones{}",
-            h.since_run,
-            h.message,
-            p.table.latest_version.map_or(String::new(), |v| format!(
-                ", not from table version {v}, which the failing check judged"
-            ))
-        );
-    }
     out!(
         "Indicator {}: {}{} (pipeline {}, per {})",
         ind.id,
@@ -713,6 +709,24 @@ fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> 
         p.id,
         ind.period
     );
+    let held = ind.held.as_ref().or(p.held.as_ref());
+    if let Some(h) = held {
+        match &h.last_good_run {
+            Some(good) => out!(
+                "  held since run {}: {}; the figures below are the last good ones, from run {good}{}",
+                h.since_run,
+                h.message,
+                p.table.latest_version.map_or(String::new(), |v| format!(
+                    ", not from table version {v}, which the failing check judged"
+                ))
+            ),
+            None => out!(
+                "  held since run {}: {}; no run has passed its checks yet, so there are no figures",
+                h.since_run,
+                h.message
+            ),
+        }
+    }
     match chosen {
         Some(s) => {
             let value = match (s.value, s.suppressed) {
@@ -747,22 +761,31 @@ fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> 
         }
         None => out!("  no figures yet"),
     }
-    // A held part carries the held run's id; the goal's provenance keeps the computing run.
+    // A held part carries the held run's id; the goal's provenance and the hold keep the
+    // run that computed the figures shown.
+    let when = |at: chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
     let computed = match (goal, held) {
-        (Some(g), _) => Some((&g.provenance.run_id, g.provenance.computed_at)),
-        (None, None) => Some((&p.run_id, p.refreshed_at)),
-        (None, Some(_)) => None,
-    };
-    out!(
-        "  computed {}from table {} at Delta version {} ({} rows)",
-        computed.map_or(String::new(), |(run, at)| format!(
-            "by run {run} at {} ",
-            at.format("%Y-%m-%d %H:%M:%S UTC")
+        (_, Some(h)) if h.last_good_run.is_none() => None,
+        (Some(g), _) => Some(format!(
+            "by run {} at {} ",
+            g.provenance.run_id,
+            when(g.provenance.computed_at)
         )),
-        p.table.name,
-        p.table.version,
-        p.table.rows,
-    );
+        (None, None) => Some(format!("by run {} at {} ", p.run_id, when(p.refreshed_at))),
+        (None, Some(h)) => Some(format!(
+            "by run {} ",
+            h.last_good_run.as_deref().unwrap_or_default()
+        )),
+    };
+    // With no good figures yet, the table version the part names is the one held back.
+    if let Some(by) = computed {
+        out!(
+            "  computed {by}from table {} at Delta version {} ({} rows)",
+            p.table.name,
+            p.table.version,
+            p.table.rows,
+        );
+    }
     for r in &ind.reads {
         out!(
             "  also read: table {} at Delta version {} (loaded by pipeline {})",

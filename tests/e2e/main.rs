@@ -9,6 +9,7 @@ mod failures;
 mod measures;
 mod quality;
 mod reproduce;
+mod site;
 mod validate;
 
 use std::path::{Path, PathBuf};

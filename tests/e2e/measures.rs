@@ -1,7 +1,7 @@
 //! Structured indicators (`measure = …`, no SQL) over the real SF fire extract, each figure
 //! checked against the same measure computed here in plain Rust from the CSV rows.
 
-use crate::{Project, close, figure, percentile, repo};
+use crate::{Project, close, figure, percentile, pipeline_part, repo};
 use chrono::NaiveDateTime;
 use std::collections::BTreeMap;
 
@@ -469,11 +469,14 @@ fn a_rate_is_per_the_population_in_another_pipelines_table() {
         ("B99", 1_000.0),
     ];
     let csv_path = pipelines.path().join("battalions.csv");
-    let mut text = "battalion,residents\n".to_string();
-    for (b, n) in residents {
-        text.push_str(&format!("{b},{n}\n"));
-    }
-    std::fs::write(&csv_path, text).unwrap();
+    let write_population = |rows: &[(&str, f64)]| {
+        let mut text = "battalion,part,residents\n".to_string();
+        for (i, (b, n)) in rows.iter().enumerate() {
+            text.push_str(&format!("{b},{i},{n}\n"));
+        }
+        std::fs::write(&csv_path, text).unwrap();
+    };
+    write_population(&residents);
     // "zones" sorts after "units": a refresh of everything must run it first anyway.
     std::fs::write(
         pipelines.path().join("zones.toml"),
@@ -490,7 +493,12 @@ name = "battalion_population"
 
 [table.columns]
 battalion = {{ type = "string" }}
+part = {{ type = "int64" }}
 residents = {{ type = "float64" }}
+
+[[check]]
+kind = "unique"
+columns = ["part"]
 "#,
             csv_path.display().to_string()
         ),
@@ -544,7 +552,7 @@ population = {{ table = "battalion_population", column = "residents" }}
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("reads table \"battalion_population\", which pipeline \"zones\" loads but has not written yet; run it first: goalpost run zones"),
+        stderr.contains("reads table \"battalion_population\", which pipeline \"zones\" loads but has not published good figures from yet; run it first: goalpost run zones"),
         "{stderr}"
     );
 
@@ -610,16 +618,58 @@ population = {{ table = "battalion_population", column = "residents" }}
         ),
         "{text}"
     );
-    let run_id = digest["version"].as_str().unwrap();
+    let first = digest["version"].as_str().unwrap().to_string();
+    let b01_rate = |digest: &serde_json::Value| {
+        group_point(digest, "units-per-1000", "2017-01-03", "battalion", "B01")
+            .and_then(|p| p["value"].as_f64())
+            .unwrap()
+    };
+    let b01_units = per_day["2017-01-03"]["B01"];
+    assert!(close(b01_rate(&digest), b01_units * 1000.0 / 61_000.0));
+
+    // Population rows that fail zones' check are held back: a rate never reads them.
+    let mut bad = residents.to_vec();
+    bad[0].1 = 6_100_000.0;
+    write_population(&bad);
+    let zones = std::fs::read_to_string(pipelines.path().join("zones.toml")).unwrap();
+    std::fs::write(
+        pipelines.path().join("zones.toml"),
+        zones.replace("columns = [\"part\"]", "columns = [\"battalion\"]"),
+    )
+    .unwrap();
+    project.ok(&["run", "zones"]);
+    project.ok(&["run", "units"]);
+    let digest = project.digest();
+    let units = pipeline_part(&digest, "units");
+    assert_eq!(units["indicators"][0]["reads"][0]["version"], 0);
+    assert!(close(b01_rate(&digest), b01_units * 1000.0 / 61_000.0));
+
+    // New population figures that pass are read from the next run on.
+    std::fs::write(pipelines.path().join("zones.toml"), &zones).unwrap();
+    let mut newer = residents.to_vec();
+    newer[0].1 = 30_500.0;
+    write_population(&newer);
+    project.ok(&["run"]);
+    let digest = project.digest();
+    let units = pipeline_part(&digest, "units");
+    assert_eq!(units["indicators"][0]["reads"][0]["version"], 2);
+    assert!(close(b01_rate(&digest), b01_units * 1000.0 / 30_500.0));
+
+    // The first digest is recomputed from the population version it read, also after
+    // vacuum, which keeps every version a kept digest read.
+    project.ok(&["vacuum"]);
     let out = tempfile::tempdir().unwrap();
     let recomputed = project.ok(&[
         "recompute",
         "--run",
-        run_id,
+        &first,
         "--out",
         out.path().to_str().unwrap(),
     ]);
-    assert!(recomputed.contains("battalion_population"), "{recomputed}");
+    assert!(
+        recomputed.contains("units: read table battalion_population at version 0"),
+        "{recomputed}"
+    );
     assert!(!recomputed.contains("differ"), "{recomputed}");
 
     // A misspelt population column is found by `validate`, in the pipeline file.
@@ -634,7 +684,7 @@ population = {{ table = "battalion_population", column = "residents" }}
     assert!(
         stdout.contains("units.toml:")
             && stdout.contains("\"units-per-1000\"")
-            && stdout.contains("resident"),
+            && stdout.contains("No field named resident."),
         "{stdout}"
     );
     // A population broken down by a column the indicator is not.

@@ -444,7 +444,8 @@ description = "A unit is dispatched to a call once."
             part["held"]["since_run"].as_str().unwrap()
         ),
         format!(
-            "the figures below are the last good ones, not from table version {}, which the failing check judged",
+            "the figures below are the last good ones, from run {}, not from table version {}, which the failing check judged",
+            good_part["run_id"].as_str().unwrap(),
             part["table"]["latest_version"]
         ),
         format!(

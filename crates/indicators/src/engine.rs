@@ -334,9 +334,10 @@ pub async fn compute(
         let ctx = session(pipeline, indicator, Arc::clone(&provider), &others)
             .await
             .map_err(|e| sql_err(clean_error(&e.to_string())))?;
-        table
-            .update_datafusion_session(&ctx.state())
-            .map_err(|e| sql_err(e.to_string()))?;
+        for t in std::iter::once(table).chain(lookups.iter().map(|(_, t)| t)) {
+            t.update_datafusion_session(&ctx.state())
+                .map_err(|e| sql_err(e.to_string()))?;
+        }
         let df = plan(&ctx, indicator.sql.get_ref())
             .await
             .map_err(|e| sql_err(clean_error(&e.to_string())))?;

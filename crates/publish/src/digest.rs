@@ -2,13 +2,31 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use goalpost_spec::GoalStatus;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped when a field changes meaning or disappears; additions keep the number.
 pub const DIGEST_SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The JSON Schema of `digest.json`, published beside it as `digest.schema.json`.
+pub fn schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(Digest).to_value();
+    if let Some(o) = schema.as_object_mut() {
+        o.insert("title".into(), "goalpost digest".into());
+        o.insert(
+            "description".into(),
+            format!(
+                "Goals, indicators and their provenance as published (schema_version {DIGEST_SCHEMA_VERSION})."
+            )
+            .into(),
+        );
+    }
+    schema
+}
+
+/// Everything published about the city's goals and the data behind them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Digest {
     pub schema_version: u32,
     /// The published version's id (the id of the run that published it).
@@ -19,14 +37,28 @@ pub struct Digest {
     pub pipelines: Vec<PipelineDigest>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SiteInfo {
     pub title: String,
     pub organization: Option<String>,
+    /// Public URL the site is served at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Who answers questions about the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_email: Option<String>,
+    /// URL of the licence the data is published under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// The place the data covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spatial: Option<String>,
 }
 
 /// Goal counts by status.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
     pub goals: usize,
     pub met: usize,
@@ -60,7 +92,7 @@ impl Summary {
 
 /// One pipeline's part of the digest: its dataset, indicators and goals, from its last
 /// successful run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PipelineDigest {
     pub id: String,
     pub title: String,
@@ -82,7 +114,7 @@ pub struct PipelineDigest {
     pub goals: Vec<GoalDigest>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TableInfo {
     pub name: String,
     /// Delta Lake version the figures were computed from.
@@ -96,7 +128,7 @@ pub struct TableInfo {
 }
 
 /// Why figures are held at their last good values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Hold {
     /// Always `"data quality"` for now.
     pub reason: String,
@@ -106,10 +138,14 @@ pub struct Hold {
     pub message: String,
     /// The first run whose figures were held (holds carry over until a run passes).
     pub since_run: String,
+    /// The run that computed the figures shown; none when no run has passed its checks yet
+    /// (then there are no figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_run: Option<String>,
 }
 
 /// The data-quality section of a dataset.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DataQuality {
     /// The run the checks belong to.
     pub run_id: String,
@@ -123,7 +159,7 @@ pub struct DataQuality {
 }
 
 /// One check's result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckReport {
     pub id: String,
     /// not_null, unique, range, allowed, regex, freshness, row_count, schema_drift.
@@ -141,7 +177,7 @@ pub struct CheckReport {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SourceInfo {
     pub kind: String,
     /// File path or URL read.
@@ -151,7 +187,7 @@ pub struct SourceInfo {
     pub rows: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SeriesPoint {
     pub period: String,
     pub start: NaiveDate,
@@ -172,7 +208,7 @@ pub struct SeriesPoint {
     pub flag: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IndicatorDigest {
     pub id: String,
     pub title: String,
@@ -204,14 +240,14 @@ pub struct IndicatorDigest {
     pub held: Option<Hold>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LatestFigure {
     pub period: String,
     pub value: f64,
 }
 
 /// Progress by compound annual growth (Statistics Canada's method, as Open SDG reports it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CagrInfo {
     /// Observed compound annual growth rate since the baseline (0.1 = 10 % a year).
     pub observed: Option<f64>,
@@ -224,7 +260,7 @@ pub struct CagrInfo {
 }
 
 /// How a goal's figure moved over its last periods.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TrendInfo {
     /// Periods between the two figures compared.
     pub periods: usize,
@@ -235,20 +271,20 @@ pub struct TrendInfo {
     pub direction: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BaselineInfo {
     pub period: String,
     pub value: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TargetInfo {
     pub value: f64,
     pub by: NaiveDate,
 }
 
 /// Another pipeline's table an indicator read, at the version read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TableRead {
     pub table: String,
     /// The pipeline that loads it.
@@ -257,7 +293,7 @@ pub struct TableRead {
 }
 
 /// Where a figure came from, enough to recompute it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Provenance {
     pub pipeline: String,
     pub sources: Vec<SourceInfo>,
@@ -271,7 +307,7 @@ pub struct Provenance {
     pub computed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct GoalDigest {
     pub id: String,
     pub title: String,

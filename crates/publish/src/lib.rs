@@ -2,16 +2,21 @@
 //!
 //! [`Digest`] is the published model: every goal with its latest figure, status, baseline,
 //! target, series and provenance, and every indicator's series. [`Publisher`] renders it to a
-//! new version folder (`publish/versions/<id>/`: `digest.json`, `indicators.parquet`,
-//! `index.html`) and only then points `publish/current` at it with one atomic rename, so a
+//! new version folder (`publish/versions/<id>/`: `digest.json` and its JSON Schema
+//! `digest.schema.json`, `indicators.parquet` and `indicators.csv`, `index.html`) and only then points `publish/current` at it with one atomic rename, so a
 //! reader sees either the previous complete version or the new complete version, never a mix.
 //! A failure before that rename leaves `current` untouched.
 
+mod csv_out;
+mod dcat;
 mod digest;
 mod html;
 mod parquet_out;
 mod publisher;
 
+pub use csv_out::neutralise;
+pub use dcat::{CatalogInfo, data_json, data_json_text};
+pub use digest::schema as digest_schema;
 pub use digest::{
     BaselineInfo, CagrInfo, CheckReport, DIGEST_SCHEMA_VERSION, DataQuality, Digest, GoalDigest,
     Hold, IndicatorDigest, LatestFigure, PipelineDigest, Provenance, SeriesPoint, SiteInfo,

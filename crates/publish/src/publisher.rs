@@ -157,6 +157,30 @@ pub fn write_digest_files(digest: &Digest, dir: &Path) -> Result<(), PublishErro
         let file = out.into_inner().map_err(|e| io(&path)(e.into_error()))?;
         file.sync_all().map_err(io(&path))?;
 
+        let path = dir.join("digest.schema.json");
+        let schema = serde_json::to_vec_pretty(&crate::digest::schema()).map_err(|e| {
+            PublishError::Render {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        write_file(&path, &schema)?;
+
+        let path = dir.join("indicators.csv");
+        let mut csv = Vec::new();
+        crate::csv_out::write(digest, &mut csv).map_err(|message| PublishError::Render {
+            path: path.clone(),
+            message,
+        })?;
+        write_file(&path, &csv)?;
+
+        let path = dir.join("data.json");
+        let catalog = crate::dcat::CatalogInfo::from_site(&digest.site);
+        write_file(
+            &path,
+            crate::dcat::data_json_text(digest, &catalog).as_bytes(),
+        )?;
+
         let path = dir.join("index.html");
         let html = crate::html::render_index(digest).map_err(|e| PublishError::Render {
             path: path.clone(),
@@ -233,6 +257,7 @@ mod tests {
             site: SiteInfo {
                 title: "<b>City</b>".into(),
                 organization: None,
+                ..Default::default()
             },
             summary: Summary::default(),
             pipelines: vec![],

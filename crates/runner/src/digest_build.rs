@@ -216,9 +216,13 @@ pub(crate) fn held_digest(
     let written = built.version;
     let mut section = match previous {
         Some(mut p) => {
-            // A hold that goes on keeps the run it started in.
-            if let Some(earlier) = &p.held {
-                hold.since_run = earlier.since_run.clone();
+            // A hold that goes on keeps the run it started in, and the figures' run.
+            match &p.held {
+                Some(earlier) => {
+                    hold.since_run = earlier.since_run.clone();
+                    hold.last_good_run = earlier.last_good_run.clone();
+                }
+                None => hold.last_good_run = Some(p.run_id.clone()),
             }
             p.title = pipeline.spec.title.clone();
             p.department = pipeline.spec.department.clone();

@@ -234,7 +234,8 @@ impl Runner {
     ) -> Result<RunReport, RunError> {
         // Plan the indicator SQL first: a typo should fail before any table is touched.
         let store = self.tables();
-        let lookups = lookups::open(&store, pipeline, configured).await?;
+        let current = self.publisher().current_digest()?;
+        let lookups = lookups::open(&store, pipeline, configured, current.as_ref()).await?;
         let problems = goalpost_indicators::check_sql(pipeline, &lookups.schemas).await;
         if !problems.is_empty() {
             return Err(RunError::Invalid(problems));
@@ -440,6 +441,7 @@ impl Runner {
                 .collect::<Vec<_>>()
                 .join("; "),
             since_run: run_id.to_string(),
+            last_good_run: None,
         });
         if let Some(h) = &hold {
             tracing::warn!(checks = ?h.checks, "a data-quality check failed: the figures keep their last good values");
@@ -527,10 +529,7 @@ impl Runner {
             schema_version: DIGEST_SCHEMA_VERSION,
             version: run_id.to_string(),
             generated_at: now,
-            site: goalpost_publish::SiteInfo {
-                title: self.config.site.title.clone(),
-                organization: self.config.site.organization.clone(),
-            },
+            site: site_info(&self.config.site),
             summary: Summary::of(pipelines.iter().flat_map(|p| &p.goals)),
             pipelines,
         };
@@ -666,4 +665,17 @@ fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> b
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && norm(x.data_type()) == norm(y.data_type()))
+}
+
+/// The site settings as published in the digest.
+fn site_info(site: &goalpost_spec::SiteSpec) -> goalpost_publish::SiteInfo {
+    goalpost_publish::SiteInfo {
+        title: site.title.clone(),
+        organization: site.organization.clone(),
+        base_url: site.base_url.clone(),
+        contact_name: site.contact_name.clone(),
+        contact_email: site.contact_email.clone(),
+        license: site.license.clone(),
+        spatial: site.spatial.clone(),
+    }
 }

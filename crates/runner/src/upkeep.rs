@@ -113,6 +113,11 @@ impl Runner {
             for p in &digest.pipelines {
                 let v = needed.entry(p.table.name.clone()).or_insert(u64::MAX);
                 *v = (*v).min(p.table.version);
+                // Other pipelines' tables the indicators read, at the versions read.
+                for r in p.indicators.iter().flat_map(|i| &i.reads) {
+                    let v = needed.entry(r.table.clone()).or_insert(u64::MAX);
+                    *v = (*v).min(r.version);
+                }
             }
         }
         Ok(needed)
@@ -180,7 +185,7 @@ impl Runner {
             for r in section.indicators.iter().flat_map(|i| &i.reads) {
                 if !reads.contains(r) {
                     reads.push(r.clone());
-                    tables.push((r.pipeline.clone(), r.table.clone(), r.version));
+                    tables.push((section.id.clone(), r.table.clone(), r.version));
                 }
             }
             let lookups = crate::lookups::open_recorded(&store, &reads).await?;

@@ -75,6 +75,16 @@ pub struct SiteSpec {
     pub organization: Option<String>,
     /// Public URL the site is served at, used for absolute links.
     pub base_url: Option<String>,
+    /// Who answers questions about the published data (`data.json`'s contact point), e.g.
+    /// "Open Data Team"; default: the organization.
+    pub contact_name: Option<String>,
+    /// Their email address; DCAT-US asks every dataset for one.
+    pub contact_email: Option<String>,
+    /// URL of the licence the data is published under, e.g.
+    /// "https://creativecommons.org/publicdomain/zero/1.0/".
+    pub license: Option<String>,
+    /// The place the data covers, e.g. "Springfield, IL".
+    pub spatial: Option<String>,
 }
 
 fn default_title() -> String {
@@ -87,6 +97,10 @@ impl Default for SiteSpec {
             title: default_title(),
             organization: None,
             base_url: None,
+            contact_name: None,
+            contact_email: None,
+            license: None,
+            spatial: None,
         }
     }
 }

@@ -135,12 +135,12 @@ pub fn structured_sql(ind: &IndicatorSpec, measure: Measure, table: &str) -> Str
         ""
     };
     let rows = format!(
-        "WITH rows AS (\n  SELECT {}\n  FROM {}{filter}\n)",
+        "WITH __goalpost_rows AS (\n  SELECT {}\n  FROM {}{filter}\n)",
         select.join(", "),
         quote(table),
     );
     let figures = format!(
-        "SELECT {}, {value} AS value, count(*) AS n{flag}\nFROM rows\n{group}",
+        "SELECT {}, {value} AS value, count(*) AS n{flag}\nFROM __goalpost_rows\n{group}",
         out_cols.join(", "),
     );
     match (measure, ind.population.as_ref().map(|p| p.get_ref())) {
@@ -162,19 +162,17 @@ fn per_population(
     flag: bool,
 ) -> String {
     let matched: Vec<String> = pop.by.iter().map(|b| quote(b)).collect();
-    let people = format!("CAST({} AS DOUBLE)", quote(&pop.column));
+    // Summed as stored, so a text column fails planning (`validate`) rather than a run.
+    let people = format!("CAST(sum({}) AS DOUBLE)", quote(&pop.column));
     let population = if matched.is_empty() {
-        format!(
-            "SELECT sum({people}) AS __people\n  FROM {}",
-            quote(&pop.table)
-        )
+        format!("SELECT {people} AS __people\n  FROM {}", quote(&pop.table))
     } else {
         let keys: Vec<String> = matched
             .iter()
             .map(|m| format!("CAST({m} AS VARCHAR) AS {m}"))
             .collect();
         format!(
-            "SELECT {}, sum({people}) AS __people\n  FROM {}\n  GROUP BY {}",
+            "SELECT {}, {people} AS __people\n  FROM {}\n  GROUP BY {}",
             keys.join(", "),
             quote(&pop.table),
             matched.join(", ")
@@ -186,10 +184,10 @@ fn per_population(
     // reads as "(not recorded)").
     let denominator = match ind.by.first() {
         Some(first) if !matched.is_empty() => format!(
-            "CASE WHEN f.{} IS NULL THEN (SELECT sum(__people) FROM __population) ELSE p.__people END",
+            "CASE WHEN f.{} IS NULL THEN (SELECT sum(__people) FROM __goalpost_population) ELSE p.__people END",
             quote(first.get_ref())
         ),
-        _ => "(SELECT sum(__people) FROM __population)".to_string(),
+        _ => "(SELECT sum(__people) FROM __goalpost_population)".to_string(),
     };
     cols.push(format!("f.value / NULLIF({denominator}, 0) AS value"));
     cols.push("f.n".to_string());
@@ -200,10 +198,10 @@ fn per_population(
         String::new()
     } else {
         let on: Vec<String> = matched.iter().map(|m| format!("f.{m} = p.{m}")).collect();
-        format!(" LEFT JOIN __population p ON {}", on.join(" AND "))
+        format!(" LEFT JOIN __goalpost_population p ON {}", on.join(" AND "))
     };
     format!(
-        "{rows},\n__population AS (\n  {population}\n),\n__figures AS (\n{figures}\n)\nSELECT {}\nFROM __figures f{join}",
+        "{rows},\n__goalpost_population AS (\n  {population}\n),\n__goalpost_figures AS (\n{figures}\n)\nSELECT {}\nFROM __goalpost_figures f{join}",
         cols.join(", ")
     )
 }

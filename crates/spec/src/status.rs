@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A goal's standing; serialized as `met`, `on_track`, `at_risk`, `off_track`, `no_data`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GoalStatus {
     Met,

@@ -330,7 +330,7 @@ impl Checker<'_> {
 
     fn check_table(&mut self, spec: &PipelineSpec) {
         let table = &spec.table;
-        if !is_identifier(table.name.get_ref()) {
+        if !is_identifier(table.name.get_ref()) || table.name.get_ref().starts_with('_') {
             self.at(
                 &table.name,
                 format!(
@@ -715,7 +715,9 @@ impl Checker<'_> {
                         at,
                         format!("indicator {id:?}: population {p} must be above 0"),
                     ),
-                    Some((at, Population::Table(t))) => self.check_population_table(ind, at, t),
+                    Some((at, Population::Table(t))) => {
+                        self.check_population_table(spec, ind, at, t)
+                    }
                     Some(_) => {}
                 }
                 if ind.per.is_some_and(|p| p <= 0.0) {
@@ -730,11 +732,21 @@ impl Checker<'_> {
 
     fn check_population_table(
         &mut self,
+        spec: &PipelineSpec,
         ind: &crate::pipeline::IndicatorSpec,
         at: &Spanned<Population>,
         t: &crate::pipeline::PopulationTable,
     ) {
         let id = ind.id.get_ref();
+        if &t.table == spec.table.name.get_ref() {
+            self.at(
+                at,
+                format!(
+                    "indicator {id:?}: the population table is this pipeline's own table {:?}; name the table of the pipeline that loads the population",
+                    t.table
+                ),
+            );
+        }
         for (what, name) in [("table", &t.table), ("column", &t.column)]
             .into_iter()
             .chain(t.by.iter().map(|b| ("by column", b)))

@@ -16,6 +16,7 @@ mod layout;
 pub mod maintenance;
 mod mapping;
 mod parse;
+mod snapshot;
 mod store;
 
 pub use checks::{
@@ -26,6 +27,7 @@ pub use intake::{Intake, IntakeReport, QuarantinedRow, quarantine_batch, quarant
 pub use layout::Layout;
 pub use maintenance::{CompactReport, FileStats, VacuumReport};
 pub use mapping::{MapError, Mapped, Rejected, ValueError, map_page, raw_row_json};
+pub use snapshot::write_snapshot;
 pub use store::{BatchResult, TableError, TableStore, TableWrite};
 
 /// Delta Lake, re-exported so callers open tables with the same crate version.

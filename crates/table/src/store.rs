@@ -65,6 +65,13 @@ pub enum TableError {
         #[source]
         source: Box<DeltaTableError>,
     },
+    /// A table version could not be written out as one Parquet file.
+    #[error("table {table}: writing {}: {message}", path.display())]
+    Snapshot {
+        table: String,
+        path: PathBuf,
+        message: String,
+    },
     /// A column the layout names is not in the rows or the table.
     #[error("the {role} column \"{column}\" is not among the columns: {available}")]
     UnknownColumn {
