@@ -228,6 +228,58 @@ fn demo_figures_match_the_raw_data_and_rerunning_changes_nothing() {
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, points);
 
+    // indicators.csv: the same rows, with a header.
+    let mut csv = csv::Reader::from_path(project.current().join("indicators.csv")).unwrap();
+    assert_eq!(
+        csv.headers().unwrap().iter().take(3).collect::<Vec<_>>(),
+        ["pipeline", "indicator", "title"]
+    );
+    assert_eq!(csv.records().count(), points);
+
+    // digest.json is valid against the published schema.
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.current().join("digest.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&digest)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // The data behind the figures: each table at the version its figures come from.
+    for p in digest["pipelines"].as_array().unwrap() {
+        let name = p["table"]["name"].as_str().unwrap();
+        let download = format!("data/{name}.parquet");
+        assert_eq!(p["table"]["download"], download.as_str());
+        let file = std::fs::File::open(project.current().join(&download)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let rows: u64 = reader.map(|b| b.unwrap().num_rows() as u64).sum();
+        assert_eq!(Some(rows), p["table"]["rows"].as_u64(), "{download}");
+    }
+
+    // data.json lists every dataset, with the snapshot among its distributions.
+    let catalog: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.current().join("data.json")).unwrap(),
+    )
+    .unwrap();
+    let datasets = catalog["dataset"].as_array().unwrap();
+    assert_eq!(
+        datasets.len(),
+        digest["pipelines"].as_array().unwrap().len()
+    );
+    assert!(datasets.iter().all(|d| {
+        d["distribution"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["mediaType"] == "application/vnd.apache.parquet")
+    }));
+
     // The page shows the goals, with the site title escaped.
     let html = std::fs::read_to_string(project.current().join("index.html")).unwrap();
     assert!(html.contains("Test &lt;city&gt; &amp; goals"));

@@ -301,31 +301,32 @@ fn temporal(p: &PipelineDigest) -> Option<String> {
 }
 
 fn distributions(p: &PipelineDigest, title: &str, links: &Links) -> Vec<Value> {
-    let mut out = vec![
-        json!({
+    let mut out = Vec::new();
+    if let Some(download) = &p.table.download {
+        out.push(json!({
             "@type": "dcat:Distribution",
             "title": format!("{title}: table snapshot (Parquet)"),
             "description": format!(
                 "The table {} at version {} ({} rows), as the published figures were computed from it.",
                 one_line(&p.table.name), p.table.version, p.table.rows
             ),
-            "downloadURL": links.url(&format!("data/{}.parquet", segment(&p.table.name))),
+            "downloadURL": links.url(download),
             "mediaType": "application/vnd.apache.parquet",
             "format": "Parquet",
-        }),
-        json!({
-            "@type": "dcat:Distribution",
-            "title": "Indicator figures (CSV)",
-            "description": format!(
-                "Every published figure, one row per indicator, period and breakdown group; \
-                 the rows of this dataset have pipeline = {}.",
-                p.id
-            ),
-            "downloadURL": links.url("indicators.csv"),
-            "mediaType": "text/csv",
-            "format": "CSV",
-        }),
-    ];
+        }));
+    }
+    out.push(json!({
+        "@type": "dcat:Distribution",
+        "title": "Indicator figures (CSV)",
+        "description": format!(
+            "Every published figure, one row per indicator, period and breakdown group; \
+             the rows of this dataset have pipeline = {}.",
+            p.id
+        ),
+        "downloadURL": links.url("indicators.csv"),
+        "mediaType": "text/csv",
+        "format": "CSV",
+    }));
     let mut seen = BTreeSet::new();
     for s in &p.sources {
         let Some(url) = source_url(s) else { continue };
@@ -564,6 +565,7 @@ mod tests {
                 version: 12,
                 rows: 48_211,
                 latest_version: None,
+                download: Some(format!("data/{}.parquet", id.replace('-', "_"))),
             },
             sources: vec![],
             data_quality: DataQuality::default(),

@@ -125,6 +125,10 @@ pub struct TableInfo {
     /// held) — the version the failing checks judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_version: Option<u64>,
+    /// The table at `version` as one Parquet file, relative to the digest
+    /// (`data/<table>.parquet`): the data behind the figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<String>,
 }
 
 /// Why figures are held at their last good values.

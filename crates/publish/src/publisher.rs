@@ -70,6 +70,17 @@ impl Publisher {
     /// only then is `current` switched by renaming a new link over it. Any error before that
     /// leaves `current` as it was.
     pub fn publish(&self, digest: &Digest) -> Result<PathBuf, PublishError> {
+        self.publish_with(digest, &[])
+    }
+
+    /// [`Self::publish`], with more files in the version: `(path inside the version, file to
+    /// take it from)`. Each is hard-linked when the file system allows (published versions
+    /// are never changed, so versions can share a file) and copied otherwise.
+    pub fn publish_with(
+        &self,
+        digest: &Digest,
+        files: &[(String, PathBuf)],
+    ) -> Result<PathBuf, PublishError> {
         let versions = self.versions_dir();
         fs::create_dir_all(&versions).map_err(io(&versions))?;
         let final_dir = versions.join(&digest.version);
@@ -78,7 +89,7 @@ impl Publisher {
             fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         }
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let written = write_digest_files(digest, &tmp);
+        let written = write_digest_files(digest, &tmp).and_then(|()| attach(&tmp, files));
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
@@ -231,6 +242,37 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Put `files` into the version folder `dir`.
+fn attach(dir: &Path, files: &[(String, PathBuf)]) -> Result<(), PublishError> {
+    for (name, from) in files {
+        let inside = Path::new(name);
+        if inside.is_absolute()
+            || inside
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(PublishError::Render {
+                path: dir.join(name),
+                message: "a published file must be a plain path inside the version".into(),
+            });
+        }
+        let to = dir.join(inside);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        if fs::hard_link(from, &to).is_err() {
+            fs::copy(from, &to).map_err(io(from))?;
+            File::open(&to)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&to))?;
+        }
+        if let Some(parent) = to.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {

@@ -194,6 +194,7 @@ pub(crate) fn pipeline_digest(
             version,
             rows,
             latest_version: None,
+            download: None,
         },
         sources,
         data_quality: quality,

@@ -13,6 +13,7 @@ mod digest_build;
 mod load;
 mod lookups;
 mod progress;
+mod snapshots;
 mod upkeep;
 
 pub use clock::{Clock, FixedClock, SystemClock};
@@ -533,7 +534,17 @@ impl Runner {
             summary: Summary::of(pipelines.iter().flat_map(|p| &p.goals)),
             pipelines,
         };
-        let published = publisher.publish(&digest)?;
+        let mut digest = digest;
+        let snapshot_dir = self.config.data_dir.join("snapshots");
+        let files = snapshots::attach(&store, &snapshot_dir, &mut digest, pipeline).await?;
+        let published = publisher.publish_with(&digest, &files)?;
+        let kept: Vec<Digest> = publisher
+            .kept_versions()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| publisher.version_digest(v).ok().flatten())
+            .collect();
+        snapshots::prune(&snapshot_dir, &kept);
         Ok(RunReport {
             run_id: run_id.to_string(),
             pipeline: pipeline.id.clone(),

@@ -1,0 +1,93 @@
+//! The data behind a digest: each table, at the version its figures come from, published as
+//! `data/<table>.parquet` beside the digest.
+//!
+//! A version is written out once, into `data/snapshots/<table>/v<version>.parquet`, and every
+//! published version that needs it links to that file. Snapshots no kept digest names are
+//! removed.
+
+use crate::RunError;
+use goalpost_publish::Digest;
+use goalpost_spec::Pipeline;
+use goalpost_table::TableStore;
+use std::path::{Path, PathBuf};
+
+/// Write what is missing of the snapshots `digest` needs and name them in it. Returns the
+/// files to publish. A snapshot of `own`'s table that cannot be written fails the run; one of
+/// another pipeline's (published before) only warns and is left out.
+pub(crate) async fn attach(
+    store: &TableStore,
+    dir: &Path,
+    digest: &mut Digest,
+    own: &Pipeline,
+) -> Result<Vec<(String, PathBuf)>, RunError> {
+    let mut files = Vec::new();
+    for part in &mut digest.pipelines {
+        part.table.download = None;
+        // Held before any run passed its checks: no figures, so no data behind them.
+        if part
+            .held
+            .as_ref()
+            .is_some_and(|h| h.last_good_run.is_none())
+        {
+            continue;
+        }
+        let name = part.table.name.clone();
+        let path = cache_path(dir, &name, part.table.version);
+        if !path.is_file() {
+            let mine = part.id == own.id;
+            let order = if mine {
+                own.spec.table.key_columns()
+            } else {
+                Vec::new()
+            };
+            let written = async {
+                let table = store.open_version(&name, part.table.version).await?;
+                goalpost_table::write_snapshot(&name, &table, &order, &path).await
+            }
+            .await;
+            match written {
+                Ok(rows) => {
+                    tracing::info!(table = %name, version = part.table.version, rows, "wrote the table's snapshot");
+                }
+                Err(e) if mine => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(table = %name, error = %e, "could not write the table's snapshot; it is not published");
+                    continue;
+                }
+            }
+        }
+        let published = format!("data/{name}.parquet");
+        part.table.download = Some(published.clone());
+        files.push((published, path));
+    }
+    Ok(files)
+}
+
+/// Remove snapshots no kept published version links to (their digests name the table
+/// versions). Failures only warn.
+pub(crate) fn prune(dir: &Path, kept: &[Digest]) {
+    let Ok(tables) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for table in tables.filter_map(|e| e.ok()) {
+        let name = table.file_name().to_string_lossy().into_owned();
+        let Ok(files) = std::fs::read_dir(table.path()) else {
+            continue;
+        };
+        for file in files.filter_map(|e| e.ok()) {
+            let path = file.path();
+            let needed = kept.iter().flat_map(|d| &d.pipelines).any(|p| {
+                p.table.name == name
+                    && p.table.download.is_some()
+                    && cache_path(dir, &name, p.table.version) == path
+            });
+            if !needed && let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove an old snapshot");
+            }
+        }
+    }
+}
+
+fn cache_path(dir: &Path, table: &str, version: u64) -> PathBuf {
+    dir.join(table).join(format!("v{version}.parquet"))
+}
