@@ -135,6 +135,13 @@ enum Command {
     /// Check the config and every pipeline file, including each indicator's SQL, without
     /// fetching anything.
     Validate,
+    /// Manage what is published.
+    Publish {
+        /// Point `current` back at the version published before it (run again to go back
+        /// further); the next run publishes on top of it.
+        #[arg(long)]
+        rollback: bool,
+    },
     /// Show the run history.
     Runs {
         /// Only runs of this pipeline.
@@ -223,6 +230,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Compact { table } => compact(config, table.as_deref()).await,
         Command::Vacuum { table, dry_run } => vacuum(config, table.as_deref(), dry_run).await,
         Command::Recompute { run, out } => recompute(config, &run, &out).await,
+        Command::Publish { rollback } => publish(&config, rollback),
         Command::Init {
             address,
             kind,
@@ -594,6 +602,26 @@ fn upkeep_pipelines(config: &Config) -> Result<Vec<goalpost_spec::Pipeline>> {
         eprintln!("{id}: skipped, the pipeline file has errors:\n{err}");
     }
     Ok(loaded.pipelines)
+}
+
+fn publish(config: &Config, rollback: bool) -> Result<ExitCode> {
+    let publisher = goalpost_publish::Publisher::new(&config.publish_dir, config.keep_versions);
+    if !rollback {
+        match publisher.current_version()? {
+            Some(v) => out!(
+                "current: {v}\nkept: {}",
+                publisher.kept_versions()?.join(", ")
+            ),
+            None => out!(
+                "nothing is published yet in {}",
+                config.publish_dir.display()
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (from, to) = publisher.rollback()?;
+    out!("current now points at {to} (was {from}); {} is kept", from);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> {

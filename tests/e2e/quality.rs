@@ -267,12 +267,9 @@ fn bad_rows_are_quarantined_and_the_good_rows_go_on() {
             "calls on {day}"
         );
     }
-    // And the page shows the data-quality section, escaped.
-    let html = std::fs::read_to_string(s.project.current().join("index.html")).unwrap();
-    assert!(
-        html.contains("Data-quality checks of the last refresh"),
-        "{html}"
-    );
+    // And the dataset's page shows the data-quality section, escaped.
+    let html = std::fs::read_to_string(s.project.current().join("datasets/sf.html")).unwrap();
+    assert!(html.contains("Checks of the last refresh"), "{html}");
     assert!(html.contains("&quot;Station &lt;5&gt;&quot;"));
 }
 
@@ -430,8 +427,10 @@ description = "A unit is dispatched to a call once."
         digest["summary"]["held"],
         part["goals"].as_array().unwrap().len()
     );
-    let html = std::fs::read_to_string(s.project.current().join("index.html")).unwrap();
+    let html = std::fs::read_to_string(s.project.current().join("datasets/sf.html")).unwrap();
     assert!(html.contains("Figures held: data quality."), "{html}");
+    let html = std::fs::read_to_string(s.project.current().join("index.html")).unwrap();
+    assert!(html.contains("Held: data quality."), "{html}");
     let runs = s.project.ok(&["runs"]);
     assert!(runs.contains(" held "), "{runs}");
     // `explain` says the figure is held, why, and that it comes from the good run.

@@ -7,6 +7,7 @@
 //! reader sees either the previous complete version or the new complete version, never a mix.
 //! A failure before that rename leaves `current` untouched.
 
+mod chart;
 mod csv_out;
 mod dcat;
 mod digest;

@@ -105,6 +105,43 @@ impl Publisher {
         Ok(final_dir)
     }
 
+    /// The id of the version `current` points at.
+    pub fn current_version(&self) -> Result<Option<String>, PublishError> {
+        let current = self.current_dir();
+        match fs::read_link(&current) {
+            Ok(target) => Ok(target.file_name().map(|n| n.to_string_lossy().into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&current)(e)),
+        }
+    }
+
+    /// Point `current` at the kept version published before the current one (the same
+    /// atomic switch as a publish). Returns `(from, to)`. Nothing is deleted: a later publish
+    /// builds on the version now current.
+    pub fn rollback(&self) -> Result<(String, String), PublishError> {
+        let _lock = self.lock()?;
+        let current = self
+            .current_version()?
+            .ok_or_else(|| PublishError::Render {
+                path: self.current_dir(),
+                message: "nothing is published yet, so there is nothing to roll back".into(),
+            })?;
+        let kept = self.kept_versions()?;
+        let earlier = kept
+            .iter()
+            .rfind(|v| v.as_str() < current.as_str())
+            .ok_or_else(|| PublishError::Render {
+                path: self.versions_dir(),
+                message: format!(
+                    "no kept version is older than the current one ({current}); kept: {}",
+                    kept.join(", ")
+                ),
+            })?
+            .clone();
+        self.swap_current(&earlier)?;
+        Ok((current, earlier))
+    }
+
     /// A kept published version's folder.
     pub fn version_dir(&self, id: &str) -> PathBuf {
         self.versions_dir().join(id)
@@ -192,12 +229,24 @@ pub fn write_digest_files(digest: &Digest, dir: &Path) -> Result<(), PublishErro
             crate::dcat::data_json_text(digest, &catalog).as_bytes(),
         )?;
 
-        let path = dir.join("index.html");
-        let html = crate::html::render_index(digest).map_err(|e| PublishError::Render {
-            path: path.clone(),
+        let pages = crate::html::render_site(digest).map_err(|e| PublishError::Render {
+            path: dir.join("index.html"),
             message: format!("{e:#}"),
         })?;
-        write_file(&path, html.as_bytes())
+        let mut folders = std::collections::BTreeSet::new();
+        for (name, html) in pages {
+            let path = dir.join(&name);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+                folders.insert(parent.to_path_buf());
+            }
+            write_file(&path, html.as_bytes())?;
+        }
+        // The version's own folder is synced by the publisher; its subfolders here.
+        for folder in folders.iter().filter(|f| f.as_path() != dir) {
+            sync_dir(folder)?;
+        }
+        Ok(())
     }
 }
 
@@ -328,6 +377,29 @@ mod tests {
         let html = fs::read_to_string(p.current_dir().join("index.html")).unwrap();
         assert!(html.contains("&lt;b&gt;City&lt;&#x2f;b&gt;"), "{html}");
         assert!(p.current_dir().join("indicators.parquet").is_file());
+    }
+
+    #[test]
+    fn rollback_points_current_at_the_version_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Publisher::new(dir.path(), 5);
+        assert!(p.rollback().is_err());
+        for v in ["v1", "v2", "v3"] {
+            p.publish(&digest(v)).unwrap();
+        }
+        assert_eq!(p.rollback().unwrap(), ("v3".into(), "v2".into()));
+        assert_eq!(p.current_digest().unwrap().unwrap().version, "v2");
+        assert_eq!(p.rollback().unwrap(), ("v2".into(), "v1".into()));
+        let err = p.rollback().unwrap_err().to_string();
+        assert!(
+            err.contains("no kept version is older than the current one (v1)"),
+            "{err}"
+        );
+        assert_eq!(p.current_version().unwrap().as_deref(), Some("v1"));
+        // Nothing was deleted, and the next publish goes on from here.
+        assert_eq!(p.kept_versions().unwrap(), ["v1", "v2", "v3"]);
+        p.publish(&digest("v4")).unwrap();
+        assert_eq!(p.current_version().unwrap().as_deref(), Some("v4"));
     }
 
     #[test]
