@@ -6,6 +6,7 @@
 mod connectors;
 mod demo;
 mod failures;
+mod hostile;
 mod measures;
 mod quality;
 mod reproduce;

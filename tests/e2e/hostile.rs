@@ -1,0 +1,158 @@
+//! Open data holds arbitrary text. Hostile values in a source's rows come out inert in every
+//! published file: escaped in HTML, exact in JSON, neutralised in CSV.
+
+use crate::Project;
+
+const SCRIPT: &str = "<script>alert(1)</script>";
+const ATTRIBUTE: &str = "\"><img src=x onerror=alert(1)>";
+const CDATA: &str = "]]><!-- x";
+const BELL: &str = "bell\u{7}and\u{1b}[31mescape";
+const FORMULA: &str = "=HYPERLINK(\"http://evil.example\",\"click\")";
+
+#[test]
+fn hostile_text_in_the_data_comes_out_inert() {
+    let long = format!("long {}", "x".repeat(10_240));
+    let values = [SCRIPT, ATTRIBUTE, CDATA, BELL, FORMULA, long.as_str()];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("requests.csv");
+    let mut w = csv::Writer::from_path(&data).unwrap();
+    w.write_record(["id", "created", "category"]).unwrap();
+    let mut id = 0;
+    for (i, v) in values.iter().enumerate() {
+        // Six rows per category and day: no figure is suppressed.
+        for day in 1..=2 {
+            for _ in 0..(6 + i) {
+                id += 1;
+                w.write_record([
+                    id.to_string(),
+                    format!("2024-03-0{day} 10:00:00"),
+                    v.to_string(),
+                ])
+                .unwrap();
+            }
+        }
+    }
+    w.flush().unwrap();
+    std::fs::write(
+        dir.path().join("requests.toml"),
+        format!(
+            r#"title = "Requests"
+timezone = "UTC"
+as_of = "2024-03-31"
+
+[[source]]
+kind = "file"
+path = {:?}
+
+[table]
+name = "requests"
+key = ["id"]
+time = "created_at"
+
+[table.columns]
+id = {{ type = "int64" }}
+created_at = {{ from = "created", type = "timestamp" }}
+category = {{ type = "string" }}
+
+[[indicator]]
+id = "requests"
+title = "Requests"
+period = "day"
+by = ["category"]
+measure = "count"
+
+[[goal]]
+indicator = "requests"
+title = "Requests stay high"
+better = "higher"
+baseline = {{ period = "2024-03-01", value = 50 }}
+target = {{ value = 60, by = "2024-12-31" }}
+"#,
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let project = Project::new(dir.path());
+    project.ok(&["run"]);
+    let current = project.current();
+
+    // HTML: every page escapes the values and drops control characters.
+    let goal = std::fs::read_to_string(current.join("goals/requests.html")).unwrap();
+    for page in walk(&current, "html") {
+        let html = std::fs::read_to_string(&page).unwrap();
+        for raw in [SCRIPT, ATTRIBUTE, "<img", "<!-- x"] {
+            assert!(
+                !html.contains(raw),
+                "{raw:?} unescaped in {}",
+                page.display()
+            );
+        }
+        assert!(
+            !html
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+            "a control character in {}",
+            page.display()
+        );
+    }
+    for escaped in [
+        "&lt;script&gt;alert(1)&lt;&#x2f;script&gt;",
+        "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;",
+        "]]&gt;&lt;!-- x",
+        "belland[31mescape",
+        &long,
+    ] {
+        assert!(goal.contains(escaped), "{escaped:?} in the goal page");
+    }
+
+    // JSON: the values come back exactly.
+    let digest = project.digest();
+    let groups: Vec<String> = digest["pipelines"][0]["indicators"][0]["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["group"]["category"].as_str().map(str::to_string))
+        .collect();
+    for v in values {
+        assert!(groups.iter().any(|g| g == v), "{v:?} in digest.json");
+    }
+    let text = std::fs::read_to_string(current.join("digest.json")).unwrap();
+    assert!(
+        text.contains("\\u0007"),
+        "control characters are escaped in JSON"
+    );
+
+    // CSV: values are quoted, and the formula is neutralised.
+    let mut r = csv::Reader::from_path(current.join("indicators.csv")).unwrap();
+    let group = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "group")
+        .unwrap();
+    let cells: Vec<String> = r
+        .records()
+        .map(|row| row.unwrap()[group].to_string())
+        .collect();
+    assert!(
+        cells.iter().any(|c| *c == format!("'{FORMULA}")),
+        "{cells:?}"
+    );
+    assert!(!cells.iter().any(|c| c.starts_with('=')));
+    assert!(cells.iter().any(|c| c == SCRIPT));
+    assert!(cells.iter().any(|c| *c == long));
+}
+
+/// Every file under `dir` with the extension.
+fn walk(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path, ext));
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+    out
+}
