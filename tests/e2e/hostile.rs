@@ -140,7 +140,7 @@ target = {{ value = 60, by = "2024-12-31" }}
     );
     assert!(!cells.iter().any(|c| c.starts_with('=')));
     assert!(cells.iter().any(|c| c == SCRIPT));
-    assert!(cells.iter().any(|c| *c == long));
+    assert!(cells.contains(&long));
 }
 
 /// Every file under `dir` with the extension.
