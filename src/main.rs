@@ -135,6 +135,11 @@ enum Command {
     /// Check the config and every pipeline file, including each indicator's SQL, without
     /// fetching anything.
     Validate,
+    /// News-flash items: list them, and approve or reject drafts (rules with `review = true`).
+    News {
+        #[command(subcommand)]
+        action: NewsAction,
+    },
     /// Manage what is published.
     Publish {
         /// Point `current` back at the version published before it (run again to go back
@@ -154,6 +159,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum NewsAction {
+    /// List the items, newest first.
+    List {
+        /// Only drafts, published or rejected items.
+        #[arg(long)]
+        status: Option<String>,
+        /// JSON for tools instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a draft now, for its window, and republish the site.
+    Approve { id: String },
+    /// Reject a draft: it is never published.
+    Reject { id: String },
 }
 
 /// Print a line to stdout. A closed pipe (`goalpost run | head -1`) only stops the printing:
@@ -231,6 +253,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Vacuum { table, dry_run } => vacuum(config, table.as_deref(), dry_run).await,
         Command::Recompute { run, out } => recompute(config, &run, &out).await,
         Command::Publish { rollback } => publish(&config, rollback),
+        Command::News { action } => news(config, action),
         Command::Init {
             address,
             kind,
@@ -435,6 +458,18 @@ async fn validate(config: &Config) -> Result<ExitCode> {
                 )
             })
             .collect();
+        for rule in &p.spec.news {
+            for t in rule.title.iter().chain(&rule.template) {
+                if let Err(e) = goalpost_publish::news::check_template(t.get_ref()) {
+                    out!(
+                        "{}",
+                        p.file
+                            .diagnostic(Some(t.span()), format!("[[news]] template: {e}"))
+                    );
+                    problems += 1;
+                }
+            }
+        }
         for diag in goalpost_indicators::check_sql(p, &others).await {
             out!("{diag}");
             problems += 1;
@@ -602,6 +637,65 @@ fn upkeep_pipelines(config: &Config) -> Result<Vec<goalpost_spec::Pipeline>> {
         eprintln!("{id}: skipped, the pipeline file has errors:\n{err}");
     }
     Ok(loaded.pipelines)
+}
+
+fn news(config: Config, action: NewsAction) -> Result<ExitCode> {
+    let runner = Runner::new(config, Arc::new(SystemClock));
+    match action {
+        NewsAction::List { status, json } => {
+            if let Some(s) = status.as_deref()
+                && !["draft", "published", "rejected"].contains(&s)
+            {
+                bail!("--status {s:?}: expected draft, published or rejected");
+            }
+            let items = runner.news(status.as_deref())?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&items)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if items.is_empty() {
+                out!("no news items");
+            }
+            let now = chrono::Utc::now();
+            for n in &items {
+                let state = match (n.status.as_str(), n.publish_until) {
+                    ("published", Some(until)) if until <= now => "archived".to_string(),
+                    ("published", Some(until)) => {
+                        format!("published until {}", until.format("%Y-%m-%d"))
+                    }
+                    (s, _) => s.to_string(),
+                };
+                out!(
+                    "{}  {}  [{}] {}\n    {}",
+                    n.id,
+                    state,
+                    n.category,
+                    n.title,
+                    n.body
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        NewsAction::Approve { id } => review(&runner, &id, true),
+        NewsAction::Reject { id } => review(&runner, &id, false),
+    }
+}
+
+fn review(runner: &Runner, id: &str, approve: bool) -> Result<ExitCode> {
+    let (item, version) = runner.review_news(id, approve)?;
+    out!(
+        "{}: {}{}",
+        item.id,
+        item.status,
+        item.publish_until.map_or(String::new(), |u| format!(
+            " until {}",
+            u.format("%Y-%m-%d %H:%M UTC")
+        ))
+    );
+    if let Some(v) = version {
+        out!("published version {v}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn publish(config: &Config, rollback: bool) -> Result<ExitCode> {

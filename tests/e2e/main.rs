@@ -8,6 +8,7 @@ mod demo;
 mod failures;
 mod hostile;
 mod measures;
+mod news;
 mod quality;
 mod reproduce;
 mod site;

@@ -633,6 +633,7 @@ mod tests {
             },
             summary: Summary::default(),
             pipelines: vec![requests, bare],
+            news: vec![],
         }
     }
 

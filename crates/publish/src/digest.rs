@@ -35,6 +35,31 @@ pub struct Digest {
     pub site: SiteInfo,
     pub summary: Summary,
     pub pipelines: Vec<PipelineDigest>,
+    /// News-flash items: current ones, then archived ones (their window has ended), newest
+    /// first within each.
+    #[serde(default)]
+    pub news: Vec<NewsItem>,
+}
+
+/// A short public announcement of a goal event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NewsItem {
+    /// Stable across runs: the same event always has the same id.
+    pub id: String,
+    pub category: String,
+    pub title: String,
+    pub body: String,
+    /// The pipeline (dataset) and goal it is about.
+    pub pipeline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+    /// goal_met, status_changed, new_best, new_worst, threshold_crossed or data_stale.
+    pub event: String,
+    /// Start of its publish window ("Posted on").
+    pub posted: DateTime<Utc>,
+    /// End of its publish window; after it the item is archived, never deleted.
+    pub until: DateTime<Utc>,
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

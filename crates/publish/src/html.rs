@@ -10,7 +10,12 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 8] = [
+    ("news.html", include_str!("../templates/news.html")),
+    (
+        "news_item.html",
+        include_str!("../templates/news_item.html"),
+    ),
     ("base.html", include_str!("../templates/base.html")),
     ("index.html", include_str!("../templates/index.html")),
     ("goal.html", include_str!("../templates/goal.html")),
@@ -521,6 +526,80 @@ fn dataset_page(p: &PipelineDigest, pages: &BTreeMap<(String, String), String>) 
 }
 
 #[derive(Serialize)]
+struct NewsView {
+    page: String,
+    title: String,
+    body: String,
+    category: String,
+    posted: String,
+    until: String,
+    archived: bool,
+    goal_page: Option<String>,
+    share: Vec<(&'static str, String)>,
+}
+
+#[derive(Serialize)]
+struct NewsCategory {
+    name: String,
+    items: Vec<NewsView>,
+}
+
+/// Characters left as they are in a URL query value; everything else is percent-encoded.
+fn query_value(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn news_view(
+    n: &crate::digest::NewsItem,
+    digest: &Digest,
+    pages: &BTreeMap<(String, String), String>,
+) -> NewsView {
+    let page = format!("{}.html", n.id);
+    // Share links need the page's public address.
+    let share = match &digest.site.base_url {
+        Some(base) if base.starts_with("https://") || base.starts_with("http://") => {
+            let url = format!("{}/news/{page}", base.trim_end_matches('/'));
+            let (u, t) = (query_value(&url), query_value(&n.title));
+            vec![
+                ("Email", format!("mailto:?subject={t}&body={u}")),
+                (
+                    "Facebook",
+                    format!("https://www.facebook.com/sharer/sharer.php?u={u}"),
+                ),
+                ("X", format!("https://x.com/intent/post?url={u}&text={t}")),
+                (
+                    "LinkedIn",
+                    format!("https://www.linkedin.com/sharing/share-offsite/?url={u}"),
+                ),
+            ]
+        }
+        _ => Vec::new(),
+    };
+    NewsView {
+        page,
+        title: n.title.clone(),
+        body: n.body.clone(),
+        category: n.category.clone(),
+        posted: day(n.posted.date_naive()),
+        until: day(n.until.date_naive()),
+        archived: n.archived,
+        goal_page: n
+            .goal
+            .as_ref()
+            .and_then(|g| pages.get(&(n.pipeline.clone(), g.clone())).cloned()),
+        share,
+    }
+}
+
+#[derive(Serialize)]
 struct MethodIndicator {
     title: String,
     description: String,
@@ -648,6 +727,39 @@ pub(crate) fn render_site(digest: &Digest) -> Result<Vec<(String, String)>, mini
             })
         })
         .collect();
+    let mut current: Vec<NewsCategory> = Vec::new();
+    let mut archived: Vec<NewsView> = Vec::new();
+    for n in &digest.news {
+        let view = news_view(n, digest, &pages);
+        out.push((
+            format!("news/{}", view.page),
+            env.get_template("news_item.html")?.render(context! {
+                n => Value::from(Serde(&view)),
+                ..common("../", "news")
+            })?,
+        ));
+        if n.archived {
+            archived.push(view);
+        } else {
+            match current.iter_mut().find(|c| c.name == n.category) {
+                Some(c) => c.items.push(view),
+                None => current.push(NewsCategory {
+                    name: n.category.clone(),
+                    items: vec![view],
+                }),
+            }
+        }
+    }
+    current.sort_by(|a, b| a.name.cmp(&b.name));
+    out.push((
+        "news/index.html".to_string(),
+        env.get_template("news.html")?.render(context! {
+            current => Value::from(Serde(&current)),
+            archived => Value::from(Serde(&archived)),
+            ..common("../", "news")
+        })?,
+    ));
+
     out.push((
         "methodology.html".to_string(),
         env.get_template("methodology.html")?.render(context! {

@@ -222,6 +222,16 @@ pub fn write_digest_files(digest: &Digest, dir: &Path) -> Result<(), PublishErro
         })?;
         write_file(&path, &csv)?;
 
+        let path = dir.join("feed.atom");
+        write_file(&path, crate::feed::atom(digest).as_bytes())?;
+
+        let path = dir.join("news.json");
+        let news = serde_json::to_vec_pretty(&digest.news).map_err(|e| PublishError::Render {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_file(&path, &news)?;
+
         let path = dir.join("data.json");
         let catalog = crate::dcat::CatalogInfo::from_site(&digest.site);
         write_file(
@@ -352,6 +362,7 @@ mod tests {
             },
             summary: Summary::default(),
             pipelines: vec![],
+            news: vec![],
         }
     }
 

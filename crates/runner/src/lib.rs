@@ -12,6 +12,7 @@ mod clock;
 mod digest_build;
 mod load;
 mod lookups;
+mod news;
 mod progress;
 mod snapshots;
 mod upkeep;
@@ -519,8 +520,20 @@ impl Runner {
         };
         let section = match hold {
             None => digest_build::pipeline_digest(pipeline, built, &series),
-            Some(hold) => digest_build::held_digest(pipeline, built, previous, hold),
+            Some(hold) => digest_build::held_digest(pipeline, built, previous.clone(), hold),
         };
+        // News: the events of this run enter the ledger once; the digest shows every
+        // published item, current or archived.
+        let announced =
+            goalpost_publish::news::announcements(&pipeline.spec.news, previous.as_ref(), &section)
+                .map_err(|e| {
+                    RunError::Internal(format!("{}: {e}", pipeline.file.path.display()))
+                })?;
+        let added = state.add_news(&news::records(&announced, run_id, now))?;
+        if !added.is_empty() {
+            tracing::info!(items = ?added, "news");
+        }
+        let news = news::digest_items(&state.news(Some("published"))?, now);
         let mine = Summary::of(&section.goals);
         let indicators = section.indicators.len();
         pipelines.retain(|p| p.id != pipeline.id && configured.ids.contains(&p.id));
@@ -533,6 +546,7 @@ impl Runner {
             site: site_info(&self.config.site),
             summary: Summary::of(pipelines.iter().flat_map(|p| &p.goals)),
             pipelines,
+            news,
         };
         let mut digest = digest;
         let snapshot_dir = self.config.data_dir.join("snapshots");

@@ -14,6 +14,7 @@ pub mod check;
 mod config;
 mod diagnostic;
 pub mod measure;
+pub mod news;
 pub mod period;
 mod pipeline;
 mod source;
@@ -24,6 +25,7 @@ pub use check::{CheckKind, CheckSpec, Severity};
 pub use config::{Config, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
 pub use measure::{Measure, structured_sql};
+pub use news::{NewsEvent, NewsRule};
 pub use pipeline::{
     Baseline, Better, ColumnSpec, ColumnType, DeletesSpec, GoalMethod, GoalSpec, IndicatorSpec,
     Partition, PartitionBy, Pipeline, PipelineSpec, Population, PopulationTable, TableSpec, Target,

@@ -71,6 +71,9 @@ pub struct PipelineSpec {
     pub indicators: Vec<IndicatorSpec>,
     #[serde(rename = "goal", default)]
     pub goals: Vec<GoalSpec>,
+    /// News-flash rules: which goal events are announced.
+    #[serde(rename = "news", default)]
+    pub news: Vec<crate::news::NewsRule>,
 }
 
 fn default_min_count() -> u64 {

@@ -97,6 +97,7 @@ pub fn parse_pipeline(path: &Path, text: &str) -> Result<Pipeline, SpecError> {
     v.check_checks(&spec);
     v.check_indicators_and_goals(&spec);
     v.check_measures(&spec);
+    v.check_news(&spec);
     if !v.errors.is_empty() {
         return Err(SpecError::Invalid(v.errors));
     }
@@ -726,6 +727,52 @@ impl Checker<'_> {
             } else {
                 unused(self, "per", ind.per.is_some());
                 unused(self, "population", ind.population.is_some());
+            }
+        }
+    }
+
+    /// `[[news]]` rules name events, goals that exist and a threshold when one is crossed.
+    fn check_news(&mut self, spec: &PipelineSpec) {
+        use crate::news::NewsEvent;
+        for (i, rule) in spec.news.iter().enumerate() {
+            let n = i + 1;
+            if rule.on.is_empty() {
+                self.push(
+                    None,
+                    format!("[[news]] rule {n}: `on` is empty; expected events such as [\"goal_met\", \"status_changed\"]"),
+                );
+            }
+            for g in &rule.goals {
+                if !spec.goals.iter().any(|goal| goal.id() == g.get_ref()) {
+                    let ids: Vec<&str> = spec.goals.iter().map(|goal| goal.id()).collect();
+                    self.at(
+                        g,
+                        format!(
+                            "[[news]] rule {n}: no goal {:?}; the goals are: {}",
+                            g.get_ref(),
+                            if ids.is_empty() {
+                                "none".to_string()
+                            } else {
+                                ids.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+            let crossing = rule
+                .on
+                .iter()
+                .find(|e| *e.get_ref() == NewsEvent::ThresholdCrossed);
+            match (crossing, rule.threshold) {
+                (Some(e), None) => self.at(
+                    e,
+                    format!("[[news]] rule {n}: threshold_crossed needs `threshold`, the value whose crossing is announced"),
+                ),
+                (None, Some(_)) => self.push(
+                    None,
+                    format!("[[news]] rule {n}: `threshold` is only used with threshold_crossed"),
+                ),
+                _ => {}
             }
         }
     }

@@ -28,6 +28,9 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// What was asked for is not there (or not in the state asked for).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// Outcome of a run.
@@ -186,7 +189,45 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL,
         PRIMARY KEY (pipeline, source_key)
      );",
+    // 4: the news ledger: every announcement ever made, so none is made twice
+    "CREATE TABLE news (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        goal TEXT,
+        event TEXT NOT NULL,
+        category TEXT NOT NULL,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        publish_from TEXT,
+        publish_until TEXT,
+        window_secs INTEGER NOT NULL
+     );
+     CREATE INDEX news_by_status ON news (status, publish_from);",
 ];
+
+/// One announcement in the news ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewsRecord {
+    /// Stable: the same event always gets the same id, so it is announced once.
+    pub id: String,
+    pub pipeline: String,
+    pub goal: Option<String>,
+    pub event: String,
+    pub category: String,
+    pub title: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    pub run_id: String,
+    /// draft (awaiting review), published or rejected.
+    pub status: String,
+    pub publish_from: Option<DateTime<Utc>>,
+    pub publish_until: Option<DateTime<Utc>>,
+    /// How long the item is shown once published, in seconds.
+    pub window_secs: u64,
+}
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -453,6 +494,115 @@ impl StateStore {
             )
             .optional()
             .map_err(|e| self.err(e))
+    }
+
+    /// Add announcements to the ledger; one whose id is already there (announced, drafted or
+    /// rejected before) is left as it is. Returns the ids added.
+    pub fn add_news(&self, items: &[NewsRecord]) -> Result<Vec<String>, StateError> {
+        let mut added = Vec::new();
+        for n in items {
+            let changed = self
+                .conn
+                .execute(
+                    "INSERT OR IGNORE INTO news (id, pipeline, goal, event, category, title, body,
+                        created_at, run_id, status, publish_from, publish_until, window_secs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    rusqlite::params![
+                        n.id,
+                        n.pipeline,
+                        n.goal,
+                        n.event,
+                        n.category,
+                        n.title,
+                        n.body,
+                        ts(n.created_at),
+                        n.run_id,
+                        n.status,
+                        n.publish_from.map(ts),
+                        n.publish_until.map(ts),
+                        n.window_secs as i64,
+                    ],
+                )
+                .map_err(|e| self.err(e))?;
+            if changed > 0 {
+                added.push(n.id.clone());
+            }
+        }
+        Ok(added)
+    }
+
+    /// The ledger, newest first; `status` filters (draft, published, rejected).
+    pub fn news(&self, status: Option<&str>) -> Result<Vec<NewsRecord>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, pipeline, goal, event, category, title, body, created_at, run_id,
+                        status, publish_from, publish_until, window_secs
+                 FROM news WHERE ?1 IS NULL OR status = ?1
+                 ORDER BY coalesce(publish_from, created_at) DESC, id",
+            )
+            .map_err(|e| self.err(e))?;
+        let parse = |s: Option<String>| {
+            s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let rows = stmt
+            .query_map([status], |r| {
+                Ok(NewsRecord {
+                    id: r.get(0)?,
+                    pipeline: r.get(1)?,
+                    goal: r.get(2)?,
+                    event: r.get(3)?,
+                    category: r.get(4)?,
+                    title: r.get(5)?,
+                    body: r.get(6)?,
+                    created_at: parse(Some(r.get(7)?)).unwrap_or_default(),
+                    run_id: r.get(8)?,
+                    status: r.get(9)?,
+                    publish_from: parse(r.get(10)?),
+                    publish_until: parse(r.get(11)?),
+                    window_secs: r.get::<_, i64>(12)? as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Decide a draft: publish it from `now` for its window, or reject it. Returns the item as
+    /// it now stands; an error when there is no draft of that id.
+    pub fn review_news(
+        &self,
+        id: &str,
+        approve: bool,
+        now: DateTime<Utc>,
+    ) -> Result<NewsRecord, StateError> {
+        let Some(item) = self.news(None)?.into_iter().find(|n| n.id == id) else {
+            return Err(StateError::NotFound(format!("no news item {id:?}")));
+        };
+        if item.status != "draft" {
+            return Err(StateError::NotFound(format!(
+                "news item {id:?} is {}, not a draft awaiting review",
+                item.status
+            )));
+        }
+        let until = now + chrono::Duration::seconds(item.window_secs as i64);
+        if approve {
+            self.conn
+                .execute(
+                    "UPDATE news SET status = 'published', publish_from = ?2, publish_until = ?3
+                     WHERE id = ?1",
+                    rusqlite::params![id, ts(now), ts(until)],
+                )
+                .map_err(|e| self.err(e))?;
+        } else {
+            self.conn
+                .execute("UPDATE news SET status = 'rejected' WHERE id = ?1", [id])
+                .map_err(|e| self.err(e))?;
+        }
+        self.news(None)?
+            .into_iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| StateError::NotFound(format!("no news item {id:?}")))
     }
 
     /// The newest run of a pipeline that succeeded without holding its figures and recorded
