@@ -38,7 +38,7 @@ fn hostile_text_in_the_data_comes_out_inert() {
         format!(
             r#"title = "Requests"
 timezone = "UTC"
-as_of = "2024-03-31"
+as_of = "2024-03-03"
 
 [[source]]
 kind = "file"
@@ -63,12 +63,18 @@ measure = "count"
 
 [[goal]]
 indicator = "requests"
-title = "Requests stay high"
+title = "Requests {SCRIPT} ]]> stay high\u0007"
 better = "higher"
-baseline = {{ period = "2024-03-01", value = 50 }}
-target = {{ value = 60, by = "2024-12-31" }}
+baseline = {{ period = "2024-03-01", value = 30 }}
+target = {{ value = 40, by = "2024-12-31" }}
+
+[[news]]
+on = ["goal_met"]
+category = "{attribute}"
+publish_for = "90d"
 "#,
-            data.display().to_string()
+            data.display().to_string(),
+            attribute = ATTRIBUTE.replace('"', "\\\""),
         ),
     )
     .unwrap();
@@ -121,6 +127,19 @@ target = {{ value = 60, by = "2024-12-31" }}
         text.contains("\\u0007"),
         "control characters are escaped in JSON"
     );
+
+    // Atom: a real feed reader reads the hostile title and category back as text.
+    let feed = std::fs::read_to_string(current.join("feed.atom")).unwrap();
+    for raw in [SCRIPT, "<img"] {
+        assert!(!feed.contains(raw), "{raw:?} unescaped in feed.atom");
+    }
+    let read = crate::news::feedparser(&current.join("feed.atom"));
+    assert_eq!(read["bozo"], 0, "{read}");
+    assert_eq!(
+        read["entries"][0]["title"],
+        format!("Goal met: Requests {SCRIPT} ]]> stay high")
+    );
+    assert_eq!(read["entries"][0]["category"], ATTRIBUTE);
 
     // CSV: values are quoted, and the formula is neutralised.
     let mut r = csv::Reader::from_path(current.join("indicators.csv")).unwrap();
