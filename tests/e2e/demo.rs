@@ -324,6 +324,19 @@ fn demo_figures_match_the_raw_data_and_rerunning_changes_nothing() {
         figure(&second, "nyc-311", "requests-received", "2018-06"),
         Some(june as f64)
     );
+    // Each dataset lists its refreshes, newest first, and its page shows them.
+    for p in second["pipelines"].as_array().unwrap() {
+        let history = p["history"].as_array().unwrap();
+        assert_eq!(history.len(), 2, "{}", p["id"]);
+        assert_eq!(history[0]["run_id"], p["run_id"]);
+        assert!(history.iter().all(|r| r["outcome"] == "succeeded"));
+        assert!(history[0]["started_at"].as_str() > history[1]["started_at"].as_str());
+    }
+    let page = std::fs::read_to_string(project.current().join("datasets/nyc-311.html")).unwrap();
+    assert!(
+        page.contains("<caption>Latest refreshes</caption>"),
+        "{page}"
+    );
 
     // The run history has both runs of every pipeline, all succeeded.
     let runs: serde_json::Value = serde_json::from_str(&project.ok(&["runs", "--json"])).unwrap();

@@ -572,6 +572,8 @@ mod tests {
             held: None,
             indicators: vec![],
             goals: vec![],
+            schedule: None,
+            history: vec![],
         }
     }
 

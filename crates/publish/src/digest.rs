@@ -137,6 +137,28 @@ pub struct PipelineDigest {
     pub held: Option<Hold>,
     pub indicators: Vec<IndicatorDigest>,
     pub goals: Vec<GoalDigest>,
+    /// The cron schedule (with seconds, in the pipeline's time zone) it is refreshed on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The latest refreshes, newest first, this one included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Refresh>,
+}
+
+/// One refresh of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Refresh {
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+    /// succeeded, held (figures kept at their last good values) or failed (nothing
+    /// published).
+    pub outcome: String,
+    /// full, incremental or unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    pub rows_fetched: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

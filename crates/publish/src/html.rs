@@ -461,6 +461,15 @@ fn indicator_view(ind: &IndicatorDigest, goals: Vec<(String, String)>) -> Indica
 }
 
 #[derive(Serialize)]
+struct RefreshView {
+    started: String,
+    outcome: String,
+    mode: String,
+    rows: String,
+    version: String,
+}
+
+#[derive(Serialize)]
 struct DatasetPage {
     page: String,
     title: String,
@@ -474,6 +483,8 @@ struct DatasetPage {
     table: String,
     download: Option<String>,
     freshness: String,
+    schedule: Option<String>,
+    history: Vec<RefreshView>,
     quality: String,
     checks: Vec<crate::digest::CheckReport>,
     indicators: Vec<IndicatorView>,
@@ -502,6 +513,22 @@ fn dataset_page(p: &PipelineDigest, pages: &BTreeMap<(String, String), String>) 
         table: table_line(p),
         download: p.table.download.clone(),
         freshness,
+        schedule: p.schedule.clone(),
+        history: p
+            .history
+            .iter()
+            .map(|r| RefreshView {
+                started: when(r.started_at),
+                outcome: match r.outcome.as_str() {
+                    "held" => "figures held (a check failed)".into(),
+                    "failed" => "failed (nothing published)".into(),
+                    other => other.to_string(),
+                },
+                mode: r.mode.clone().unwrap_or_default(),
+                rows: format_number(r.rows_fetched as f64, 0),
+                version: r.table_version.map_or_else(String::new, |v| v.to_string()),
+            })
+            .collect(),
         quality: quality_line(p),
         checks: p.data_quality.checks.clone(),
         indicators: p

@@ -22,7 +22,7 @@ pub use dcat::{CatalogInfo, data_json, data_json_text};
 pub use digest::schema as digest_schema;
 pub use digest::{
     BaselineInfo, CagrInfo, CheckReport, DIGEST_SCHEMA_VERSION, DataQuality, Digest, GoalDigest,
-    Hold, IndicatorDigest, LatestFigure, NewsItem, PipelineDigest, Provenance, SeriesPoint,
-    SiteInfo, SourceInfo, Summary, TableInfo, TableRead, TargetInfo, TrendInfo,
+    Hold, IndicatorDigest, LatestFigure, NewsItem, PipelineDigest, Provenance, Refresh,
+    SeriesPoint, SiteInfo, SourceInfo, Summary, TableInfo, TableRead, TargetInfo, TrendInfo,
 };
 pub use publisher::{PublishError, Publisher, write_digest_files};

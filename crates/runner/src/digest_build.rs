@@ -201,6 +201,8 @@ pub(crate) fn pipeline_digest(
         held: None,
         indicators,
         goals,
+        schedule: pipeline.spec.schedule.clone(),
+        history: Vec::new(),
     }
 }
 

@@ -518,6 +518,7 @@ impl Runner {
             quality,
             reads: &lookups.reads,
         };
+        let held_now = hold.is_some();
         let section = match hold {
             None => digest_build::pipeline_digest(pipeline, built, &series),
             Some(hold) => digest_build::held_digest(pipeline, built, previous.clone(), hold),
@@ -534,6 +535,10 @@ impl Runner {
             tracing::info!(items = ?added, "news");
         }
         let news = news::digest_items(&state.news(Some("published"))?, now);
+        let mut section = section;
+        section.schedule = pipeline.spec.schedule.clone();
+        let started = state.run(run_id)?.map_or(now, |r| r.started_at);
+        section.history = refresh_history(&state, pipeline, run_id, started, progress, held_now)?;
         let mine = Summary::of(&section.goals);
         let indicators = section.indicators.len();
         pipelines.retain(|p| p.id != pipeline.id && configured.ids.contains(&p.id));
@@ -703,4 +708,46 @@ fn site_info(site: &goalpost_spec::SiteSpec) -> goalpost_publish::SiteInfo {
         license: site.license.clone(),
         spatial: site.spatial.clone(),
     }
+}
+
+/// Refreshes shown on a dataset's page.
+const HISTORY: usize = 10;
+
+/// This run (about to publish) and the pipeline's runs before it, newest first.
+fn refresh_history(
+    state: &StateStore,
+    pipeline: &Pipeline,
+    run_id: &str,
+    started: DateTime<Utc>,
+    progress: &RunEnd,
+    held: bool,
+) -> Result<Vec<goalpost_publish::Refresh>, RunError> {
+    let mut out = vec![goalpost_publish::Refresh {
+        run_id: run_id.to_string(),
+        started_at: started,
+        outcome: if held { "held" } else { "succeeded" }.into(),
+        mode: progress.mode.clone(),
+        rows_fetched: progress.rows_fetched,
+        table_version: progress.table_version,
+    }];
+    for r in state.runs(Some(&pipeline.id), HISTORY)? {
+        if r.id == run_id || out.len() >= HISTORY {
+            continue;
+        }
+        let outcome = match r.status {
+            goalpost_state::RunStatus::Succeeded if r.held.is_some() => "held",
+            goalpost_state::RunStatus::Succeeded => "succeeded",
+            goalpost_state::RunStatus::Running => continue,
+            _ => "failed",
+        };
+        out.push(goalpost_publish::Refresh {
+            run_id: r.id,
+            started_at: r.started_at,
+            outcome: outcome.into(),
+            mode: r.mode,
+            rows_fetched: r.rows_fetched,
+            table_version: r.table_version,
+        });
+    }
+    Ok(out)
 }
