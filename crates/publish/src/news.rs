@@ -268,3 +268,148 @@ pub fn announcements(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A pipeline part with one goal ("response", lower is better) whose monthly values
+    /// are `values` (the last one judged), with `status`.
+    fn part(values: &[f64], status: &str) -> PipelineDigest {
+        let series: Vec<serde_json::Value> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                json!({
+                    "period": format!("2025-{:02}", i + 1),
+                    "start": format!("2025-{:02}-01", i + 1),
+                    "end": format!("2025-{:02}-01", i + 2),
+                    "value": v, "partial": false,
+                })
+            })
+            .collect();
+        let last = values.len();
+        serde_json::from_value(json!({
+            "id": "ems", "title": "EMS <calls>", "department": "Public Safety",
+            "description": null, "run_id": "r", "refreshed_at": "2025-12-01T00:00:00Z",
+            "as_of": "2025-12-01",
+            "table": { "name": "calls", "version": 1, "rows": 10 },
+            "sources": [],
+            "data_quality": { "run_id": "r", "rows_received": 10, "rows_quarantined": 0,
+                "quarantine_limit": 5.0, "checks": [
+                    { "id": "freshness:received_at", "kind": "freshness", "severity": "warn",
+                      "status": "warned", "message": "newest row is 9 days old" } ] },
+            "indicators": [],
+            "goals": [{
+                "id": "response", "title": "Faster response", "indicator": "minutes",
+                "unit": "minutes", "decimals": 1, "status": status, "status_reason": "",
+                "latest": { "period": format!("2025-{last:02}"), "value": values[last - 1] },
+                "expected": null, "progress": null, "better": "lower", "tolerance": 0.1,
+                "baseline": { "period": "2025-01", "value": values[0] },
+                "target": { "value": 5.0, "by": "2026-06-30" },
+                "series": series,
+                "provenance": { "pipeline": "ems", "sources": [], "table": "calls",
+                    "table_version": 1, "sql": "", "run_id": "r",
+                    "computed_at": "2025-12-01T00:00:00Z" }
+            }]
+        }))
+        .unwrap()
+    }
+
+    fn rule(text: &str) -> NewsRule {
+        #[derive(Deserialize)]
+        struct File {
+            news: Vec<NewsRule>,
+        }
+        toml::from_str::<File>(text).unwrap().news.remove(0)
+    }
+
+    fn ids(
+        rules: &[NewsRule],
+        previous: Option<&PipelineDigest>,
+        now: &PipelineDigest,
+    ) -> Vec<String> {
+        announcements(rules, previous, now)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect()
+    }
+
+    use serde::Deserialize;
+
+    #[test]
+    fn each_event_fires_on_its_change_only() {
+        let all = [rule(
+            "[[news]]\non = [\"goal_met\", \"status_changed\", \"new_best\", \"new_worst\", \"data_stale\"]",
+        )];
+        // Lower is better: 6.0 is a new best, and the status moved from at risk to on track.
+        let before = part(&[8.0, 7.0], "at_risk");
+        let now = part(&[8.0, 7.0, 6.0], "on_track");
+        assert_eq!(
+            ids(&all, Some(&before), &now),
+            [
+                "ems-response-now-on-track-2025-03",
+                "ems-response-new-best-2025-03",
+                "ems-data-stale-2025-12-01",
+            ]
+        );
+        // 9.0 is the worst yet; the status did not change.
+        let worse = part(&[8.0, 7.0, 9.0], "on_track");
+        assert_eq!(
+            ids(&all, Some(&now), &worse),
+            [
+                "ems-response-new-worst-2025-03",
+                "ems-data-stale-2025-12-01"
+            ]
+        );
+        // Met, on a first run too.
+        let met = part(&[8.0, 6.0, 6.5], "met");
+        assert_eq!(
+            ids(&all, None, &met),
+            ["ems-response-goal-met-2025-03", "ems-data-stale-2025-12-01"]
+        );
+        // A held part announces nothing about its goals.
+        let mut held = met.clone();
+        held.goals[0].held = Some(crate::digest::Hold {
+            reason: "data quality".into(),
+            checks: vec![],
+            message: String::new(),
+            since_run: "r".into(),
+            last_good_run: Some("q".into()),
+        });
+        assert_eq!(ids(&all, None, &held), ["ems-data-stale-2025-12-01"]);
+    }
+
+    #[test]
+    fn templates_fill_in_the_figures_and_rules_filter_goals() {
+        let custom = [rule(
+            "[[news]]\non = [\"threshold_crossed\"]\nthreshold = 7.5\ncategory = \"EMS\"\ntitle = \"{{ goal.title }} under {{ threshold }}\"\ntemplate = \"{{ value }} in {{ period }} ({{ change }}); target {{ target }} by {{ target_by }}; {{ dataset }}\"",
+        )];
+        let now = part(&[8.0, 7.0], "on_track");
+        let a = announcements(&custom, None, &now).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].id, "ems-response-crossed-7-5-2025-02");
+        assert_eq!(a[0].category, "EMS");
+        assert_eq!(a[0].title, "Faster response under 7.5 minutes");
+        // Plain text: the renderers escape it.
+        assert_eq!(
+            a[0].body,
+            "7.0 minutes in 2025-02 (-1.0 minutes); target 5.0 minutes by 30 June 2026; EMS <calls>"
+        );
+        let other = [rule(
+            "[[news]]\non = [\"goal_met\"]\ngoals = [\"elsewhere\"]",
+        )];
+        assert!(ids(&other, None, &part(&[8.0, 4.0], "met")).is_empty());
+        // A template error names the rule and the event.
+        let broken = [rule(
+            "[[news]]\non = [\"goal_met\"]\ntemplate = \"{{ value | nosuchfilter }}\"",
+        )];
+        let err = announcements(&broken, None, &part(&[8.0, 4.0], "met")).unwrap_err();
+        assert!(
+            err.contains("[[news]] rule 1 (goal_met): the body template"),
+            "{err}"
+        );
+    }
+}
