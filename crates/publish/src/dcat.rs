@@ -446,11 +446,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     // The DCAT-US v1.1 schemas, vendored; see tests-data/dcat-us-1.1/README.md.
-    const CATALOG: &str = include_str!("../tests-data/dcat-us-1.1/catalog.json");
-    const DATASET: &str = include_str!("../tests-data/dcat-us-1.1/dataset.json");
-    const DISTRIBUTION: &str = include_str!("../tests-data/dcat-us-1.1/distribution.json");
-    const ORGANIZATION: &str = include_str!("../tests-data/dcat-us-1.1/organization.json");
-    const VCARD: &str = include_str!("../tests-data/dcat-us-1.1/vcard.json");
     const NON_FEDERAL_CATALOG: &str =
         include_str!("../tests-data/dcat-us-1.1/non-federal/catalog.json");
     const NON_FEDERAL_DATASET: &str =
@@ -481,12 +476,7 @@ mod tests {
             .expect("catalog schema builds with every $ref resolved")
     }
 
-    /// The official schemas: catalog.json → dataset.json → distribution, organization, vcard.
-    fn official() -> Validator {
-        validator(CATALOG, &[DATASET, DISTRIBUTION, ORGANIZATION, VCARD])
-    }
-
-    /// data.gov's schemas for non-federal publishers.
+    /// The non-federal schemas: catalog.json → dataset-non-federal.json.
     fn non_federal() -> Validator {
         validator(NON_FEDERAL_CATALOG, &[NON_FEDERAL_DATASET])
     }
@@ -679,26 +669,6 @@ mod tests {
         let catalog = data_json(&digest(), &info(Some(BASE)));
 
         assert_eq!(errors(&non_federal(), &catalog), Vec::<String>::new());
-
-        // The official schema is the federal one: only its federal-only fields are missing.
-        let mut expected = Vec::new();
-        for i in 0..2 {
-            expected.push(format!(
-                "/dataset/{i}: \"bureauCode\" is a required property"
-            ));
-            expected.push(format!(
-                "/dataset/{i}: \"programCode\" is a required property"
-            ));
-        }
-        let mut got = errors(&official(), &catalog);
-        got.sort();
-        assert_eq!(got, expected);
-        let mut federal = catalog.clone();
-        for d in federal["dataset"].as_array_mut().expect("datasets") {
-            d["bureauCode"] = json!(["015:11"]);
-            d["programCode"] = json!(["015:001"]);
-        }
-        assert_eq!(errors(&official(), &federal), Vec::<String>::new());
     }
 
     #[test]
@@ -739,7 +709,6 @@ mod tests {
                 !non_federal().is_valid(&c),
                 "non-federal schema took {what}"
             );
-            assert!(!official().is_valid(&c), "official schema took {what}");
         }
     }
 
