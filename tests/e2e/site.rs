@@ -84,6 +84,14 @@ fn problems(report: &Value) -> Vec<String> {
         if page["h1_without_js"].as_str().is_none_or(str::is_empty) {
             problems.push(format!("{name}: no h1 text with JavaScript off"));
         }
+        match page["broken_links"].as_array() {
+            Some(broken) => {
+                for link in broken.iter().filter_map(Value::as_str) {
+                    problems.push(format!("{name}: links to {link}"));
+                }
+            }
+            None => problems.push(format!("{name}: the check reported no links")),
+        }
     }
     problems
 }

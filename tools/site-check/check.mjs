@@ -19,7 +19,8 @@
 //   {"pages": [{"page": "index.html",
 //               "violations": [{"id", "impact", "help", "help_url", "nodes": [target, ...]}],
 //               "overflow": false, "scroll_width": 375, "overflowing": ["span.why \"text...\" reaches 607 px", ...],
-//               "h1_without_js": "..." | null}],
+//               "h1_without_js": "..." | null,
+//               "broken_links": ["/goals/missing.html (404)", ...]}],
 //    "screenshots": [{"page": "index.html", "file": "/abs/OUT_DIR/home.png"}],
 //    "chromium": "/usr/bin/chromium", "seconds": 2.1}
 //
@@ -141,6 +142,7 @@ async function main(argv) {
 
       const tab = await open(withJs, url, page);
       result.violations = await axe(tab, axeSource);
+      result.broken_links = await brokenLinks(tab, base);
       if (shots.has(page)) {
         const file = path.join(outDir, shots.get(page));
         await tab.screenshot({ path: file, fullPage: true });
@@ -269,6 +271,21 @@ async function open(context, url, page) {
     throw new Fatal(`${page}: the site server answered ${response ? response.status() : 'nothing'}`);
   }
   return tab;
+}
+
+// Links into the site (same origin) that the server does not answer with 200.
+async function brokenLinks(tab, base) {
+  const origin = new URL(base).origin;
+  const hrefs = await tab.evaluate(() => [...document.querySelectorAll('a[href]')].map((a) => a.href));
+  const broken = [];
+  for (const href of new Set(hrefs)) {
+    const url = new URL(href);
+    if (url.origin !== origin) continue;
+    url.hash = '';
+    const response = await fetch(url.href);
+    if (!response.ok) broken.push(`${url.pathname} (${response.status})`);
+  }
+  return broken;
 }
 
 async function axe(tab, source) {

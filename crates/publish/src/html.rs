@@ -732,11 +732,12 @@ pub(crate) fn render_site(digest: &Digest) -> Result<Vec<(String, String)>, mini
             })?,
         ));
     }
+    // At the top, so no pipeline id (a dataset page's name) can collide with it.
     out.push((
-        "datasets/index.html".to_string(),
+        "datasets.html".to_string(),
         env.get_template("datasets.html")?.render(context! {
             datasets => Value::from(Serde(&datasets)),
-            ..common("../", "datasets")
+            ..common("", "datasets")
         })?,
     ));
 
