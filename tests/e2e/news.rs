@@ -35,8 +35,8 @@ fn goal_events_are_announced_once_reviewed_and_archived() {
 
     // The met goal is announced and, with a window of 0 s, archived at once; the crossing
     // of 70 % (54.0 % in 2019-01, then 79.7 % in 2019-03) waits for review.
-    let met = "nyc-311-median-hours-to-close-goal-met-2019-03";
-    let crossed = "nyc-311-closed-within-5-days-crossed-70-2019-03";
+    let met = "nyc-311.median-hours-to-close.goal-met.2019-03";
+    let crossed = "nyc-311.closed-within-5-days.crossed-70.2019-03";
     let digest = project.digest();
     let news = digest["news"].as_array().unwrap();
     assert_eq!(news.len(), 1, "{news:?}");

@@ -16,10 +16,14 @@ fn id(digest: &Digest, path: &str) -> String {
     }
 }
 
-/// A character XML 1.0 does not allow (controls other than tab and newlines).
+/// Text without the characters XML 1.0 does not allow: controls other than tab and newlines,
+/// and the non-characters U+FFFE and U+FFFF.
 fn clean(text: &str) -> String {
     text.chars()
-        .filter(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+        .filter(|c| {
+            (!c.is_control() || matches!(c, '\t' | '\n' | '\r'))
+                && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+        })
         .collect()
 }
 

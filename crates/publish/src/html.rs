@@ -81,7 +81,7 @@ fn goal_pages(digest: &Digest) -> BTreeMap<(String, String), String> {
     for p in &digest.pipelines {
         for g in &p.goals {
             let name = if count[g.id.as_str()] > 1 {
-                format!("{}-{}.html", p.id, g.id)
+                format!("{}.{}.html", p.id, g.id)
             } else {
                 format!("{}.html", g.id)
             };
@@ -240,10 +240,10 @@ fn sources(p: &PipelineDigest) -> Vec<SourceView> {
         .map(|s| SourceView {
             location: s.location.clone(),
             // Only web links are links: a source's text is open data and may say anything.
-            link: s
-                .link
-                .clone()
-                .filter(|l| l.starts_with("https://") || l.starts_with("http://")),
+            link: s.link.clone().filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.starts_with("https://") || l.starts_with("http://")
+            }),
             rows: format_number(s.rows as f64, 0),
         })
         .collect()

@@ -62,9 +62,18 @@ fn default_body(event: NewsEvent) -> &'static str {
 }
 
 /// Check a template's syntax (for `goalpost validate`).
+/// Check a template: its syntax, and that it renders with every name a template can use
+/// (an unknown name, filter or function is an error).
 pub fn check_template(text: &str) -> Result<(), String> {
     let mut env = Environment::new();
-    env.add_template("t", text)
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let sample = context! {
+        goal => context! { id => "goal", title => "A goal" },
+        value => "1.0", unit => "units", period => "2026-01", target => "2.0",
+        target_by => "30 June 2026", status => "on track", previous_status => "at risk",
+        change => "+0.5", threshold => "1.5", dataset => "A dataset", message => "a message",
+    };
+    env.render_str(text, sample)
         .map(|_| ())
         .map_err(|e| format!("{e:#}"))
 }
@@ -125,18 +134,29 @@ pub fn announcements(
                 .template
                 .as_ref()
                 .map_or(default_body(event), |t| t.get_ref().as_str());
-            let render =
-                |what: &str, src: &str, ctx: &minijinja::Value| -> Result<String, String> {
-                    env.render_str(src, ctx.clone())
-                        .map(|s| s.trim().to_string())
-                        .map_err(|e| {
-                            format!(
-                                "[[news]] rule {} ({}): the {what} template: {e:#}",
-                                r + 1,
-                                event.as_str()
-                            )
-                        })
-                };
+            // A template of the rule's that fails to render (checked by `validate`, but a
+            // value may still trip it) gives way to the event's default text: the figures
+            // are published either way.
+            let render = |what: &str, src: &str, fallback: &str, ctx: &minijinja::Value| {
+                env.render_str(src, ctx.clone())
+                    .or_else(|e| {
+                        tracing::warn!(
+                            rule = r + 1,
+                            event = event.as_str(),
+                            error = %format!("{e:#}"),
+                            "the news {what} template failed; the default text is used"
+                        );
+                        env.render_str(fallback, ctx.clone())
+                    })
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| {
+                        format!(
+                            "[[news]] rule {} ({}): the {what} template: {e:#}",
+                            r + 1,
+                            event.as_str()
+                        )
+                    })
+            };
             let mut push = |id: String,
                             goal: Option<&GoalDigest>,
                             ctx: minijinja::Value|
@@ -145,8 +165,8 @@ pub fn announcements(
                     return Ok(());
                 }
                 out.push(Announcement {
-                    title: render("title", title_src, &ctx)?,
-                    body: render("body", body_src, &ctx)?,
+                    title: render("title", title_src, default_title(event), &ctx)?,
+                    body: render("body", body_src, default_body(event), &ctx)?,
                     id,
                     pipeline: section.id.clone(),
                     goal: goal.map(|g| g.id.clone()),
@@ -158,11 +178,16 @@ pub fn announcements(
                 Ok(())
             };
             if event == NewsEvent::DataStale {
-                let stale = section.data_quality.checks.iter().find(|c| {
-                    c.kind == "freshness" && c.status != "passed" && c.status != "skipped"
-                });
-                if let Some(c) = stale {
-                    let id = format!("{}-data-stale-{}", section.id, section.as_of);
+                fn stale(p: &PipelineDigest) -> Option<&crate::digest::CheckReport> {
+                    p.data_quality.checks.iter().find(|c| {
+                        c.kind == "freshness" && c.status != "passed" && c.status != "skipped"
+                    })
+                }
+                // Once per stale spell: when the data turns stale, not on every run while
+                // it stays so.
+                let newly = stale(section).filter(|_| previous.and_then(stale).is_none());
+                if let Some(c) = newly {
+                    let id = format!("{}.data-stale.{}", section.id, section.as_of);
                     push(
                         id,
                         None,
@@ -202,14 +227,15 @@ pub fn announcements(
                     };
                     context! { ..extra, ..base }
                 };
-                let key = format!("{}-{}", section.id, g.id);
+                // Ids never contain '.', so the parts cannot run into one another.
+                let key = format!("{}.{}", section.id, g.id);
                 match event {
                     NewsEvent::GoalMet => {
                         if g.status == GoalStatus::Met
                             && before.is_none_or(|b| b.status != GoalStatus::Met)
                         {
                             push(
-                                format!("{key}-goal-met-{}", slug(&period)),
+                                format!("{key}.goal-met.{}", slug(&period)),
                                 Some(g),
                                 ctx(context! {}),
                             )?;
@@ -221,7 +247,7 @@ pub fn announcements(
                         {
                             push(
                                 format!(
-                                    "{key}-now-{}-{}",
+                                    "{key}.now-{}.{}",
                                     g.status.as_str().replace('_', "-"),
                                     slug(&period)
                                 ),
@@ -243,7 +269,7 @@ pub fn announcements(
                         if record {
                             let what = if best { "new-best" } else { "new-worst" };
                             push(
-                                format!("{key}-{what}-{}", slug(&period)),
+                                format!("{key}.{what}.{}", slug(&period)),
                                 Some(g),
                                 ctx(context! {}),
                             )?;
@@ -255,7 +281,11 @@ pub fn announcements(
                         };
                         if (p < t) != (value < t) {
                             push(
-                                format!("{key}-crossed-{}-{}", slug(&t.to_string()), slug(&period)),
+                                format!(
+                                    "{key}.crossed-{}.{}",
+                                    slug(&t.to_string().replace('-', "minus-")),
+                                    slug(&period)
+                                ),
                                 Some(g),
                                 ctx(context! {}),
                             )?;
@@ -344,31 +374,31 @@ mod tests {
         let all = [rule(
             "[[news]]\non = [\"goal_met\", \"status_changed\", \"new_best\", \"new_worst\", \"data_stale\"]",
         )];
-        // Lower is better: 6.0 is a new best, and the status moved from at risk to on track.
-        let before = part(&[8.0, 7.0], "at_risk");
+        // Lower is better: 6.0 is a new best, and the status moved from at risk to on track;
+        // the data was fresh before and is stale now.
+        let mut before = part(&[8.0, 7.0], "at_risk");
+        before.data_quality.checks.clear();
         let now = part(&[8.0, 7.0, 6.0], "on_track");
         assert_eq!(
             ids(&all, Some(&before), &now),
             [
-                "ems-response-now-on-track-2025-03",
-                "ems-response-new-best-2025-03",
-                "ems-data-stale-2025-12-01",
+                "ems.response.now-on-track.2025-03",
+                "ems.response.new-best.2025-03",
+                "ems.data-stale.2025-12-01",
             ]
         );
-        // 9.0 is the worst yet; the status did not change.
+        // 9.0 is the worst yet; the status did not change, and the data stayed stale (it is
+        // announced once per stale spell).
         let worse = part(&[8.0, 7.0, 9.0], "on_track");
         assert_eq!(
             ids(&all, Some(&now), &worse),
-            [
-                "ems-response-new-worst-2025-03",
-                "ems-data-stale-2025-12-01"
-            ]
+            ["ems.response.new-worst.2025-03"]
         );
         // Met, on a first run too.
         let met = part(&[8.0, 6.0, 6.5], "met");
         assert_eq!(
             ids(&all, None, &met),
-            ["ems-response-goal-met-2025-03", "ems-data-stale-2025-12-01"]
+            ["ems.response.goal-met.2025-03", "ems.data-stale.2025-12-01"]
         );
         // A held part announces nothing about its goals.
         let mut held = met.clone();
@@ -379,7 +409,7 @@ mod tests {
             since_run: "r".into(),
             last_good_run: Some("q".into()),
         });
-        assert_eq!(ids(&all, None, &held), ["ems-data-stale-2025-12-01"]);
+        assert_eq!(ids(&all, None, &held), ["ems.data-stale.2025-12-01"]);
     }
 
     #[test]
@@ -390,7 +420,7 @@ mod tests {
         let now = part(&[8.0, 7.0], "on_track");
         let a = announcements(&custom, None, &now).unwrap();
         assert_eq!(a.len(), 1);
-        assert_eq!(a[0].id, "ems-response-crossed-7-5-2025-02");
+        assert_eq!(a[0].id, "ems.response.crossed-7-5.2025-02");
         assert_eq!(a[0].category, "EMS");
         assert_eq!(a[0].title, "Faster response under 7.5 minutes");
         // Plain text: the renderers escape it.
@@ -402,14 +432,21 @@ mod tests {
             "[[news]]\non = [\"goal_met\"]\ngoals = [\"elsewhere\"]",
         )];
         assert!(ids(&other, None, &part(&[8.0, 4.0], "met")).is_empty());
-        // A template error names the rule and the event.
-        let broken = [rule(
-            "[[news]]\non = [\"goal_met\"]\ntemplate = \"{{ value | nosuchfilter }}\"",
-        )];
-        let err = announcements(&broken, None, &part(&[8.0, 4.0], "met")).unwrap_err();
+        // A template that fails to render gives way to the default text; `validate` finds it.
+        let text = "{{ value | nosuchfilter }}";
+        let broken = [rule(&format!(
+            "[[news]]\non = [\"goal_met\"]\ntemplate = \"{text}\""
+        ))];
+        let a = announcements(&broken, None, &part(&[8.0, 4.0], "met")).unwrap();
         assert!(
-            err.contains("[[news]] rule 1 (goal_met): the body template"),
-            "{err}"
+            a[0].body
+                .starts_with("Faster response: 4.0 minutes in 2025-02, meeting"),
+            "{}",
+            a[0].body
         );
+        let err = check_template(text).unwrap_err();
+        assert!(err.contains("nosuchfilter"), "{err}");
+        assert!(check_template("{{ nosuchname }}").is_err());
+        assert!(check_template(default_body(NewsEvent::StatusChanged)).is_ok());
     }
 }

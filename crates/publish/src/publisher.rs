@@ -321,11 +321,22 @@ fn attach(dir: &Path, files: &[(String, PathBuf)]) -> Result<(), PublishError> {
         if let Some(parent) = to.parent() {
             fs::create_dir_all(parent).map_err(io(parent))?;
         }
-        if fs::hard_link(from, &to).is_err() {
-            fs::copy(from, &to).map_err(io(from))?;
-            File::open(&to)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&to))?;
+        match fs::hard_link(from, &to) {
+            Ok(()) => {}
+            // Two files for one path: never let the second replace the first.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(PublishError::Render {
+                    path: to,
+                    message: "two published files have this path".into(),
+                });
+            }
+            // Another file system, or no hard links there: copy.
+            Err(_) => {
+                fs::copy(from, &to).map_err(io(from))?;
+                File::open(&to)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(&to))?;
+            }
         }
         if let Some(parent) = to.parent() {
             sync_dir(parent)?;

@@ -530,11 +530,19 @@ impl Runner {
                 .map_err(|e| {
                     RunError::Internal(format!("{}: {e}", pipeline.file.path.display()))
                 })?;
-        let added = state.add_news(&news::records(&announced, run_id, now))?;
-        if !added.is_empty() {
-            tracing::info!(items = ?added, "news");
-        }
-        let news = news::digest_items(&state.news(Some("published"))?, now);
+        // New items enter the ledger only once the version showing them is published; until
+        // then the digest shows the ledger's items and this run's.
+        let ledger = state.news(None)?;
+        let fresh: Vec<goalpost_state::NewsRecord> = news::records(&announced, run_id, now)
+            .into_iter()
+            .filter(|n| !ledger.iter().any(|l| l.id == n.id))
+            .collect();
+        let shown: Vec<goalpost_state::NewsRecord> = ledger
+            .into_iter()
+            .chain(fresh.iter().cloned())
+            .filter(|n| n.status == "published")
+            .collect();
+        let news = news::digest_items(&shown, now);
         let mut section = section;
         section.schedule = pipeline.spec.schedule.clone();
         let started = state.run(run_id)?.map_or(now, |r| r.started_at);
@@ -557,6 +565,12 @@ impl Runner {
         let snapshot_dir = self.config.data_dir.join("snapshots");
         let files = snapshots::attach(&store, &snapshot_dir, &mut digest, pipeline).await?;
         let published = publisher.publish_with(&digest, &files)?;
+        match state.add_news(&fresh) {
+            Ok(added) if !added.is_empty() => tracing::info!(items = ?added, "news"),
+            Ok(_) => {}
+            // Published, but not recorded: the next run announces the same ids again.
+            Err(e) => tracing::error!(error = %e, "could not record the news items"),
+        }
         let kept: Vec<Digest> = publisher
             .kept_versions()
             .unwrap_or_default()

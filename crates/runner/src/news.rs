@@ -81,7 +81,8 @@ impl crate::Runner {
     ) -> Result<(NewsRecord, Option<String>), crate::RunError> {
         let now = self.clock.now();
         let item = self.state()?.review_news(id, approve, now)?;
-        let version = self.republish(now)?;
+        // A rejected draft was never shown: nothing published changes.
+        let version = if approve { self.republish(now)? } else { None };
         Ok((item, version))
     }
 
@@ -95,19 +96,22 @@ impl crate::Runner {
         };
         let current = publisher.current_dir();
         digest.version = self.new_run_id("news", now);
+        digest.schema_version = goalpost_publish::DIGEST_SCHEMA_VERSION;
         digest.generated_at = now;
         digest.news = digest_items(&self.state()?.news(Some("published"))?, now);
-        // The data files of the current version are linked into the new one.
-        let files: Vec<(String, std::path::PathBuf)> = digest
-            .pipelines
-            .iter()
-            .filter_map(|p| p.table.download.clone())
-            .map(|d| {
+        // The data files of the current version are linked into the new one; one that is
+        // missing is no longer offered.
+        let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+        for p in &mut digest.pipelines {
+            if let Some(d) = p.table.download.clone() {
                 let from = current.join(&d);
-                (d, from)
-            })
-            .filter(|(_, from)| from.is_file())
-            .collect();
+                if from.is_file() {
+                    files.push((d, from));
+                } else {
+                    p.table.download = None;
+                }
+            }
+        }
         publisher.publish_with(&digest, &files)?;
         Ok(Some(digest.version))
     }

@@ -759,6 +759,12 @@ impl Checker<'_> {
                     );
                 }
             }
+            if rule.publish_for > std::time::Duration::from_secs(10 * 366 * 24 * 3600) {
+                self.push(
+                    None,
+                    format!("[[news]] rule {n}: publish_for is longer than 10 years; items are archived, never deleted, so a shorter window loses nothing"),
+                );
+            }
             let crossing = rule
                 .on
                 .iter()
