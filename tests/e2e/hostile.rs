@@ -48,6 +48,7 @@ path = {:?}
 name = "requests"
 key = ["id"]
 time = "created_at"
+publish = false
 
 [table.columns]
 id = {{ type = "int64" }}
@@ -140,6 +141,16 @@ publish_for = "90d"
         format!("Goal met: Requests {SCRIPT} ]]> stay high")
     );
     assert_eq!(read["entries"][0]["category"], ATTRIBUTE);
+
+    // The table is not published row by row (`publish = false`): the figures are.
+    let digest_table = &digest["pipelines"][0]["table"];
+    assert!(digest_table.get("download").is_none(), "{digest_table}");
+    assert!(!current.join("data/requests.parquet").exists());
+    let catalog = std::fs::read_to_string(current.join("data.json")).unwrap();
+    assert!(
+        !catalog.contains("application/vnd.apache.parquet"),
+        "{catalog}"
+    );
 
     // CSV: values are quoted, and the formula is neutralised.
     let mut r = csv::Reader::from_path(current.join("indicators.csv")).unwrap();

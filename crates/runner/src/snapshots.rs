@@ -12,8 +12,9 @@ use goalpost_table::TableStore;
 use std::path::{Path, PathBuf};
 
 /// Write what is missing of the snapshots `digest` needs and name them in it. Returns the
-/// files to publish. A snapshot of `own`'s table that cannot be written fails the run; one of
-/// another pipeline's (published before) only warns and is left out.
+/// files to publish. `own`'s table is published unless its `[table] publish = false`; another
+/// pipeline's as it was (only when its part offered it). A snapshot of `own`'s table that
+/// cannot be written fails the run; one of another pipeline's only warns and is left out.
 pub(crate) async fn attach(
     store: &TableStore,
     dir: &Path,
@@ -22,7 +23,15 @@ pub(crate) async fn attach(
 ) -> Result<Vec<(String, PathBuf)>, RunError> {
     let mut files = Vec::new();
     for part in &mut digest.pipelines {
+        let wanted = if part.id == own.id {
+            own.spec.table.publish
+        } else {
+            part.table.download.is_some()
+        };
         part.table.download = None;
+        if !wanted {
+            continue;
+        }
         // Held before any run passed its checks: no figures, so no data behind them.
         if part
             .held

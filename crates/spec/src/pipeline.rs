@@ -113,11 +113,20 @@ pub struct TableSpec {
     /// Largest share of rows, in percent, that may be quarantined before the run fails.
     #[serde(default = "default_quarantine_limit")]
     pub quarantine_limit: f64,
+    /// Publish the table, row by row, beside the digest (`data/<table>.parquet`) so anyone
+    /// can check the figures. Turn it off for data that is not open: the rows behind
+    /// suppressed small cells would otherwise be downloadable.
+    #[serde(default = "default_publish")]
+    pub publish: bool,
     pub columns: IndexMap<Spanned<String>, ColumnSpec>,
 }
 
 fn default_quarantine_limit() -> f64 {
     5.0
+}
+
+fn default_publish() -> bool {
+    true
 }
 
 /// `[table] deletes`: which rows say "this record was deleted".
