@@ -101,6 +101,7 @@ impl Publisher {
         fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
         sync_dir(&versions)?;
         self.swap_current(&digest.version)?;
+        self.log(&format!("publish {}", digest.version));
         self.prune(&digest.version);
         Ok(final_dir)
     }
@@ -127,19 +128,73 @@ impl Publisher {
                 message: "nothing is published yet, so there is nothing to roll back".into(),
             })?;
         let kept = self.kept_versions()?;
-        let earlier = kept
+        // The versions made current, in order, without those rolled back from: the one
+        // before the current one is where a rollback goes.
+        let mut made_current: Vec<String> = Vec::new();
+        for line in self.history()? {
+            match line.split_once(' ') {
+                Some(("publish", v)) => made_current.push(v.to_string()),
+                Some(("rollback", v)) => {
+                    made_current.pop();
+                    if made_current.last().map(String::as_str) != Some(v) {
+                        made_current.push(v.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if made_current.last() != Some(&current) {
+            // No record of how current came to be (published before the log): publish order
+            // is the order of the ids.
+            made_current = kept
+                .iter()
+                .filter(|v| v.as_str() <= current.as_str())
+                .cloned()
+                .collect();
+        }
+        made_current.pop();
+        let earlier = made_current
             .iter()
-            .rfind(|v| v.as_str() < current.as_str())
+            .rev()
+            .find(|v| kept.contains(v))
             .ok_or_else(|| PublishError::Render {
                 path: self.versions_dir(),
                 message: format!(
-                    "no kept version is older than the current one ({current}); kept: {}",
+                    "no kept version was current before {current}; kept: {}",
                     kept.join(", ")
                 ),
             })?
             .clone();
         self.swap_current(&earlier)?;
+        self.log(&format!("rollback {earlier}"));
         Ok((current, earlier))
+    }
+
+    /// `versions/.history`: one line per switch of `current` (`publish <id>`,
+    /// `rollback <id>`), oldest first.
+    fn history(&self) -> Result<Vec<String>, PublishError> {
+        let path = self.versions_dir().join(".history");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().map(str::to_string).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Append to the history. A failure only warns: the switch it records has happened.
+    fn log(&self, line: &str) {
+        let path = self.versions_dir().join(".history");
+        let written = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| {
+                writeln!(f, "{line}")?;
+                f.sync_all()
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not record the switch of current");
+        }
     }
 
     /// A kept published version's folder.
@@ -395,7 +450,12 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["v2", "v3"]);
+        // The versions, and the record of what was made current when.
+        assert_eq!(left, [".history", "v2", "v3"]);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("versions/.history")).unwrap(),
+            "publish v1\npublish v2\npublish v3\n"
+        );
         let html = fs::read_to_string(p.current_dir().join("index.html")).unwrap();
         assert!(html.contains("&lt;b&gt;City&lt;&#x2f;b&gt;"), "{html}");
         assert!(p.current_dir().join("indicators.parquet").is_file());
@@ -414,7 +474,7 @@ mod tests {
         assert_eq!(p.rollback().unwrap(), ("v2".into(), "v1".into()));
         let err = p.rollback().unwrap_err().to_string();
         assert!(
-            err.contains("no kept version is older than the current one (v1)"),
+            err.contains("no kept version was current before v1"),
             "{err}"
         );
         assert_eq!(p.current_version().unwrap().as_deref(), Some("v1"));
@@ -422,6 +482,11 @@ mod tests {
         assert_eq!(p.kept_versions().unwrap(), ["v1", "v2", "v3"]);
         p.publish(&digest("v4")).unwrap();
         assert_eq!(p.current_version().unwrap().as_deref(), Some("v4"));
+        // Back from v4 goes to v1, the version current before it, never to the versions
+        // rolled back from; and ids out of publish order do not matter.
+        assert_eq!(p.rollback().unwrap(), ("v4".into(), "v1".into()));
+        p.publish(&digest("v0-later")).unwrap();
+        assert_eq!(p.rollback().unwrap(), ("v0-later".into(), "v1".into()));
     }
 
     #[test]
