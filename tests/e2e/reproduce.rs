@@ -172,6 +172,7 @@ fn a_held_version_recomputes_too_and_vacuum_keeps_what_kept_versions_need() {
         let mut v: Vec<String> = std::fs::read_dir(project.path().join("publish/versions"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
             .collect();
         v.sort();
         v
