@@ -500,6 +500,13 @@ impl Runner {
             checks: results.iter().map(check_report).collect(),
         };
 
+        // The table version's snapshot is written before the publish lock is taken: other
+        // publishes need not wait for it.
+        let snapshot_dir = self.config.data_dir.join("snapshots");
+        if hold.is_none() && table_spec.publish {
+            snapshots::prepare(&store, &snapshot_dir, pipeline, write.version).await?;
+        }
+
         // Merge into the current digest and publish, under the publish lock.
         let publisher = self.publisher();
         let _lock = publisher.lock()?;
@@ -562,7 +569,6 @@ impl Runner {
             news,
         };
         let mut digest = digest;
-        let snapshot_dir = self.config.data_dir.join("snapshots");
         let files = snapshots::attach(&store, &snapshot_dir, &mut digest, pipeline).await?;
         let published = publisher.publish_with(&digest, &files)?;
         match state.add_news(&fresh) {

@@ -49,15 +49,8 @@ pub(crate) async fn attach(
             } else {
                 Vec::new()
             };
-            let written = async {
-                let table = store.open_version(&name, part.table.version).await?;
-                goalpost_table::write_snapshot(&name, &table, &order, &path).await
-            }
-            .await;
-            match written {
-                Ok(rows) => {
-                    tracing::info!(table = %name, version = part.table.version, rows, "wrote the table's snapshot");
-                }
+            match write(store, &name, part.table.version, &order, &path).await {
+                Ok(()) => {}
                 Err(e) if mine => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(table = %name, error = %e, "could not write the table's snapshot; it is not published");
@@ -70,6 +63,35 @@ pub(crate) async fn attach(
         files.push((published, path));
     }
     Ok(files)
+}
+
+/// Write the snapshot of `pipeline`'s table at `version` unless it is there already.
+pub(crate) async fn prepare(
+    store: &TableStore,
+    dir: &Path,
+    pipeline: &Pipeline,
+    version: u64,
+) -> Result<(), RunError> {
+    let name = pipeline.spec.table.name.get_ref();
+    let path = cache_path(dir, name, version);
+    if !path.is_file() {
+        let order = pipeline.spec.table.key_columns();
+        write(store, name, version, &order, &path).await?;
+    }
+    Ok(())
+}
+
+async fn write(
+    store: &TableStore,
+    name: &str,
+    version: u64,
+    order: &[String],
+    path: &Path,
+) -> Result<(), goalpost_table::TableError> {
+    let table = store.open_version(name, version).await?;
+    let rows = goalpost_table::write_snapshot(name, &table, order, path).await?;
+    tracing::info!(table = %name, version, rows, "wrote the table's snapshot");
+    Ok(())
 }
 
 /// Remove snapshots no kept published version links to (their digests name the table
@@ -85,6 +107,10 @@ pub(crate) fn prune(dir: &Path, kept: &[Digest]) {
         };
         for file in files.filter_map(|e| e.ok()) {
             let path = file.path();
+            // Being written by a run that has not taken the publish lock yet.
+            if path.extension().is_some_and(|e| e == "partial") {
+                continue;
+            }
             let needed = kept.iter().flat_map(|d| &d.pipelines).any(|p| {
                 p.table.name == name
                     && p.table.download.is_some()
