@@ -16,16 +16,7 @@ fn id(digest: &Digest, path: &str) -> String {
     }
 }
 
-/// Text without the characters XML 1.0 does not allow: controls other than tab and newlines,
-/// and the non-characters U+FFFE and U+FFFF.
-fn clean(text: &str) -> String {
-    text.chars()
-        .filter(|c| {
-            (!c.is_control() || matches!(c, '\t' | '\n' | '\r'))
-                && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
-        })
-        .collect()
-}
+use crate::text::printable as clean;
 
 pub(crate) fn atom(digest: &Digest) -> String {
     let utc = FixedOffset::east_opt(0).expect("zero offset");

@@ -636,19 +636,14 @@ struct MethodIndicator {
     measure: String,
 }
 
-/// A character HTML text must not contain: C0 and C1 controls other than tab and newlines.
-fn is_control(c: char) -> bool {
-    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
-}
-
 /// Every page of the site: `(path inside the version, HTML)`.
 pub(crate) fn render_site(digest: &Digest) -> Result<Vec<(String, String)>, minijinja::Error> {
     let mut env = Environment::new();
     // Templates named *.html are escaped automatically. Open data may also hold control
     // characters, which HTML does not allow: they are dropped from every printed value.
     env.set_formatter(|out, state, value| match value.as_str() {
-        Some(text) if !value.is_safe() && text.chars().any(is_control) => {
-            let clean: String = text.chars().filter(|c| !is_control(*c)).collect();
+        Some(text) if !value.is_safe() && text.chars().any(crate::text::unprintable) => {
+            let clean = crate::text::printable(text);
             minijinja::escape_formatter(out, state, &Value::from(clean))
         }
         _ => minijinja::escape_formatter(out, state, value),

@@ -16,6 +16,7 @@ mod html;
 pub mod news;
 mod parquet_out;
 mod publisher;
+mod text;
 
 pub use csv_out::neutralise;
 pub use dcat::{CatalogInfo, data_json, data_json_text};

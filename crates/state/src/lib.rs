@@ -533,21 +533,30 @@ impl StateStore {
 
     /// The ledger, newest first; `status` filters (draft, published, rejected).
     pub fn news(&self, status: Option<&str>) -> Result<Vec<NewsRecord>, StateError> {
+        self.news_where("?1 IS NULL OR status = ?1", status)
+    }
+
+    /// One item of the ledger.
+    pub fn news_item(&self, id: &str) -> Result<Option<NewsRecord>, StateError> {
+        Ok(self.news_where("id = ?1", Some(id))?.pop())
+    }
+
+    fn news_where(&self, filter: &str, arg: Option<&str>) -> Result<Vec<NewsRecord>, StateError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT id, pipeline, goal, event, category, title, body, created_at, run_id,
                         status, publish_from, publish_until, window_secs
-                 FROM news WHERE ?1 IS NULL OR status = ?1
-                 ORDER BY coalesce(publish_from, created_at) DESC, id",
-            )
+                 FROM news WHERE {filter}
+                 ORDER BY coalesce(publish_from, created_at) DESC, id"
+            ))
             .map_err(|e| self.err(e))?;
         let parse = |s: Option<String>| {
             s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
                 .map(|t| t.with_timezone(&Utc))
         };
         let rows = stmt
-            .query_map([status], |r| {
+            .query_map([arg], |r| {
                 Ok(NewsRecord {
                     id: r.get(0)?,
                     pipeline: r.get(1)?,
@@ -576,7 +585,7 @@ impl StateStore {
         approve: bool,
         now: DateTime<Utc>,
     ) -> Result<NewsRecord, StateError> {
-        let Some(item) = self.news(None)?.into_iter().find(|n| n.id == id) else {
+        let Some(item) = self.news_item(id)? else {
             return Err(StateError::NotFound(format!("no news item {id:?}")));
         };
         if item.status != "draft" {
@@ -599,9 +608,7 @@ impl StateStore {
                 .execute("UPDATE news SET status = 'rejected' WHERE id = ?1", [id])
                 .map_err(|e| self.err(e))?;
         }
-        self.news(None)?
-            .into_iter()
-            .find(|n| n.id == id)
+        self.news_item(id)?
             .ok_or_else(|| StateError::NotFound(format!("no news item {id:?}")))
     }
 
