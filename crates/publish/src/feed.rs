@@ -6,14 +6,33 @@ use atom_syndication::{Content, Entry, Feed, Link, Person, Text};
 use chrono::FixedOffset;
 
 /// The feed's and entries' ids: `tag:` URIs (RFC 4151) when the site has no public address,
-/// so they stay the same wherever the site is served.
+/// so they stay the same wherever the site is served. The tagging authority is the site's
+/// contact address when it has one, so two cities' feeds do not share ids.
 fn id(digest: &Digest, path: &str) -> String {
     match &digest.site.base_url {
         Some(base) if base.starts_with("http://") || base.starts_with("https://") => {
             format!("{}/{path}", base.trim_end_matches('/'))
         }
-        _ => format!("tag:goalpost,2024:{path}"),
+        _ => {
+            let authority = digest
+                .site
+                .contact_email
+                .as_deref()
+                .filter(|e| is_plain_address(e))
+                .unwrap_or("goalpost.invalid");
+            format!("tag:{authority},2024:{path}")
+        }
     }
+}
+
+/// An address usable as a tag authority: one `@`, and only characters a URI allows there.
+fn is_plain_address(email: &str) -> bool {
+    email.matches('@').count() == 1
+        && !email.starts_with('@')
+        && !email.ends_with('@')
+        && email
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@.-_+".contains(c))
 }
 
 use crate::text::printable as clean;
@@ -89,4 +108,53 @@ pub(crate) fn atom(digest: &Digest) -> String {
         ..Default::default()
     };
     feed.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::{SiteInfo, Summary};
+    use chrono::TimeZone;
+
+    fn site(base_url: Option<&str>, contact_email: Option<&str>) -> Digest {
+        Digest {
+            schema_version: crate::DIGEST_SCHEMA_VERSION,
+            version: "v1".into(),
+            generated_at: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            site: SiteInfo {
+                title: "City".into(),
+                base_url: base_url.map(Into::into),
+                contact_email: contact_email.map(Into::into),
+                ..Default::default()
+            },
+            summary: Summary::default(),
+            pipelines: vec![],
+            news: vec![],
+        }
+    }
+
+    #[test]
+    fn ids_are_the_public_address_or_a_tag_of_the_sites_own() {
+        let page = "news/a.b.html";
+        assert_eq!(
+            id(&site(Some("https://data.example.gov/"), None), page),
+            "https://data.example.gov/news/a.b.html"
+        );
+        assert_eq!(
+            id(&site(None, Some("open.data@example.gov")), page),
+            "tag:open.data@example.gov,2024:news/a.b.html"
+        );
+        // An address a URI cannot carry is not used as the authority.
+        for odd in ["a b@example.gov", "@example.gov", "x@y@z", "x<y>@z"] {
+            assert_eq!(
+                id(&site(None, Some(odd)), page),
+                "tag:goalpost.invalid,2024:news/a.b.html",
+                "{odd}"
+            );
+        }
+        assert_eq!(
+            id(&site(Some("ftp://x"), None), page),
+            "tag:goalpost.invalid,2024:news/a.b.html"
+        );
+    }
 }

@@ -334,17 +334,31 @@ impl Publisher {
         Ok(())
     }
 
-    /// Remove versions beyond the newest `keep` (never the current one). Failures only warn:
-    /// an old version left behind costs disk, not correctness.
+    /// Remove versions beyond the newest `keep` (never the current one), and partial
+    /// versions left by a publish that was killed. Callers hold the publish lock, so no
+    /// partial version here is still being written. Failures only warn: a version left
+    /// behind costs disk, not correctness.
     fn prune(&self, current: &str) {
         let versions = self.versions_dir();
         let Ok(entries) = fs::read_dir(&versions) else {
             return;
         };
-        let mut names: Vec<String> = entries
+        let dirs: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for name in dirs
+            .iter()
+            .filter(|n| n.starts_with('.') && n.ends_with(".partial"))
+        {
+            let path = versions.join(name);
+            if let Err(e) = fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a partial version");
+            }
+        }
+        let mut names: Vec<String> = dirs
+            .into_iter()
             .filter(|n| !n.starts_with('.') && n != current)
             .collect();
         names.sort();
@@ -437,6 +451,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = Publisher::new(dir.path(), 1);
         assert_eq!(p.current_digest().unwrap(), None);
+        // What a publish killed mid-write leaves behind; the next publish clears it.
+        let killed = dir.path().join("versions/.v0.partial");
+        fs::create_dir_all(&killed).unwrap();
+        fs::write(killed.join("digest.json"), "{").unwrap();
         for v in ["v1", "v2", "v3"] {
             p.publish(&digest(v)).unwrap();
             assert_eq!(p.current_digest().unwrap().unwrap().version, v);
