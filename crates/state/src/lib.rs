@@ -250,20 +250,25 @@ impl StateStore {
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
-        let version: i64 = conn
+        // The schema version is read and the migrations applied in one write transaction,
+        // taken before the read: two processes opening an old file at once (the daemon and a
+        // manual run) upgrade it once, the second waiting and then finding nothing to do.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
-        for (i, sql) in MIGRATIONS
+        let pending = MIGRATIONS
             .iter()
             .enumerate()
-            .skip(usize::try_from(version).unwrap_or(0))
-        {
-            let tx = conn.transaction().map_err(err)?;
+            .skip(usize::try_from(version).unwrap_or(0));
+        for (i, sql) in pending {
             tx.execute_batch(sql).map_err(err)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(err)?;
-            tx.commit().map_err(err)?;
         }
+        tx.commit().map_err(err)?;
         Ok(Self {
             path: path.to_path_buf(),
             conn,
@@ -763,6 +768,26 @@ mod tests {
         assert_eq!(store.runs(Some("a"), 10).unwrap().len(), 1);
         assert_eq!(store.run("r2").unwrap().unwrap().pipeline, "b");
         assert!(store.run("nope").unwrap().is_none());
+    }
+
+    #[test]
+    fn stores_opened_at_once_upgrade_a_new_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let opened: Vec<Result<StateStore, StateError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| StateStore::open(&path)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for store in opened {
+            let store = store.unwrap();
+            let version: i64 = store
+                .conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+        }
     }
 
     #[test]
