@@ -201,7 +201,7 @@ pub(crate) fn pipeline_digest(
         held: None,
         indicators,
         goals,
-        schedule: pipeline.spec.schedule.clone(),
+        schedule: pipeline.spec.schedule.as_ref().map(|s| s.get_ref().clone()),
         history: Vec::new(),
     }
 }

@@ -11,6 +11,7 @@
 mod clock;
 mod digest_build;
 mod load;
+mod lock;
 mod lookups;
 mod news;
 mod progress;
@@ -63,6 +64,11 @@ pub enum RunError {
     Check(#[from] goalpost_table::checks::CheckError),
     #[error("{0}")]
     Internal(String),
+    #[error(
+        "pipeline {} is already running: run {} started at {} by process {} on {}; wait for it to finish (`goalpost status` shows it)",
+        .0.pipeline, .0.run_id, .0.acquired_at.format("%Y-%m-%d %H:%M:%S UTC"), .0.pid, .0.host
+    )]
+    Busy(Box<goalpost_state::LockHolder>),
 }
 
 /// How to run a pipeline.
@@ -197,7 +203,14 @@ impl Runner {
     ) -> Result<RunReport, RunError> {
         let started = self.clock.now();
         let run_id = self.new_run_id(&pipeline.id, started);
-        let state = self.state()?;
+        let mut state = self.state()?;
+        let lock = lock::RunLock::take(
+            &mut state,
+            self.config.state_db.clone(),
+            &pipeline.id,
+            &run_id,
+            started,
+        )?;
         state.start_run(&run_id, &pipeline.id, started)?;
         let span = tracing::info_span!("run", run_id = %run_id, pipeline = %pipeline.id);
         let mut progress = RunEnd {
@@ -216,7 +229,9 @@ impl Runner {
             }
             Err(e) => progress.error = Some(e.to_string()),
         }
-        if let Err(e) = state.finish_run(&run_id, end, &progress) {
+        let recorded = state.finish_run(&run_id, end, &progress);
+        lock.release(&state);
+        if let Err(e) = recorded {
             // The run's outcome stands (a digest may already be live); only its record is lost.
             tracing::error!(error = %e, "could not record the end of the run");
             if result.is_err() {
@@ -551,7 +566,7 @@ impl Runner {
             .collect();
         let news = news::digest_items(&shown, now);
         let mut section = section;
-        section.schedule = pipeline.spec.schedule.clone();
+        section.schedule = pipeline.spec.schedule.as_ref().map(|s| s.get_ref().clone());
         let started = state.run(run_id)?.map_or(now, |r| r.started_at);
         section.history = refresh_history(&state, pipeline, run_id, started, progress, held_now)?;
         let mine = Summary::of(&section.goals);

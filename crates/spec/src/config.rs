@@ -19,6 +19,7 @@ pub struct Config {
     pub site: SiteSpec,
     pub fetch: FetchSettings,
     pub tables: TableSettings,
+    pub daemon: DaemonSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +37,33 @@ struct ConfigFile {
     fetch: FetchSettings,
     #[serde(default)]
     tables: TableSettings,
+    #[serde(default)]
+    daemon: DaemonSettings,
+}
+
+/// `[daemon]`: the long-running `goalpost daemon`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSettings {
+    /// Address the HTTP server listens on; `goalpost daemon --bind` overrides it. The
+    /// default is reachable only from this machine: put a reverse proxy in front to publish.
+    pub bind: String,
+    /// Pipelines run at the same time at most; further due runs wait their turn.
+    pub max_concurrent_runs: usize,
+    /// On SIGTERM/SIGINT, how long running pipelines may take to finish before they are
+    /// cancelled (a cancelled run commits and publishes nothing).
+    #[serde(deserialize_with = "duration")]
+    pub grace_period: Duration,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".to_string(),
+            max_concurrent_runs: 2,
+            grace_period: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[tables]`: upkeep of the Delta tables.
@@ -198,6 +226,7 @@ impl Config {
             site: raw.site,
             fetch: raw.fetch,
             tables: raw.tables,
+            daemon: raw.daemon,
         })
     }
 }

@@ -17,19 +17,22 @@ pub mod measure;
 pub mod news;
 pub mod period;
 mod pipeline;
+pub mod schedule;
 mod source;
 mod status;
 mod validate;
 
 pub use check::{CheckKind, CheckSpec, Severity};
-pub use config::{Config, FetchSettings, SiteSpec, TableSettings};
+pub use config::{Config, DaemonSettings, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
 pub use measure::{Measure, structured_sql};
 pub use news::{NewsEvent, NewsRule};
 pub use pipeline::{
-    Baseline, Better, ColumnSpec, ColumnType, DeletesSpec, GoalMethod, GoalSpec, IndicatorSpec,
-    Partition, PartitionBy, Pipeline, PipelineSpec, Population, PopulationTable, TableSpec, Target,
+    Baseline, Better, CatchUp, ColumnSpec, ColumnType, DeletesSpec, GoalMethod, GoalSpec,
+    IndicatorSpec, Partition, PartitionBy, Pipeline, PipelineSpec, Population, PopulationTable,
+    TableSpec, Target,
 };
+pub use schedule::Schedule;
 pub use source::{
     ArcgisFormat, ArcgisSource, CkanSource, DatasetteSource, ExportMode, FileFormat, FileSource,
     HttpSource, OpendatasoftSource, SocrataFormat, SocrataSource, SourceSpec, duration,

@@ -20,6 +20,8 @@ pub struct Pipeline {
     pub dir: PathBuf,
     pub tz: Tz,
     pub as_of: Option<NaiveDate>,
+    /// When the daemon runs it: `schedule` read in `timezone`.
+    pub schedule: Option<crate::Schedule>,
     pub spec: PipelineSpec,
 }
 
@@ -35,6 +37,17 @@ impl Pipeline {
     }
 }
 
+/// What the daemon does about a run missed while it was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Run once at start-up, however many runs were missed.
+    #[default]
+    Once,
+    /// Wait for the next scheduled time.
+    Skip,
+}
+
 /// The pipeline file, `pipelines/<id>.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,7 +60,11 @@ pub struct PipelineSpec {
     pub department: Option<String>,
     pub description: Option<String>,
     /// Cron expression with seconds, evaluated in `timezone` (used by the daemon).
-    pub schedule: Option<String>,
+    pub schedule: Option<Spanned<String>>,
+    /// What the daemon does at start-up when a scheduled run was missed while it was down:
+    /// `once` runs the pipeline once, `skip` waits for the next scheduled time.
+    #[serde(default)]
+    pub catch_up: CatchUp,
     /// IANA time zone of the city: local timestamps are read in it and periods are cut in it.
     pub timezone: Spanned<String>,
     /// First month of the fiscal year (1–12); 7 = July, as in most US cities.

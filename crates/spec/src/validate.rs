@@ -81,6 +81,16 @@ pub fn parse_pipeline(path: &Path, text: &str) -> Result<Pipeline, SpecError> {
     v.check_id(&id, spec.id.as_ref());
     let tz = v.check_tz(&spec.timezone);
     let as_of = spec.as_of.as_ref().and_then(|d| v.date(d, "as_of"));
+    let schedule = match (&spec.schedule, tz) {
+        (Some(text), Some(tz)) => match crate::Schedule::parse(text.get_ref(), tz) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                v.at(text, e);
+                None
+            }
+        },
+        _ => None,
+    };
     if !(1..=12).contains(&spec.fiscal_year_start) {
         v.push(
             None,
@@ -114,6 +124,7 @@ pub fn parse_pipeline(path: &Path, text: &str) -> Result<Pipeline, SpecError> {
         dir,
         tz: tz.unwrap_or(Tz::UTC),
         as_of,
+        schedule,
         file,
         spec,
     })
@@ -1084,11 +1095,12 @@ target = { value = 5, by = "2026-06-30" }
             )
             .replace("FY2025 Q1", "2025-Q1")
             .replace("2026-06-30", "June 2026")
-            .replace("name = \"t\"", "name = \"t; DROP TABLE x\"");
+            .replace("name = \"t\"", "name = \"t; DROP TABLE x\"")
+            .replace("title = \"t\"", "title = \"t\"\nschedule = \"15 6 * * *\"");
         let m = messages(pipeline("bad.toml", &text));
         let has = |needle: &str| m.iter().any(|l| l.contains(needle));
         assert!(
-            has("bad.toml:3:1: link \"javascript:alert(1)\" is not a web address"),
+            has("bad.toml:4:1: link \"javascript:alert(1)\" is not a web address"),
             "{m:#?}"
         );
         assert!(
@@ -1102,7 +1114,11 @@ target = { value = 5, by = "2026-06-30" }
             has("table name \"t; DROP TABLE x\" is not a plain SQL name"),
             "{m:#?}"
         );
-        assert_eq!(m.len(), 4, "{m:#?}");
+        assert!(
+            has("bad.toml:2:12: schedule \"15 6 * * *\" has 5 fields; expected 6"),
+            "{m:#?}"
+        );
+        assert_eq!(m.len(), 5, "{m:#?}");
     }
 
     #[test]

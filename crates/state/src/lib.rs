@@ -40,6 +40,8 @@ pub enum RunStatus {
     Running,
     Succeeded,
     Failed,
+    /// Stopped before it finished: cancelled at shutdown, or its process was killed.
+    Interrupted,
 }
 
 impl RunStatus {
@@ -48,6 +50,7 @@ impl RunStatus {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -55,6 +58,7 @@ impl RunStatus {
         match s {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
+            "interrupted" => Self::Interrupted,
             _ => Self::Running,
         }
     }
@@ -116,6 +120,8 @@ pub struct FetchCounts {
 #[derive(Debug, Clone, Default)]
 pub struct RunEnd {
     pub succeeded: bool,
+    /// The run was cancelled before it finished (it committed and published nothing).
+    pub interrupted: bool,
     pub rows_fetched: u64,
     pub rows_written: u64,
     pub table_version: Option<u64>,
@@ -206,7 +212,38 @@ const MIGRATIONS: &[&str] = &[
         window_secs INTEGER NOT NULL
      );
      CREATE INDEX news_by_status ON news (status, publish_from);",
+    // 5: which process is running which pipeline, so no two runs of one pipeline overlap
+    "CREATE TABLE pipeline_locks (
+        pipeline TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        process TEXT NOT NULL,
+        acquired_at TEXT NOT NULL
+     );",
 ];
+
+/// Who holds a pipeline's run lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockHolder {
+    pub pipeline: String,
+    pub run_id: String,
+    pub pid: u32,
+    pub host: String,
+    /// What tells this process from a later one given the same pid (boot and start time).
+    pub process: String,
+    pub acquired_at: DateTime<Utc>,
+}
+
+/// Asking for a pipeline's run lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    /// Taken. `recovered` names the run whose process ended without letting go of the lock
+    /// (it was killed or crashed); that run is now recorded as interrupted.
+    Acquired { recovered: Option<LockHolder> },
+    /// Another live run holds it.
+    Held(LockHolder),
+}
 
 /// One announcement in the news ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -231,6 +268,13 @@ pub struct NewsRecord {
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A time this store wrote with [`ts`] (the Unix epoch if the text was edited to garbage).
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
 }
 
 impl StateStore {
@@ -295,6 +339,8 @@ impl StateStore {
     pub fn finish_run(&self, id: &str, at: DateTime<Utc>, end: &RunEnd) -> Result<(), StateError> {
         let status = if end.succeeded {
             RunStatus::Succeeded
+        } else if end.interrupted {
+            RunStatus::Interrupted
         } else {
             RunStatus::Failed
         };
@@ -328,6 +374,115 @@ impl StateStore {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// Take the run lock of `claim.pipeline` for `claim.run_id`, held by process `pid` on
+    /// `host`. A
+    /// holder on this host whose process is gone left the lock behind when it was killed
+    /// (`alive` says whether it still runs): its run is marked
+    /// interrupted and the lock taken over.
+    /// Check and take happen in one write transaction, so two processes cannot both win.
+    pub fn lock_pipeline(
+        &mut self,
+        claim: &LockHolder,
+        alive: &dyn Fn(&LockHolder) -> bool,
+    ) -> Result<LockOutcome, StateError> {
+        let LockHolder {
+            pipeline,
+            run_id,
+            pid,
+            host,
+            process,
+            acquired_at: at,
+        } = claim;
+        let (pid, at) = (*pid, *at);
+        let path = self.path.clone();
+        let err = |source| StateError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let holder = tx
+            .query_row(
+                "SELECT pipeline, run_id, pid, host, process, acquired_at FROM pipeline_locks WHERE pipeline = ?1",
+                params![pipeline],
+                |r| {
+                    Ok(LockHolder {
+                        pipeline: r.get(0)?,
+                        run_id: r.get(1)?,
+                        pid: r.get::<_, i64>(2)? as u32,
+                        host: r.get(3)?,
+                        process: r.get(4)?,
+                        acquired_at: parse_ts(&r.get::<_, String>(5)?),
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)?;
+        let recovered = match holder {
+            Some(h) if h.host != *host || alive(&h) => return Ok(LockOutcome::Held(h)),
+            Some(h) => {
+                tx.execute(
+                    "UPDATE runs SET status = 'interrupted', ended_at = ?2,
+                            error = coalesce(error, ?3)
+                     WHERE id = ?1 AND status = 'running'",
+                    params![
+                        h.run_id,
+                        ts(at),
+                        format!(
+                            "interrupted: the process running it (pid {}) ended before the run finished; nothing it had not committed was kept",
+                            h.pid
+                        )
+                    ],
+                )
+                .map_err(err)?;
+                Some(h)
+            }
+            None => None,
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO pipeline_locks (pipeline, run_id, pid, host, process, acquired_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![pipeline, run_id, i64::from(pid), host, process, ts(at)],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(LockOutcome::Acquired { recovered })
+    }
+
+    /// Let go of the run lock of `pipeline`, if `run_id` holds it.
+    pub fn unlock_pipeline(&self, pipeline: &str, run_id: &str) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "DELETE FROM pipeline_locks WHERE pipeline = ?1 AND run_id = ?2",
+                params![pipeline, run_id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every pipeline's lock holder.
+    pub fn pipeline_locks(&self) -> Result<Vec<LockHolder>, StateError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pipeline, run_id, pid, host, process, acquired_at FROM pipeline_locks ORDER BY pipeline")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LockHolder {
+                    pipeline: r.get(0)?,
+                    run_id: r.get(1)?,
+                    pid: r.get::<_, i64>(2)? as u32,
+                    host: r.get(3)?,
+                    process: r.get(4)?,
+                    acquired_at: parse_ts(&r.get::<_, String>(5)?),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
     /// Runs, newest first, optionally of one pipeline.
@@ -788,6 +943,77 @@ mod tests {
                 .unwrap();
             assert_eq!(version, MIGRATIONS.len() as i64);
         }
+    }
+
+    #[test]
+    fn a_pipeline_lock_is_held_by_one_live_run_and_recovered_from_a_dead_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(&dir.path().join("s.sqlite")).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 6, 0, 0).unwrap();
+        let alive = |h: &LockHolder| h.pid == 100;
+        let claim = |pipeline: &str, run_id: &str, pid: u32, host: &str, at| LockHolder {
+            pipeline: pipeline.into(),
+            run_id: run_id.into(),
+            pid,
+            host: host.into(),
+            process: "x".into(),
+            acquired_at: at,
+        };
+        store.start_run("r1", "p", at).unwrap();
+        let got = store
+            .lock_pipeline(&claim("p", "r1", 100, "h", at), &alive)
+            .unwrap();
+        assert_eq!(got, LockOutcome::Acquired { recovered: None });
+        // Another pipeline is free; this one is held by the live process 100.
+        let other = store
+            .lock_pipeline(&claim("q", "r9", 200, "h", at), &alive)
+            .unwrap();
+        assert_eq!(other, LockOutcome::Acquired { recovered: None });
+        let LockOutcome::Held(h) = store
+            .lock_pipeline(&claim("p", "r2", 200, "h", at), &alive)
+            .unwrap()
+        else {
+            panic!("expected the lock to be held")
+        };
+        assert_eq!((h.run_id.as_str(), h.pid, h.acquired_at), ("r1", 100, at));
+        // A holder on another host is never judged dead from here.
+        store.unlock_pipeline("p", "r1").unwrap();
+        store
+            .lock_pipeline(&claim("p", "r1", 300, "elsewhere", at), &alive)
+            .unwrap();
+        assert!(matches!(
+            store
+                .lock_pipeline(&claim("p", "r2", 200, "h", at), &alive)
+                .unwrap(),
+            LockOutcome::Held(_)
+        ));
+        // Unlocking with the wrong run id does nothing.
+        store.unlock_pipeline("p", "r2").unwrap();
+        assert_eq!(store.pipeline_locks().unwrap().len(), 2);
+        // Process 300 on this host died holding the lock: the next run takes it over and
+        // the dead run is recorded as interrupted.
+        store.unlock_pipeline("p", "r1").unwrap();
+        store
+            .lock_pipeline(&claim("p", "r1", 300, "h", at), &alive)
+            .unwrap();
+        let later = at + chrono::Duration::minutes(5);
+        let got = store
+            .lock_pipeline(&claim("p", "r2", 100, "h", later), &alive)
+            .unwrap();
+        let LockOutcome::Acquired {
+            recovered: Some(dead),
+        } = got
+        else {
+            panic!("expected a recovered lock, got {got:?}")
+        };
+        assert_eq!((dead.run_id.as_str(), dead.pid), ("r1", 300));
+        let r1 = store.run("r1").unwrap().unwrap();
+        assert_eq!(r1.status, RunStatus::Interrupted);
+        assert_eq!(r1.ended_at, Some(later));
+        assert!(r1.error.unwrap().contains("pid 300"));
+        store.unlock_pipeline("p", "r2").unwrap();
+        store.unlock_pipeline("q", "r9").unwrap();
+        assert!(store.pipeline_locks().unwrap().is_empty());
     }
 
     #[test]

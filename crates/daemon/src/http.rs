@@ -1,0 +1,425 @@
+//! The HTTP face: the published site from `publish/current`, the run history as JSON, a run
+//! trigger for administrators, health, readiness and metrics.
+
+use crate::dispatch::{Triggered, Why};
+use crate::{Shared, status};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted (the API takes none).
+const MAX_BODY: usize = 16 * 1024;
+/// Longest a request may take, so a slow client cannot hold a connection for ever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/pipelines", get(pipelines))
+        .route("/api/runs", get(runs))
+        .route("/api/runs/{id}", get(run))
+        .route("/api/pipelines/{id}/run", post(trigger))
+        .fallback(site)
+        .with_state(shared)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower_http::compression::CompressionLayer::new())
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = (status, axum::Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, json!({ "error": message.into() }))
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    let config = s.loaded().config.clone();
+    let state = tokio::task::spawn_blocking(move || {
+        goalpost_state::StateStore::open(&config.state_db).and_then(|st| st.runs(None, 1))
+    })
+    .await;
+    let mut problems = Vec::new();
+    if !matches!(state, Ok(Ok(_))) {
+        problems.push("the state store cannot be read".to_string());
+    }
+    let current = s.loaded().config.publish_dir.join("current");
+    let version = std::fs::read_link(&current)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if !current.join("digest.json").is_file() {
+        problems.push("nothing is published yet".to_string());
+    }
+    if problems.is_empty() {
+        json_response(
+            StatusCode::OK,
+            json!({ "ready": true, "published_version": version }),
+        )
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "ready": false, "problems": problems }),
+        )
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let loaded = s.loaded();
+    let now = s.clock.now();
+    let gauges = tokio::task::spawn_blocking(move || -> Result<_, goalpost_state::StateError> {
+        let state = goalpost_state::StateStore::open(&loaded.config.state_db)?;
+        let statuses = status::statuses(&loaded.pipelines, &state, now)?;
+        let news = state.news(None)?;
+        Ok((statuses, news))
+    })
+    .await;
+    match gauges {
+        Ok(Ok((statuses, news))) => {
+            for p in statuses {
+                s.metrics.freshness(
+                    &p.id,
+                    p.last_success.map(|t| t.timestamp()),
+                    p.data_age_seconds,
+                );
+            }
+            for st in ["published", "draft", "rejected"] {
+                s.metrics
+                    .news_items(st, news.iter().filter(|n| n.status == st).count() as i64);
+            }
+        }
+        _ => {
+            tracing::warn!("metrics: the state store could not be read; freshness gauges are stale")
+        }
+    }
+    let mut r = s.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+async fn pipelines(State(s): State<Arc<Shared>>) -> Response {
+    let loaded = s.loaded();
+    let now = s.clock.now();
+    let active = s.dispatcher.active();
+    let result = tokio::task::spawn_blocking(move || {
+        let state = goalpost_state::StateStore::open(&loaded.config.state_db)?;
+        status::statuses(&loaded.pipelines, &state, now)
+    })
+    .await;
+    match result {
+        Ok(Ok(list)) => {
+            let list: Vec<serde_json::Value> = list
+                .into_iter()
+                .map(|p| {
+                    let queued = active.contains(&p.id);
+                    let mut v = serde_json::to_value(&p).unwrap_or_default();
+                    v["active"] = json!(queued);
+                    v
+                })
+                .collect();
+            json_response(StatusCode::OK, json!({ "pipelines": list }))
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    pipeline: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn runs(State(s): State<Arc<Shared>>, Query(q): Query<RunsQuery>) -> Response {
+    let db = s.loaded().config.state_db.clone();
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let result = tokio::task::spawn_blocking(move || {
+        goalpost_state::StateStore::open(&db)?.runs(q.pipeline.as_deref(), limit)
+    })
+    .await;
+    match result {
+        Ok(Ok(runs)) => json_response(StatusCode::OK, json!({ "runs": runs })),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn run(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let db = s.loaded().config.state_db.clone();
+    let wanted = id.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let state = goalpost_state::StateStore::open(&db)?;
+        let run = state.run(&wanted)?;
+        let checks = match &run {
+            Some(_) => state.checks(&wanted)?,
+            None => Vec::new(),
+        };
+        Ok::<_, goalpost_state::StateError>((run, checks))
+    })
+    .await;
+    match result {
+        Ok(Ok((Some(run), checks))) => {
+            let mut v = serde_json::to_value(&run).unwrap_or_default();
+            v["checks"] = serde_json::to_value(&checks).unwrap_or_default();
+            json_response(StatusCode::OK, v)
+        }
+        Ok(Ok((None, _))) => error(StatusCode::NOT_FOUND, format!("no run {id:?}")),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Whether the request carries the administrator's token, compared in constant time.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+async fn trigger(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(token) = s.admin_token.as_deref() else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "run requests are turned off: start the daemon with GOALPOST_ADMIN_TOKEN set to allow them",
+        );
+    };
+    if !authorized(&headers, token) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "this needs the administrator's token: Authorization: Bearer <token>",
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"goalpost\""),
+        );
+        return r;
+    }
+    let known = s.loaded().pipelines.pipelines.iter().any(|p| p.id == id);
+    if !known {
+        return error(StatusCode::NOT_FOUND, format!("no pipeline {id:?}"));
+    }
+    match s.dispatcher.trigger(&id, Why::Request) {
+        Triggered::Started => json_response(
+            StatusCode::ACCEPTED,
+            json!({ "pipeline": id, "status": "started" }),
+        ),
+        Triggered::AlreadyRunning => error(
+            StatusCode::CONFLICT,
+            format!("pipeline {id:?} is already running"),
+        ),
+        Triggered::Closing => error(StatusCode::SERVICE_UNAVAILABLE, "the daemon is stopping"),
+    }
+}
+
+/// The file under the current published version that a request path names, if any. Every
+/// segment is percent-decoded once and must be a plain name: no `..`, no hidden files, no
+/// separators smuggled inside a segment.
+fn resolve(version_dir: &std::path::Path, path: &str) -> Option<PathBuf> {
+    let mut out = version_dir.to_path_buf();
+    let trimmed = path.trim_start_matches('/');
+    for raw in trimmed.split('/') {
+        if raw.is_empty() {
+            continue;
+        }
+        let seg = percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .ok()?;
+        if seg.starts_with('.') || seg.contains('/') || seg.contains('\\') || seg.contains('\0') {
+            return None;
+        }
+        out.push(seg.as_ref());
+    }
+    if out.is_dir() {
+        out.push("index.html");
+    }
+    Some(out)
+}
+
+async fn site(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served here",
+        );
+    }
+    let publish_dir = s.loaded().config.publish_dir.clone();
+    // One version for the whole response: `current` is read once, and the version folder
+    // it names is never changed once published.
+    let Ok(link) = std::fs::read_link(publish_dir.join("current")) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "nothing is published yet");
+    };
+    let version_dir = publish_dir.join(link);
+    let Some(file) = resolve(&version_dir, req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    // Nothing outside the version, whatever links it may hold.
+    let (Ok(real), Ok(root)) = (file.canonicalize(), version_dir.canonicalize()) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if !real.starts_with(&root) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    let Ok(handle) = tokio::fs::File::open(&real).await else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let Ok(meta) = handle.metadata().await else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if !meta.is_file() {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    let modified = meta.modified().ok();
+    let etag = {
+        use std::os::unix::fs::MetadataExt;
+        format!(
+            "\"{:x}-{:x}-{:x}\"",
+            meta.ino(),
+            meta.len(),
+            meta.mtime_nsec() ^ meta.mtime()
+        )
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Some(m) = modified
+        && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m))
+    {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    headers.insert(header::CONTENT_TYPE, content_type(&real));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(handle));
+    (StatusCode::OK, headers, body).into_response()
+}
+
+fn content_type(path: &std::path::Path) -> HeaderValue {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let fixed = match ext {
+        "html" => Some("text/html; charset=utf-8"),
+        "json" => Some("application/json"),
+        "atom" => Some("application/atom+xml; charset=utf-8"),
+        "csv" => Some("text/csv; charset=utf-8"),
+        "parquet" => Some("application/vnd.apache.parquet"),
+        "svg" => Some("image/svg+xml"),
+        "css" => Some("text/css; charset=utf-8"),
+        _ => None,
+    };
+    match fixed {
+        Some(t) => HeaderValue::from_static(t),
+        None => {
+            let guess = mime_guess::from_path(path).first_or_octet_stream();
+            HeaderValue::from_str(guess.as_ref())
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_paths_stay_inside_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path();
+        std::fs::create_dir_all(v.join("goals")).unwrap();
+        assert_eq!(resolve(v, "/"), Some(v.join("index.html")));
+        assert_eq!(resolve(v, "/goals/"), Some(v.join("goals/index.html")));
+        assert_eq!(
+            resolve(v, "/goals/a%20b.html"),
+            Some(v.join("goals/a b.html"))
+        );
+        for bad in [
+            "/../secret",
+            "/goals/../../x",
+            "/%2e%2e/x",
+            "/goals%2f..%2f..%2fx",
+            "/%252e%252e/x", // decoded once: "%2e%2e", a plain (missing) name, not a way up
+            "/.history",
+            "/a%00b",
+            "/a%5c..%5cb",
+        ] {
+            match resolve(v, bad) {
+                None => {}
+                Some(p) => assert!(
+                    p.starts_with(v)
+                        && !p.components().any(|c| c == std::path::Component::ParentDir),
+                    "{bad} -> {p:?}"
+                ),
+            }
+        }
+        assert_eq!(resolve(v, "/../secret"), None);
+        assert_eq!(resolve(v, "/%2e%2e/x"), None);
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cre"),
+        );
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic s3cret"),
+        );
+        assert!(!authorized(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        assert!(authorized(&h, "s3cret"));
+    }
+}

@@ -1,0 +1,456 @@
+//! goalpost-daemon: `goalpost daemon`, how a city runs goalpost for years on one server.
+//!
+//! - **Schedules**: each pipeline's `schedule` (cron with seconds) in its `timezone`. Fire
+//!   instants are computed by [`goalpost_spec::Schedule`] in UTC and handed to
+//!   tokio-cron-scheduler as one-shot jobs: its own cron jobs keep the UTC offset of the day
+//!   they were made (`time_offset_seconds` in its job data), so they drift an hour at every
+//!   daylight-saving change.
+//! - **No overlap**: a pipeline still running when its next time comes is skipped (log line
+//!   and metric); at most `max_concurrent_runs` run at once; the run lock in the state store
+//!   keeps a manual `goalpost run` and the daemon apart.
+//! - **Missed runs**: at start-up, a pipeline whose schedule fired while the daemon was down
+//!   runs once (`catch_up = "once"`, the default) or waits (`"skip"`).
+//! - **Signals**: SIGTERM/SIGINT stop new runs and give running ones `grace_period` before
+//!   cancelling them; SIGHUP reloads the config and pipelines, keeping the old set when the
+//!   new one does not validate.
+//! - **HTTP** ([`http`]): the site, the run history, a run trigger, health and metrics.
+
+mod dispatch;
+pub mod http;
+mod metrics;
+pub mod status;
+
+pub use dispatch::{Dispatcher, Execute, Outcome, Triggered, Why};
+pub use metrics::Metrics;
+
+use chrono::{DateTime, Utc};
+use goalpost_runner::{Clock, Configured, RunError, RunOptions, Runner};
+use goalpost_spec::{Config, LoadedPipelines, load_pipelines};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Spec(#[from] goalpost_spec::SpecError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The configuration and pipelines in force; replaced whole on SIGHUP.
+pub struct Loaded {
+    pub config: Config,
+    pub pipelines: LoadedPipelines,
+    pub configured: Configured,
+    pub runner: Arc<Runner>,
+}
+
+/// Read and check the config and every pipeline. Any pipeline file with errors, or
+/// pipelines reading each other's tables in a circle, fails the whole set: the daemon
+/// starts (or keeps running) only with a set that validates.
+pub fn load(config_file: &Path, clock: Arc<dyn Clock>) -> Result<Loaded, DaemonError> {
+    let config = Config::load(config_file)?;
+    if config.daemon.max_concurrent_runs == 0 {
+        return Err(DaemonError::Invalid(format!(
+            "{}: [daemon] max_concurrent_runs is 0; expected at least 1",
+            config_file.display()
+        )));
+    }
+    let pipelines = load_pipelines(&config.pipelines_dir)?;
+    if !pipelines.failed.is_empty() {
+        let mut msg = format!(
+            "{} pipeline file(s) in {} have errors:",
+            pipelines.failed.len(),
+            config.pipelines_dir.display()
+        );
+        for (_, e) in &pipelines.failed {
+            msg.push('\n');
+            msg.push_str(&e.to_string());
+        }
+        return Err(DaemonError::Invalid(msg));
+    }
+    let configured = Configured::new(&pipelines);
+    let cycles = configured.cycles(&pipelines.pipelines);
+    if let Some(c) = cycles.first() {
+        return Err(DaemonError::Invalid(format!(
+            "pipelines read each other's tables in a circle: {}",
+            c.join(" -> ")
+        )));
+    }
+    let runner = Arc::new(Runner::new(config.clone(), clock));
+    Ok(Loaded {
+        config,
+        pipelines,
+        configured,
+        runner,
+    })
+}
+
+/// What the HTTP handlers and the scheduler share.
+pub struct Shared {
+    loaded: RwLock<Arc<Loaded>>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// `GOALPOST_ADMIN_TOKEN`: run requests over HTTP need it; unset, they are refused.
+    pub admin_token: Option<String>,
+}
+
+impl Shared {
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded.read().expect("loaded config").clone()
+    }
+}
+
+/// Runs pipelines with the runner of the set in force when the run starts.
+struct RunnerExec {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Execute for RunnerExec {
+    fn execute(
+        &self,
+        pipeline: String,
+        _why: Why,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        let shared = self.shared.upgrade();
+        Box::pin(async move {
+            let Some(shared) = shared else {
+                return Outcome::Failed("the daemon is stopping".into());
+            };
+            let loaded = shared.loaded();
+            let Some(p) = loaded.pipelines.pipelines.iter().find(|p| p.id == pipeline) else {
+                return Outcome::Failed(format!("pipeline {pipeline:?} is no longer configured"));
+            };
+            match loaded
+                .runner
+                .run(p, &loaded.configured, &RunOptions::default())
+                .await
+            {
+                Ok(r) => Outcome::Succeeded {
+                    rows_fetched: r.rows_fetched,
+                },
+                Err(RunError::Busy(h)) => Outcome::Locked(format!(
+                    "run {} by process {} on {}",
+                    h.run_id, h.pid, h.host
+                )),
+                Err(e) => Outcome::Failed(e.to_string()),
+            }
+        })
+    }
+}
+
+/// How to start the daemon.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// Overrides `[daemon] bind`.
+    pub bind: Option<String>,
+}
+
+/// The one-shot jobs that start scheduled runs, re-armed after each fire and all replaced
+/// on reload (`generation` tells a job made before a reload to do nothing).
+struct Timers {
+    scheduler: JobScheduler,
+    jobs: tokio::sync::Mutex<HashMap<String, uuid::Uuid>>,
+    generation: AtomicU64,
+}
+
+impl Timers {
+    /// Schedule `pipeline`'s next run after `after`.
+    fn arm(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        pipeline: String,
+        after: DateTime<Utc>,
+        generation: u64,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let me = self.clone();
+        let shared = shared.clone();
+        Box::pin(async move {
+            let loaded = shared.loaded();
+            let Some(schedule) = loaded
+                .pipelines
+                .pipelines
+                .iter()
+                .find(|p| p.id == pipeline)
+                .and_then(|p| p.schedule.clone())
+            else {
+                return;
+            };
+            let Some(next) = schedule.next_after(after) else {
+                tracing::warn!(pipeline, "the schedule has no further time; not scheduled");
+                return;
+            };
+            // The scheduler counts whole seconds from now, rounding down: round up, so the
+            // run never starts before its time.
+            let wait = (next - shared.clock.now()).to_std().unwrap_or_default();
+            let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+            let at = std::time::Instant::now() + wait;
+            let (timers, shared2, id) = (me.clone(), shared.clone(), pipeline.clone());
+            let job = Job::new_one_shot_at_instant_async(at, move |_, _| {
+                let (timers, shared, id) = (timers.clone(), shared2.clone(), id.clone());
+                Box::pin(async move {
+                    if timers.generation.load(Ordering::SeqCst) != generation {
+                        return;
+                    }
+                    shared.dispatcher.trigger(&id, Why::Schedule);
+                    timers.arm(&shared, id, next, generation).await;
+                })
+            });
+            let job = match job {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(pipeline, error = %e, "could not schedule the next run");
+                    return;
+                }
+            };
+            match me.scheduler.add(job).await {
+                Ok(uuid) => {
+                    let old = me.jobs.lock().await.insert(pipeline.clone(), uuid);
+                    if let Some(old) = old {
+                        let _ = me.scheduler.remove(&old).await;
+                    }
+                    tracing::debug!(pipeline, next = %next, "next run scheduled");
+                }
+                Err(e) => tracing::error!(pipeline, error = %e, "could not schedule the next run"),
+            }
+        })
+    }
+
+    /// Drop every job and schedule each pipeline of the set in force afresh.
+    async fn rearm_all(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let old: Vec<uuid::Uuid> = self.jobs.lock().await.drain().map(|(_, v)| v).collect();
+        for id in old {
+            let _ = self.scheduler.remove(&id).await;
+        }
+        let now = shared.clock.now();
+        let ids: Vec<String> = shared
+            .loaded()
+            .pipelines
+            .pipelines
+            .iter()
+            .filter(|p| p.schedule.is_some())
+            .map(|p| p.id.clone())
+            .collect();
+        for id in ids {
+            self.arm(shared, id, now, generation).await;
+        }
+    }
+}
+
+/// Start every pipeline whose scheduled run was missed while the daemon was down.
+fn catch_up(shared: &Arc<Shared>) {
+    let loaded = shared.loaded();
+    let now = shared.clock.now();
+    let state = match goalpost_state::StateStore::open(&loaded.config.state_db) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the run history; no missed runs are made up");
+            return;
+        }
+    };
+    for p in &loaded.pipelines.pipelines {
+        let Some(schedule) = &p.schedule else {
+            continue;
+        };
+        let last = match state.runs(Some(&p.id), 1) {
+            Ok(r) => r.first().map(|r| r.started_at),
+            Err(e) => {
+                tracing::error!(pipeline = %p.id, error = %e, "cannot read the run history");
+                continue;
+            }
+        };
+        if status::missed(schedule, p.spec.catch_up, last, now) {
+            tracing::info!(
+                pipeline = %p.id,
+                last_run = ?last,
+                "a scheduled run was missed while the daemon was down; running it now (catch_up = \"once\")"
+            );
+            shared.dispatcher.trigger(&p.id, Why::CatchUp);
+        }
+    }
+}
+
+/// News items whose window has ended are archived by publishing the digest again; checked
+/// this often.
+const NEWS_UPKEEP: Duration = Duration::from_secs(300);
+
+fn news_upkeep(shared: &Arc<Shared>) {
+    let loaded = shared.loaded();
+    let now = shared.clock.now();
+    let publisher =
+        goalpost_publish::Publisher::new(&loaded.config.publish_dir, loaded.config.keep_versions);
+    let ended = match publisher.current_digest() {
+        Ok(Some(d)) => d.news.iter().any(|n| !n.archived && n.until <= now),
+        _ => false,
+    };
+    if ended {
+        match loaded.runner.republish(now) {
+            Ok(Some(v)) => {
+                tracing::info!(version = %v, "published again: news items whose window ended are archived")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not archive ended news items"),
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT. `on_listening` is told the address the server
+/// listens on (port 0 in the config picks a free one).
+pub async fn run(
+    config_file: PathBuf,
+    options: DaemonOptions,
+    clock: Arc<dyn Clock>,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), DaemonError> {
+    let loaded = load(&config_file, clock.clone())?;
+    let bind = options
+        .bind
+        .clone()
+        .unwrap_or_else(|| loaded.config.daemon.bind.clone());
+    let grace = loaded.config.daemon.grace_period;
+    let metrics = Arc::new(Metrics::default());
+    let admin_token = std::env::var("GOALPOST_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if admin_token.is_none() {
+        tracing::info!("GOALPOST_ADMIN_TOKEN is not set: run requests over HTTP are refused");
+    }
+    let max = loaded.config.daemon.max_concurrent_runs;
+    let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| Shared {
+        loaded: RwLock::new(Arc::new(loaded)),
+        dispatcher: Dispatcher::new(
+            Arc::new(RunnerExec {
+                shared: weak.clone(),
+            }),
+            metrics.clone(),
+            max,
+        ),
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        admin_token,
+    });
+
+    let listener = tokio::net::TcpListener::bind(&bind)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: bind.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let scheduler = JobScheduler::new()
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    let timers = Arc::new(Timers {
+        scheduler,
+        jobs: tokio::sync::Mutex::new(HashMap::new()),
+        generation: AtomicU64::new(0),
+    });
+    timers.rearm_all(&shared).await;
+    timers
+        .scheduler
+        .start()
+        .await
+        .map_err(|e| DaemonError::Scheduler(e.to_string()))?;
+    {
+        let loaded = shared.loaded();
+        let scheduled = loaded
+            .pipelines
+            .pipelines
+            .iter()
+            .filter(|p| p.schedule.is_some())
+            .count();
+        tracing::info!(
+            pipelines = loaded.pipelines.pipelines.len(),
+            scheduled,
+            "daemon started"
+        );
+    }
+    catch_up(&shared);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let app = http::router(shared.clone());
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    tracing::info!(address = %addr, "listening on http://{addr}");
+    on_listening(addr);
+
+    let upkeep = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(NEWS_UPKEEP);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || news_upkeep(&s)).await;
+            }
+        })
+    };
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                match load(&config_file, clock.clone()) {
+                    Ok(new) => {
+                        if new.config.daemon.bind != shared.loaded().config.daemon.bind {
+                            tracing::warn!("[daemon] bind changed: the new address takes effect at the next start");
+                        }
+                        let n = new.pipelines.pipelines.len();
+                        *shared.loaded.write().expect("loaded config") = Arc::new(new);
+                        timers.rearm_all(&shared).await;
+                        tracing::info!(pipelines = n, "SIGHUP: configuration and pipelines reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: the new configuration has errors; keeping the one in force"),
+                }
+            }
+        }
+    }
+
+    // Stop: no new runs, running ones get the grace period, then the server stops.
+    timers.generation.fetch_add(1, Ordering::SeqCst);
+    let mut scheduler = timers.scheduler.clone();
+    let _ = scheduler.shutdown().await;
+    upkeep.abort();
+    shared.dispatcher.shutdown(grace).await;
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
+        _ => tracing::warn!("the HTTP server did not stop within 10 s"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
