@@ -31,8 +31,17 @@ struct Cli {
         default_value = "config/goalpost.toml"
     )]
     config: PathBuf,
+    /// Log lines as text for people or as JSON objects for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -147,6 +156,19 @@ enum Command {
         #[arg(long)]
         rollback: bool,
     },
+    /// Run as a service: every pipeline on its schedule, the site and an API over HTTP,
+    /// until SIGTERM or SIGINT (SIGHUP reloads the configuration and pipelines).
+    Daemon {
+        /// Address to listen on, e.g. 127.0.0.1:8080 (default: [daemon] bind in the config).
+        #[arg(long, value_name = "ADDR:PORT")]
+        bind: Option<String>,
+    },
+    /// Where each pipeline stands: last run and its outcome, next scheduled run, data age.
+    Status {
+        /// JSON for tools instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the run history.
     Runs {
         /// Only runs of this pipeline.
@@ -188,18 +210,22 @@ macro_rules! out {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    // delta-rs warns on every vacuum about options goalpost uses on purpose.
-                    "warn,deltalake_core::operations::vacuum=error,goalpost_runner::progress=info",
-                )
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // delta-rs warns on every vacuum about options goalpost uses on purpose.
+    let default_filter = if matches!(cli.command, Command::Daemon { .. }) {
+        "warn,deltalake_core::operations::vacuum=error,goalpost_daemon=info,goalpost_runner=info"
+    } else {
+        "warn,deltalake_core::operations::vacuum=error,goalpost_runner::progress=info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -284,6 +310,18 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate => validate(&config).await,
+        Command::Daemon { bind } => {
+            drop(config);
+            goalpost_daemon::run(
+                cli.config.clone(),
+                goalpost_daemon::DaemonOptions { bind },
+                Arc::new(SystemClock),
+                |addr| out!("goalpost daemon listening on http://{addr}"),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => status(&config, json),
         Command::Runs {
             pipeline,
             limit,
@@ -486,6 +524,89 @@ async fn validate(config: &Config) -> Result<ExitCode> {
     } else {
         eprintln!("{problems} problem(s) in {files} pipeline file(s)");
         Ok(ExitCode::FAILURE)
+    }
+}
+
+fn status(config: &Config, json: bool) -> Result<ExitCode> {
+    let loaded = load_pipelines(&config.pipelines_dir)?;
+    let store = StateStore::open(&config.state_db)?;
+    let now = chrono::Utc::now();
+    let list = goalpost_daemon::status::statuses(&loaded, &store, now)?;
+    if json {
+        out!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        out!("no pipelines in {}", config.pipelines_dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let local = |t: chrono::DateTime<chrono::Utc>, tz: Option<&str>| -> String {
+        match tz.and_then(|z| z.parse::<chrono_tz::Tz>().ok()) {
+            Some(z) => t.with_timezone(&z).format("%Y-%m-%d %H:%M %Z").to_string(),
+            None => t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        }
+    };
+    out!(
+        "{:<16} {:<22} {:<12} {:<22} {:>9}  note",
+        "pipeline",
+        "last run",
+        "outcome",
+        "next run",
+        "data age"
+    );
+    for p in &list {
+        let tz = p.timezone.as_deref();
+        let last = p
+            .last_run
+            .as_ref()
+            .map(|r| local(r.started_at, tz))
+            .unwrap_or_else(|| "never".into());
+        let outcome = match (&p.running, &p.last_run) {
+            (Some(_), _) => "running".to_string(),
+            (None, Some(r)) => r.status.as_str().to_string(),
+            (None, None) => "-".to_string(),
+        };
+        let next = match (&p.next_run, &p.schedule) {
+            (Some(t), _) => local(*t, tz),
+            (None, None) => "not scheduled".into(),
+            (None, Some(_)) => "-".into(),
+        };
+        let age = p
+            .data_age_seconds
+            .map(human_age)
+            .unwrap_or_else(|| "-".into());
+        let note = if let Some(e) = &p.load_error {
+            format!("file has errors: {}", e.lines().next().unwrap_or_default())
+        } else if let Some(h) = &p.running {
+            format!("run {} by process {} on {}", h.run_id, h.pid, h.host)
+        } else {
+            p.last_run
+                .as_ref()
+                .and_then(|r| r.error.as_deref())
+                .and_then(|e| e.lines().next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        out!(
+            "{:<16} {:<22} {:<12} {:<22} {:>9}  {}",
+            p.id,
+            last,
+            outcome,
+            next,
+            age,
+            note
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Seconds as the largest sensible unit: 45s, 12m, 5h, 3d.
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
     }
 }
 

@@ -4,6 +4,7 @@
 //! copied from goalpost's output.
 
 mod connectors;
+mod daemon;
 mod demo;
 mod failures;
 mod hostile;
