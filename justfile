@@ -8,6 +8,11 @@ run-pipeline *ids:
 demo:
     cargo run --release -- run
 
+# Run as a service on the demo config until Ctrl-C: schedules, the site and the API on
+# 127.0.0.1:8080 (`just daemon --bind 127.0.0.1:9090` for another address).
+daemon *args:
+    cargo run --release -- daemon {{args}}
+
 # Check the config and every pipeline file.
 validate:
     cargo run --release -- validate
