@@ -4,6 +4,7 @@
 //! copied from goalpost's output.
 
 mod connectors;
+mod crash;
 mod daemon;
 mod demo;
 mod failures;

@@ -95,6 +95,7 @@ impl Publisher {
             return Err(e);
         }
         sync_dir(&tmp)?;
+        goalpost_spec::pause_point("publish");
         if final_dir.exists() {
             fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
         }

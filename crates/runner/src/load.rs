@@ -310,6 +310,7 @@ async fn feed(
             let n = page.num_rows() as u64;
             rows += n;
             fed.pages += 1;
+            goalpost_spec::pause_point("fetch");
             let batch = intake.take(&describe, &page, spec.fields())?;
             good += batch.num_rows() as u64;
             for h in key_hashes(&batch, &layout.key) {

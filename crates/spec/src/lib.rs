@@ -42,3 +42,22 @@ pub use validate::{LoadedPipelines, load_pipeline, load_pipelines, parse_pipelin
 
 /// Re-exported so callers can name spans without depending on serde_spanned themselves.
 pub use serde_spanned::Spanned;
+
+/// Fault-injection hook for the crash tests: when the environment variable
+/// `GOALPOST_PAUSE_AT` names `point`, print `goalpost: paused at <point>` on stderr and stop
+/// here for good, so a test can kill the process at exactly this point. Points: `fetch`
+/// (a first page is in), `table-write` (all rows handed to the table writer, nothing
+/// committed), `publish` (a version written, `current` not yet switched). Unset, it costs
+/// one environment lookup.
+pub fn pause_point(point: &str) {
+    if std::env::var_os("GOALPOST_PAUSE_AT").is_some_and(|p| p == point) {
+        use std::io::Write as _;
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "goalpost: paused at {point}");
+        let _ = err.flush();
+        drop(err);
+        loop {
+            std::thread::park();
+        }
+    }
+}

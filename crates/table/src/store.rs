@@ -654,7 +654,10 @@ impl PartitionStream for ChannelPartition {
             async move {
                 // A second execution has nothing to read: it must not see the rows twice.
                 let mut rx = rx?;
-                let item = rx.recv().await?;
+                let Some(item) = rx.recv().await else {
+                    goalpost_spec::pause_point("table-write");
+                    return None;
+                };
                 let item = item
                     .inspect(|b| {
                         counted.fetch_add(b.num_rows() as u64, Ordering::Relaxed);

@@ -1,0 +1,115 @@
+//! `goalpost run` killed with SIGKILL at chosen points (the `GOALPOST_PAUSE_AT` hook stops
+//! the process there, so the kill is deterministic), then run again.
+
+use crate::{Project, demo_dir};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// What a reader sees of a pipeline's figures: goal statuses and latest values, and every
+/// indicator's series. Versions, run ids and times are left out.
+fn figures(digest: &serde_json::Value, pipeline: &str) -> serde_json::Value {
+    let p = crate::pipeline_part(digest, pipeline);
+    let goals: Vec<serde_json::Value> = p["goals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| serde_json::json!([g["id"], g["status"], g["latest"], g["series"]]))
+        .collect();
+    let indicators: Vec<serde_json::Value> = p["indicators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| serde_json::json!([i["id"], i["series"]]))
+        .collect();
+    serde_json::json!({ "goals": goals, "indicators": indicators, "rows": p["table"]["rows"] })
+}
+
+/// Start `goalpost run PIPELINE --full` paused at `point`, and SIGKILL it there.
+fn kill_at(project: &Project, pipeline: &str, point: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_goalpost"))
+        .arg("--config")
+        .arg(project.path().join("config/goalpost.toml"))
+        .args(["run", pipeline, "--full"])
+        .env_remove("GOALPOST_CONFIG")
+        .env("RUST_LOG", "error")
+        .env("GOALPOST_PAUSE_AT", point)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    let mut paused = false;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == format!("goalpost: paused at {point}") {
+            paused = true;
+            break;
+        }
+        said.push(line);
+    }
+    assert!(
+        paused,
+        "never paused at {point}; stderr:\n{}",
+        said.join("\n")
+    );
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+}
+
+#[test]
+fn a_run_killed_at_any_point_loses_nothing_and_the_rerun_matches_a_clean_run() {
+    for point in ["fetch", "table-write", "publish"] {
+        let project = Project::new(&demo_dir());
+        project.ok(&["run", "sf-fire-ems"]);
+        let before = project.digest();
+        let clean = figures(&before, "sf-fire-ems");
+        let version = before["version"].clone();
+
+        kill_at(&project, "sf-fire-ems", point);
+
+        // The published site is the old, complete version.
+        let after_kill = project.digest();
+        assert_eq!(after_kill["version"], version, "{point}");
+        assert!(project.current().join("index.html").is_file());
+        assert!(project.current().join("indicators.parquet").is_file());
+        // The killed run is still recorded as running: nothing could record its end.
+        let runs: serde_json::Value =
+            serde_json::from_str(&project.ok(&["runs", "--json"])).unwrap();
+        let killed = runs[0]["id"].as_str().unwrap().to_string();
+        assert_eq!(runs[0]["status"], "running", "{point}");
+
+        // The rerun takes over the dead run's lock, marks it interrupted, and publishes
+        // the same figures a clean run does, from a readable table.
+        project.ok(&["run", "sf-fire-ems"]);
+        let runs: serde_json::Value =
+            serde_json::from_str(&project.ok(&["runs", "--json"])).unwrap();
+        let killed_run = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == killed.as_str())
+            .unwrap();
+        assert_eq!(killed_run["status"], "interrupted", "{point}");
+        assert_eq!(runs[0]["status"], "succeeded", "{point}");
+        let rerun = project.digest();
+        assert_ne!(rerun["version"], version);
+        assert_eq!(figures(&rerun, "sf-fire-ems"), clean, "{point}");
+        // What the killed publish left half-made is cleared.
+        let partials: Vec<String> = std::fs::read_dir(project.path().join("publish/versions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".partial"))
+            .collect();
+        assert!(partials.is_empty(), "{point}: {partials:?}");
+        // And the table's history is whole: every version the digest names can be read back.
+        let out = project.ok(&[
+            "recompute",
+            "--run",
+            rerun["version"].as_str().unwrap(),
+            "--out",
+            project.path().join("re").to_str().unwrap(),
+        ]);
+        assert!(out.contains("byte for byte the published one"), "{point}: {out}");
+    }
+}
