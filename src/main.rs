@@ -169,6 +169,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Let go of a pipeline's run lock whoever holds it, recording that run as interrupted:
+    /// for a run on another host or container that is known to be gone.
+    Unlock {
+        /// The pipeline.
+        pipeline: String,
+    },
     /// Show the run history.
     Runs {
         /// Only runs of this pipeline.
@@ -322,6 +328,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => status(&config, json),
+        Command::Unlock { pipeline } => {
+            let mut store = StateStore::open(&config.state_db)?;
+            match store.force_unlock(&pipeline, chrono::Utc::now())? {
+                Some(h) => out!(
+                    "Let go of {pipeline}'s run lock, held by run {} (process {} on {} since {}); that run is recorded as interrupted",
+                    h.run_id,
+                    h.pid,
+                    h.host,
+                    h.acquired_at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => out!("{pipeline} is not locked"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Runs {
             pipeline,
             limit,

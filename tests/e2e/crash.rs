@@ -110,6 +110,9 @@ fn a_run_killed_at_any_point_loses_nothing_and_the_rerun_matches_a_clean_run() {
             "--out",
             project.path().join("re").to_str().unwrap(),
         ]);
-        assert!(out.contains("byte for byte the published one"), "{point}: {out}");
+        assert!(
+            out.contains("byte for byte the published one"),
+            "{point}: {out}"
+        );
     }
 }

@@ -273,6 +273,8 @@ fn the_daemon_runs_on_schedule_serves_the_site_and_stops_cleanly() {
         "/../config/goalpost.toml",
         "/%2e%2e/config/goalpost.toml",
         "/%252e%252e/x",
+        "/goals/",
+        "/.lock",
         "/data/",
         "/nope.html",
     ] {
@@ -442,7 +444,7 @@ fn identity(pid: &str) -> String {
 }
 
 #[test]
-fn a_manual_run_waits_for_the_lock_and_takes_over_from_a_killed_run() {
+fn a_manual_run_is_refused_while_the_lock_is_held_and_takes_over_from_a_killed_run() {
     let project = Project::new(&demo_dir());
     let state = goalpost_state::StateStore::open(&project.path().join("data/state.sqlite"));
     let mut state = state.unwrap();

@@ -108,6 +108,9 @@ impl Dispatcher {
 
     /// Run `pipeline` unless it is already running or waiting.
     pub fn trigger(self: &Arc<Self>, pipeline: &str, why: Why) -> Triggered {
+        // Held until the task is listed, so a shutdown (which sets `closing` under this
+        // lock) either sees the task or stops it from starting.
+        let mut tasks = self.tasks.lock().expect("run tasks");
         if self.closing.load(Ordering::SeqCst) {
             return Triggered::Closing;
         }
@@ -159,7 +162,6 @@ impl Dispatcher {
                 }
             }
         });
-        let mut tasks = self.tasks.lock().expect("run tasks");
         tasks.retain(|t| !t.is_finished());
         tasks.push(task);
         Triggered::Started
@@ -169,11 +171,13 @@ impl Dispatcher {
     /// (a cancelled run commits and publishes nothing, and is recorded as interrupted).
     /// Returns how many runs were cancelled.
     pub async fn shutdown(&self, grace: Duration) -> usize {
-        self.closing.store(true, Ordering::SeqCst);
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut tasks = self.tasks.lock().expect("run tasks");
+            self.closing.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *tasks)
+        };
         // Waiting runs give up their turn.
         self.permits.close();
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.tasks.lock().expect("run tasks"));
         let running = tasks.iter().filter(|t| !t.is_finished()).count();
         if running > 0 {
             tracing::info!(

@@ -198,7 +198,9 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
     else {
         return false;
     };
@@ -332,7 +334,7 @@ async fn site(State(s): State<Arc<Shared>>, req: Request) -> Response {
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| etag_matches(v, &etag));
     if not_modified {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
@@ -340,6 +342,15 @@ async fn site(State(s): State<Arc<Shared>>, req: Request) -> Response {
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(handle));
     (StatusCode::OK, headers, body).into_response()
+}
+
+/// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/"x"` matches `"x"`, as
+/// proxies that compress weaken the tags they pass on.
+fn etag_matches(if_none_match: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_string();
+    if_none_match
+        .split(',')
+        .any(|t| t.trim() == "*" || bare(t) == bare(etag))
 }
 
 fn content_type(path: &std::path::Path) -> HeaderValue {
@@ -421,5 +432,26 @@ mod tests {
             HeaderValue::from_static("Bearer s3cret"),
         );
         assert!(authorized(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer s3cret"),
+        );
+        assert!(authorized(&h, "s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret2"),
+        );
+        assert!(!authorized(&h, "s3cret"));
+    }
+
+    #[test]
+    fn conditional_requests_compare_tags_weakly() {
+        let tag = "\"1a-2b-3c\"";
+        assert!(etag_matches("\"1a-2b-3c\"", tag));
+        assert!(etag_matches("W/\"1a-2b-3c\"", tag));
+        assert!(etag_matches("\"x\", W/\"1a-2b-3c\"", tag));
+        assert!(etag_matches("*", tag));
+        assert!(!etag_matches("\"1a-2b-3d\"", tag));
+        assert!(!etag_matches("", tag));
     }
 }

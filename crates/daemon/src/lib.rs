@@ -168,7 +168,8 @@ pub struct DaemonOptions {
 /// on reload (`generation` tells a job made before a reload to do nothing).
 struct Timers {
     scheduler: JobScheduler,
-    jobs: tokio::sync::Mutex<HashMap<String, uuid::Uuid>>,
+    /// Per pipeline: its pending job and the instant it stands for.
+    jobs: tokio::sync::Mutex<HashMap<String, (uuid::Uuid, DateTime<Utc>)>>,
     generation: AtomicU64,
 }
 
@@ -207,6 +208,11 @@ impl Timers {
             let job = Job::new_one_shot_at_instant_async(at, move |_, _| {
                 let (timers, shared, id) = (timers.clone(), shared2.clone(), id.clone());
                 Box::pin(async move {
+                    // The scheduler keeps whole seconds and polls twice a second, so it can
+                    // fire up to a second early: wait for the instant itself.
+                    if let Ok(early) = (next - shared.clock.now()).to_std() {
+                        tokio::time::sleep(early).await;
+                    }
                     if timers.generation.load(Ordering::SeqCst) != generation {
                         return;
                     }
@@ -221,26 +227,36 @@ impl Timers {
                     return;
                 }
             };
+            // Under the jobs lock, so a reload (which takes it to bump the generation) and
+            // this arming cannot interleave: a job armed for an old generation is dropped.
+            let mut jobs = me.jobs.lock().await;
+            if me.generation.load(Ordering::SeqCst) != generation {
+                return;
+            }
             match me.scheduler.add(job).await {
                 Ok(uuid) => {
-                    let old = me.jobs.lock().await.insert(pipeline.clone(), uuid);
-                    if let Some(old) = old {
+                    if let Some((old, _)) = jobs.insert(pipeline.clone(), (uuid, next)) {
                         let _ = me.scheduler.remove(&old).await;
                     }
                     tracing::debug!(pipeline, next = %next, "next run scheduled");
                 }
-                Err(e) => tracing::error!(pipeline, error = %e, "could not schedule the next run"),
+                Err(e) => {
+                    tracing::error!(pipeline, error = %e, "could not schedule the next run; the watchdog tries again")
+                }
             }
         })
     }
 
     /// Drop every job and schedule each pipeline of the set in force afresh.
     async fn rearm_all(self: &Arc<Self>, shared: &Arc<Shared>) {
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let old: Vec<uuid::Uuid> = self.jobs.lock().await.drain().map(|(_, v)| v).collect();
-        for id in old {
-            let _ = self.scheduler.remove(&id).await;
-        }
+        let generation = {
+            let mut jobs = self.jobs.lock().await;
+            let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            for (_, (id, _)) in jobs.drain() {
+                let _ = self.scheduler.remove(&id).await;
+            }
+            generation
+        };
         let now = shared.clock.now();
         let ids: Vec<String> = shared
             .loaded()
@@ -255,6 +271,38 @@ impl Timers {
         }
     }
 }
+
+impl Timers {
+    /// A pipeline whose job should have fired a while ago but did not replace itself (the
+    /// scheduler lost it, or adding it failed) is armed again from now.
+    async fn watchdog(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let now = shared.clock.now();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let lost: Vec<String> = {
+            let jobs = self.jobs.lock().await;
+            shared
+                .loaded()
+                .pipelines
+                .pipelines
+                .iter()
+                .filter(|p| p.schedule.is_some())
+                .filter(|p| match jobs.get(&p.id) {
+                    None => true,
+                    Some((_, due)) => *due + chrono::Duration::seconds(WATCHDOG_SLACK) < now,
+                })
+                .map(|p| p.id.clone())
+                .collect()
+        };
+        for id in lost {
+            tracing::warn!(pipeline = %id, "the pipeline's next run was not scheduled; scheduling it again");
+            self.arm(shared, id, now, generation).await;
+        }
+    }
+}
+
+/// How often the schedule watchdog looks, and how late a job may be before it steps in.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(30);
+const WATCHDOG_SLACK: i64 = 60;
 
 /// Start every pipeline whose scheduled run was missed while the daemon was down.
 fn catch_up(shared: &Arc<Shared>) {
@@ -401,6 +449,18 @@ pub async fn run(
     tracing::info!(address = %addr, "listening on http://{addr}");
     on_listening(addr);
 
+    let watchdog = {
+        let (shared, timers) = (shared.clone(), timers.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WATCHDOG_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                timers.watchdog(&shared).await;
+            }
+        })
+    };
     let upkeep = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -428,6 +488,12 @@ pub async fn run(
                         if new.config.daemon.bind != shared.loaded().config.daemon.bind {
                             tracing::warn!("[daemon] bind changed: the new address takes effect at the next start");
                         }
+                        let old = &shared.loaded().config.daemon;
+                        if new.config.daemon.max_concurrent_runs != old.max_concurrent_runs
+                            || new.config.daemon.grace_period != old.grace_period
+                        {
+                            tracing::warn!("[daemon] max_concurrent_runs and grace_period changes take effect at the next start");
+                        }
                         let n = new.pipelines.pipelines.len();
                         *shared.loaded.write().expect("loaded config") = Arc::new(new);
                         timers.rearm_all(&shared).await;
@@ -444,6 +510,7 @@ pub async fn run(
     let mut scheduler = timers.scheduler.clone();
     let _ = scheduler.shutdown().await;
     upkeep.abort();
+    watchdog.abort();
     shared.dispatcher.shutdown(grace).await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(10), server).await {

@@ -65,8 +65,8 @@ pub enum RunError {
     #[error("{0}")]
     Internal(String),
     #[error(
-        "pipeline {} is already running: run {} started at {} by process {} on {}; wait for it to finish (`goalpost status` shows it)",
-        .0.pipeline, .0.run_id, .0.acquired_at.format("%Y-%m-%d %H:%M:%S UTC"), .0.pid, .0.host
+        "pipeline {} is already running: run {} started at {} by process {} on {}; wait for it to finish (`goalpost status` shows it). If that process is gone and this machine cannot tell (it ran on another host or container), `goalpost unlock {}` lets go of its lock",
+        .0.pipeline, .0.run_id, .0.acquired_at.format("%Y-%m-%d %H:%M:%S UTC"), .0.pid, .0.host, .0.pipeline
     )]
     Busy(Box<goalpost_state::LockHolder>),
 }

@@ -26,8 +26,9 @@ pub(crate) fn host() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// What tells process `pid` from a later one given the same pid: the boot it runs in and
-/// its start time in clock ticks since boot. Empty where `/proc` is not available.
+/// What tells process `pid` from a later one given the same pid: the boot it runs in, its
+/// start time in clock ticks since boot, and its pid namespace (`boot:start:pid:[inode]`).
+/// `None` where `/proc` cannot tell.
 fn identity(pid: &str) -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -35,25 +36,51 @@ fn identity(pid: &str) -> Option<String> {
     // last ')'. The start time is field 22, the 20th after it.
     let after = &stat[stat.rfind(')')? + 1..];
     let start = after.split_whitespace().nth(19)?;
-    Some(format!("{}:{start}", boot.trim()))
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Some(format!("{}:{start}:{ns}", boot.trim()))
 }
 
 pub(crate) fn own_identity() -> String {
     identity("self").unwrap_or_default()
 }
 
-/// Whether the lock's holder still runs.
+/// `(boot:start, pid namespace)` of an identity.
+fn parts(identity: &str) -> (&str, &str) {
+    let mut it = identity.splitn(3, ':');
+    let (boot, start) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+    let ns = it.next().unwrap_or("");
+    (
+        &identity[..(boot.len() + 1 + start.len()).min(identity.len())],
+        ns,
+    )
+}
+
+/// Whether the lock's holder still runs. When this cannot be told (another pid namespace,
+/// an unreadable `/proc`), it is taken to run: `goalpost unlock` frees such a lock.
 fn alive(h: &LockHolder) -> bool {
+    let own = own_identity();
+    let (_, own_ns) = parts(&own);
+    let (their_process, their_ns) = parts(&h.process);
+    if !their_ns.is_empty() && !own_ns.is_empty() && their_ns != own_ns {
+        // Another container on the same host name: its pids mean nothing here.
+        return true;
+    }
     if h.pid == std::process::id() {
         return HELD.lock().expect("lock registry").contains(&h.run_id);
     }
     if !std::path::Path::new("/proc/self/stat").exists() {
-        // No way to tell here: assume it runs.
         return true;
     }
+    match std::fs::metadata(format!("/proc/{}", h.pid)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+        Ok(_) => {}
+    }
     match identity(&h.pid.to_string()) {
-        None => false,
-        Some(now) => h.process.is_empty() || now == h.process,
+        None => true,
+        Some(now) => h.process.is_empty() || parts(&now).0 == their_process,
     }
 }
 
@@ -137,7 +164,7 @@ impl Drop for RunLock {
                 let end = RunEnd {
                     interrupted: true,
                     error: Some(
-                        "interrupted: cancelled before it finished (goalpost was shutting down); nothing it had not committed was kept"
+                        "interrupted: stopped before it finished (goalpost was shutting down, or the run stopped unexpectedly); nothing it had not committed was kept"
                             .to_string(),
                     ),
                     ..Default::default()
@@ -177,9 +204,12 @@ mod tests {
         assert!(alive(&holder(me, "mine", own_identity())));
         HELD.lock().unwrap().remove("mine");
         // pid 1 runs, but started at another time than recorded: the pid was reused.
-        if identity("1").is_some() {
-            assert!(alive(&holder(1, "x", identity("1").unwrap())));
-            assert!(!alive(&holder(1, "x", "other-boot:1".into())));
+        if let Some(one) = identity("1") {
+            assert!(alive(&holder(1, "x", one.clone())));
+            let (_, ns) = parts(&one);
+            assert!(!alive(&holder(1, "x", format!("other-boot:1:{ns}"))));
+            // In another pid namespace, pid 1 is someone else's: cannot tell, so alive.
+            assert!(alive(&holder(1, "x", "b:1:pid:[1]".into())));
         }
         // No such process (pids are below 2^22 on Linux).
         assert!(!alive(&holder(u32::MAX - 1, "x", String::new())));

@@ -89,10 +89,16 @@ impl Schedule {
         let off_high = off_now.max(off_next);
         let start = after.naive_utc().with_nanosecond(0)? + Duration::seconds(off_now - back - 1);
         let mut best: Option<DateTime<Utc>> = None;
-        // Wall-clock matches, enumerated on a zone without clock changes.
-        let wall = self.cron.iter_after(Utc.from_utc_datetime(&start));
-        for (seen, m) in wall.enumerate() {
-            let m = m.naive_utc();
+        // Wall-clock matches, enumerated on a zone without clock changes. (Stepping with
+        // `find_next_occurrence` rather than croner's iterator, which skips a match one
+        // second after another.)
+        let mut cursor = Utc.from_utc_datetime(&start);
+        for seen in 0.. {
+            let Ok(found) = self.cron.find_next_occurrence(&cursor, false) else {
+                break;
+            };
+            cursor = found;
+            let m = found.naive_utc();
             if let Some(b) = best {
                 // Every later wall time maps to an instant after `b`.
                 if m - Duration::seconds(off_high) > b.naive_utc() {
@@ -267,6 +273,29 @@ mod tests {
                 utc(2018, 11, 4, 6, 0, 0),
                 utc(2018, 11, 4, 6, 0, 20),
                 utc(2018, 11, 4, 6, 0, 40),
+            ]
+        );
+    }
+
+    #[test]
+    fn matches_one_second_apart_all_fire() {
+        let every = ny("* * * * * *");
+        let t = utc(2026, 7, 1, 12, 0, 0);
+        assert_eq!(
+            every.between(t, t + Duration::seconds(3), 10),
+            [
+                t + Duration::seconds(1),
+                t + Duration::seconds(2),
+                t + Duration::seconds(3)
+            ]
+        );
+        let pair = ny("0,1 * * * * *");
+        assert_eq!(
+            pair.between(t, t + Duration::seconds(61), 10),
+            [
+                t + Duration::seconds(1),
+                t + Duration::seconds(60),
+                t + Duration::seconds(61)
             ]
         );
     }

@@ -292,8 +292,21 @@ impl StateStore {
         };
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
+        // Switching a new file to WAL answers "busy" at once, without waiting, when another
+        // process is doing the same: try again for a while.
+        let mut tries = 0;
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         // The schema version is read and the migrations applied in one write transaction,
         // taken before the read: two processes opening an old file at once (the daemon and a
         // manual run) upgrade it once, the second waiting and then finding nothing to do.
@@ -462,6 +475,32 @@ impl StateStore {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// Let go of `pipeline`'s run lock whoever holds it, recording the holder's run as
+    /// interrupted: for a holder this machine cannot see (another host or container) that
+    /// is known to be gone. Returns the holder, if there was one.
+    pub fn force_unlock(
+        &mut self,
+        pipeline: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<LockHolder>, StateError> {
+        let holder = self
+            .pipeline_locks()?
+            .into_iter()
+            .find(|l| l.pipeline == pipeline);
+        if let Some(h) = &holder {
+            self.conn
+                .execute(
+                    "UPDATE runs SET status = 'interrupted', ended_at = ?2,
+                            error = coalesce(error, 'interrupted: its run lock was released by goalpost unlock')
+                     WHERE id = ?1 AND status = 'running'",
+                    params![h.run_id, ts(at)],
+                )
+                .map_err(|e| self.err(e))?;
+            self.unlock_pipeline(pipeline, &h.run_id)?;
+        }
+        Ok(holder)
     }
 
     /// Every pipeline's lock holder.
@@ -1012,6 +1051,18 @@ mod tests {
         assert_eq!(r1.ended_at, Some(later));
         assert!(r1.error.unwrap().contains("pid 300"));
         store.unlock_pipeline("p", "r2").unwrap();
+        // A holder elsewhere, known to be gone, is let go of by hand.
+        store.start_run("r3", "p", at).unwrap();
+        store
+            .lock_pipeline(&claim("p", "r3", 7, "elsewhere", at), &alive)
+            .unwrap();
+        let freed = store.force_unlock("p", later).unwrap().unwrap();
+        assert_eq!(freed.run_id, "r3");
+        assert_eq!(
+            store.run("r3").unwrap().unwrap().status,
+            RunStatus::Interrupted
+        );
+        assert_eq!(store.force_unlock("p", later).unwrap(), None);
         store.unlock_pipeline("q", "r9").unwrap();
         assert!(store.pipeline_locks().unwrap().is_empty());
     }
