@@ -199,8 +199,8 @@ impl Timers {
                 tracing::warn!(pipeline, "the schedule has no further time; not scheduled");
                 return;
             };
-            // The scheduler counts whole seconds from now, rounding down: round up, so the
-            // run never starts before its time.
+            // In whole seconds, as the scheduler counts them; the job itself waits out the
+            // rest (see below).
             let wait = (next - shared.clock.now()).to_std().unwrap_or_default();
             let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
             let at = std::time::Instant::now() + wait;
