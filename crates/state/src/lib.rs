@@ -270,6 +270,18 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A `pipeline_locks` row, selected as `pipeline, run_id, pid, host, process, acquired_at`.
+fn lock_holder(r: &rusqlite::Row<'_>) -> rusqlite::Result<LockHolder> {
+    Ok(LockHolder {
+        pipeline: r.get(0)?,
+        run_id: r.get(1)?,
+        pid: r.get::<_, i64>(2)? as u32,
+        host: r.get(3)?,
+        process: r.get(4)?,
+        acquired_at: parse_ts(&r.get::<_, String>(5)?),
+    })
+}
+
 /// A time this store wrote with [`ts`] (the Unix epoch if the text was edited to garbage).
 fn parse_ts(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
@@ -422,16 +434,7 @@ impl StateStore {
             .query_row(
                 "SELECT pipeline, run_id, pid, host, process, acquired_at FROM pipeline_locks WHERE pipeline = ?1",
                 params![pipeline],
-                |r| {
-                    Ok(LockHolder {
-                        pipeline: r.get(0)?,
-                        run_id: r.get(1)?,
-                        pid: r.get::<_, i64>(2)? as u32,
-                        host: r.get(3)?,
-                        process: r.get(4)?,
-                        acquired_at: parse_ts(&r.get::<_, String>(5)?),
-                    })
-                },
+                lock_holder,
             )
             .optional()
             .map_err(err)?;
@@ -509,18 +512,7 @@ impl StateStore {
             .conn
             .prepare("SELECT pipeline, run_id, pid, host, process, acquired_at FROM pipeline_locks ORDER BY pipeline")
             .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(LockHolder {
-                    pipeline: r.get(0)?,
-                    run_id: r.get(1)?,
-                    pid: r.get::<_, i64>(2)? as u32,
-                    host: r.get(3)?,
-                    process: r.get(4)?,
-                    acquired_at: parse_ts(&r.get::<_, String>(5)?),
-                })
-            })
-            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], lock_holder).map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
