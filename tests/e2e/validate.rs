@@ -131,3 +131,77 @@ fn example_pipelines_validate() {
         "{stdout}"
     );
 }
+
+/// Indicator SQL can only read: writes, definitions, settings, files and table functions
+/// are refused by `validate` with the indicator's position, and a run refuses them before
+/// touching anything.
+#[test]
+fn indicator_sql_that_writes_or_reads_files_is_refused() {
+    let demo = repo().join("pipelines/demo");
+    let original = std::fs::read_to_string(demo.join("bike-counts.toml")).unwrap();
+    let start = original.find("sql = \"\"\"").unwrap();
+    let end = original[start + 9..].find("\"\"\"").unwrap() + start + 12;
+    let dir = tempfile::tempdir().unwrap();
+    let planted = dir.path().join("planted.csv");
+    let cases: [(String, &str); 8] = [
+        (
+            format!("COPY (SELECT 1) TO '{}'", planted.display()),
+            "DML not supported: COPY",
+        ),
+        ("CREATE TABLE t2 AS SELECT 1".into(), "DDL not supported"),
+        (
+            format!(
+                "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION '{}'",
+                "/etc/passwd"
+            ),
+            "DDL not supported",
+        ),
+        ("DROP TABLE bicycle_counts".into(), "DDL not supported"),
+        (
+            "INSERT INTO bicycle_counts SELECT * FROM bicycle_counts".into(),
+            "DML not supported",
+        ),
+        (
+            "SET datafusion.execution.batch_size = 1".into(),
+            "Statement not supported",
+        ),
+        ("SELECT * FROM '/etc/passwd'".into(), "not found"),
+        (
+            "SELECT * FROM read_csv('/etc/passwd')".into(),
+            "table function 'read_csv' not found",
+        ),
+    ];
+    for (sql, expected) in cases {
+        let pipelines = dir.path().join("pipelines");
+        let _ = std::fs::remove_dir_all(&pipelines);
+        std::fs::create_dir_all(&pipelines).unwrap();
+        std::os::unix::fs::symlink(demo.join("data"), pipelines.join("data")).unwrap();
+        let text = format!(
+            "{}sql = \"\"\"{sql}\"\"\"{}",
+            &original[..start],
+            &original[end..]
+        );
+        std::fs::write(pipelines.join("bike-counts.toml"), &text).unwrap();
+        let p = Project::new(&pipelines);
+        let out = p.goalpost(&["validate"]);
+        assert!(!out.status.success(), "{sql}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = text[..start].lines().count() + 1;
+        assert!(
+            stdout.contains(&format!(
+                "bike-counts.toml:{line}:7: indicator \"daily-bicycles\": "
+            )) && stdout.contains(expected),
+            "{sql}: {stdout}"
+        );
+        if !expected.contains("not found") {
+            assert!(
+                stdout.contains("indicator SQL may only be one SELECT"),
+                "{sql}: {stdout}"
+            );
+        }
+        let out = p.goalpost(&["run"]);
+        assert!(!out.status.success(), "{sql}");
+        assert!(!p.current().exists(), "{sql}: nothing is published");
+        assert!(!planted.exists(), "{sql}: no file is written");
+    }
+}

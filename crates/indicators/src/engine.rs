@@ -252,10 +252,25 @@ fn clean_error(message: &str) -> String {
     ] {
         m = m.strip_prefix(prefix).unwrap_or(m);
     }
-    m.replace(&format!("{BASE}."), "")
+    let m = m
+        .replace(&format!("{BASE}."), "")
         .split_whitespace()
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    if [
+        "DDL not supported",
+        "DML not supported",
+        "Statement not supported",
+    ]
+    .iter()
+    .any(|p| m.starts_with(p))
+    {
+        // Writes, definitions and settings are refused by the session's SQL options.
+        return format!(
+            "{m}; indicator SQL may only be one SELECT (WITH … SELECT) over the pipeline's own and other pipelines' tables"
+        );
+    }
+    m
 }
 
 /// Point at the offending name inside the SQL when the message names one.
