@@ -179,6 +179,17 @@ pub fn http(
     (status, hs, body)
 }
 
+/// Send `bytes` as they are and read the whole answer (the server may close early).
+fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    // The server may answer and close before reading everything: a failed write is fine.
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn unchunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
@@ -318,7 +329,7 @@ fn the_daemon_runs_on_schedule_serves_the_site_and_stops_cleanly() {
         &addr,
         "POST",
         "/api/pipelines/bike-counts/run",
-        &[("Authorization", "Bearer wrong")],
+        &[("Authorization", "Bearer n0t-the-t0ken")],
     );
     assert_eq!(status, 401);
     let auth = [("Authorization", "Bearer s3cret-t0ken")];
@@ -329,6 +340,40 @@ fn the_daemon_runs_on_schedule_serves_the_site_and_stops_cleanly() {
         "{status} {}",
         String::from_utf8_lossy(&body)
     );
+
+    // Limits: a large body, large headers, and a client that stalls mid-request while
+    // others are served.
+    let big = "x".repeat(100_000);
+    let answer = raw(
+        &addr,
+        format!(
+            "POST /api/pipelines/bike-counts/run HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer s3cret-t0ken\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        )
+        .as_bytes(),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let answer = raw(
+        &addr,
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            &big[..40_000]
+        )
+        .as_bytes(),
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    assert_eq!(http(&addr, "GET", "/healthz", &[]).0, 200);
+    drop(stalled);
 
     // Health, readiness, metrics.
     assert_eq!(http(&addr, "GET", "/healthz", &[]).0, 200);
@@ -411,6 +456,21 @@ fn the_daemon_runs_on_schedule_serves_the_site_and_stops_cleanly() {
         .expect("the daemon exits within its grace period")
         .unwrap();
     assert!(status.success(), "exit status {status}");
+    // Neither the token nor a wrong one given for it is ever written down.
+    let mut logged: Vec<String> = d.seen.iter().map(|v| v.to_string()).collect();
+    logged.extend(d.logs.iter().map(|v| v.to_string()));
+    assert!(
+        logged.iter().any(|l| l.contains("\"stopped\"")),
+        "{logged:?}"
+    );
+    let records = project.ok(&["runs", "--json", "--limit", "1000"]);
+    for secret in ["s3cret-t0ken", "n0t-the-t0ken"] {
+        assert!(
+            !logged.iter().any(|l| l.contains(secret)),
+            "{secret} logged"
+        );
+        assert!(!records.contains(secret), "{secret} in the run records");
+    }
     // The last digest is whole, and no run is left looking as if it were still going.
     let digest = project.digest();
     assert_eq!(digest["pipelines"].as_array().unwrap().len(), 2);

@@ -15,10 +15,67 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body accepted (the API takes none).
+/// Largest request body accepted (the API takes none): larger ones get 413.
 const MAX_BODY: usize = 16 * 1024;
-/// Longest a request may take, so a slow client cannot hold a connection for ever.
+/// Longest a request may take once its headers are in: 408 after that.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a client may take to send a request's headers; the connection is closed after
+/// that, so clients that trickle bytes cannot pile up connections.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Room for a request's line and headers: larger ones get 431.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long open connections get to finish their requests when the server stops.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Serve `app` on `listener` until `stop` turns true: HTTP/1.1, each connection in its own
+/// task (a slow client holds only its own), with the header timeout and size limit above.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = stopped(&mut stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::warn!(error = %e, "could not accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN, conn).await;
+                }
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
+}
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()

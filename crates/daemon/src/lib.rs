@@ -435,17 +435,7 @@ pub async fn run(
     catch_up(&shared);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = {
-        let app = http::router(shared.clone());
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await
-        })
-    };
+    let server = tokio::spawn(http::serve(listener, http::router(shared.clone()), stop_rx));
     tracing::info!(address = %addr, "listening on http://{addr}");
     on_listening(addr);
 
@@ -513,10 +503,11 @@ pub async fn run(
     watchdog.abort();
     shared.dispatcher.shutdown(grace).await;
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server stopped with an error"),
-        _ => tracing::warn!("the HTTP server did not stop within 10 s"),
+    if tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the HTTP server did not stop within 15 s");
     }
     tracing::info!("stopped");
     Ok(())
