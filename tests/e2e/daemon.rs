@@ -556,3 +556,157 @@ fn a_manual_run_is_refused_while_the_lock_is_held_and_takes_over_from_a_killed_r
     assert!(r.error.unwrap().contains(&format!("pid {gone_pid}")));
     assert!(state.pipeline_locks().unwrap().is_empty());
 }
+
+/// One keep-alive connection: requests in turn, each answer read to its Content-Length.
+struct Client {
+    stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(addr: &str) -> Self {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Self {
+            stream: BufReader::new(s),
+        }
+    }
+
+    /// Status and body, or what went wrong.
+    fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: goalpost\r\n\r\n");
+        self.stream
+            .get_mut()
+            .write_all(req.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut status_line = String::new();
+        self.stream
+            .read_line(&mut status_line)
+            .map_err(|e| e.to_string())?;
+        let status: u16 = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            self.stream
+                .read_line(&mut line)
+                .map_err(|e| e.to_string())?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let mut body = vec![0; length.ok_or("no Content-Length")?];
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| e.to_string())?;
+        Ok((status, body))
+    }
+}
+
+/// 200 clients for 20 seconds against the daemon while its pipelines publish every 2
+/// seconds: no errors, and every digest served is whole and one that was published.
+#[test]
+fn two_hundred_clients_read_whole_versions_while_publishing() {
+    const CLIENTS: usize = 200;
+    const SECONDS: u64 = 20;
+    let project = Project::new(Path::new("../pipelines"));
+    let pipelines = project.path().join("pipelines");
+    fast_pipelines(&pipelines);
+    let mut d = Daemon::start(&project);
+    for id in ["bike-counts", "sf-fire-ems"] {
+        d.wait_for(&format!("success of {id}"), |v| {
+            event(v, "run succeeded") && v["pipeline"] == id
+        });
+    }
+    let versions_dir = project.path().join("publish/versions");
+    let first = project.digest()["version"].as_str().unwrap().to_string();
+    let until = std::time::Instant::now() + Duration::from_secs(SECONDS);
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let addr = d.addr.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&addr);
+                let mut latencies = Vec::new();
+                let mut errors = Vec::new();
+                let mut versions = std::collections::BTreeSet::new();
+                let paths = ["/digest.json", "/", "/feed.atom", "/data.json"];
+                let mut n = i;
+                while std::time::Instant::now() < until {
+                    let path = paths[n % paths.len()];
+                    n += 1;
+                    let t = std::time::Instant::now();
+                    match client.get(path) {
+                        Ok((200, body)) => {
+                            latencies.push(t.elapsed());
+                            if path == "/digest.json" {
+                                match serde_json::from_slice::<serde_json::Value>(&body) {
+                                    Ok(v) => {
+                                        versions.insert(
+                                            v["version"].as_str().unwrap_or("?").to_string(),
+                                        );
+                                    }
+                                    Err(e) => errors.push(format!("torn digest: {e}")),
+                                }
+                            }
+                        }
+                        Ok((status, _)) => errors.push(format!("{path}: status {status}")),
+                        Err(e) => {
+                            errors.push(format!("{path}: {e}"));
+                            client = Client::connect(&addr);
+                        }
+                    }
+                }
+                (latencies, errors, versions)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = Vec::new();
+    let mut versions = std::collections::BTreeSet::new();
+    for h in handles {
+        let (l, e, v) = h.join().unwrap();
+        latencies.extend(l);
+        errors.extend(e);
+        versions.extend(v);
+    }
+    latencies.sort();
+    let p = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "load: {CLIENTS} clients, {SECONDS} s: {} requests, {} errors, {} digest versions seen, p50 {:?}, p99 {:?}, max {:?}",
+        latencies.len() + errors.len(),
+        errors.len(),
+        versions.len(),
+        p(0.5),
+        p(0.99),
+        latencies.last().unwrap()
+    );
+    assert!(
+        errors.is_empty(),
+        "{} errors, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    // Publishing went on meanwhile, and every version served was a published one.
+    assert!(versions.len() > 1, "{versions:?}");
+    let last = project.digest()["version"].as_str().unwrap().to_string();
+    assert_ne!(first, last);
+    for v in &versions {
+        assert!(
+            versions_dir.join(v).is_dir()
+                || std::fs::read_to_string(versions_dir.join(".history"))
+                    .unwrap()
+                    .lines()
+                    .any(|l| l == format!("publish {v}")),
+            "{v} was never published"
+        );
+    }
+    d.signal("TERM");
+    let _ = d.child.wait();
+}
