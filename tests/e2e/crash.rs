@@ -116,3 +116,89 @@ fn a_run_killed_at_any_point_loses_nothing_and_the_rerun_matches_a_clean_run() {
         );
     }
 }
+
+#[test]
+fn a_full_disk_while_publishing_fails_the_run_and_leaves_current_alone() {
+    let project = Project::new(&demo_dir());
+    project.ok(&["run", "sf-fire-ems"]);
+    let before = project.digest();
+    let out = Command::new(env!("CARGO_BIN_EXE_goalpost"))
+        .arg("--config")
+        .arg(project.path().join("config/goalpost.toml"))
+        .args(["run", "sf-fire-ems", "--full"])
+        .env_remove("GOALPOST_CONFIG")
+        .env("RUST_LOG", "error")
+        .env("GOALPOST_FAIL_AT", "publish-write")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // The error names the file and the cause.
+    assert!(
+        err.contains("digest.json") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(err.contains("publish:"), "{err}");
+    assert_eq!(project.digest(), before);
+    let versions: Vec<String> = std::fs::read_dir(project.path().join("publish/versions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".history"))
+        .collect();
+    assert_eq!(
+        versions.len(),
+        1,
+        "no half-written version is left: {versions:?}"
+    );
+    let runs: serde_json::Value = serde_json::from_str(&project.ok(&["runs", "--json"])).unwrap();
+    assert_eq!(runs[0]["status"], "failed");
+    assert!(
+        runs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("No space left on device")
+    );
+    // Space again: the next run publishes the same figures.
+    project.ok(&["run", "sf-fire-ems"]);
+    assert_eq!(
+        figures(&project.digest(), "sf-fire-ems"),
+        figures(&before, "sf-fire-ems")
+    );
+}
+
+#[test]
+fn two_runs_of_one_pipeline_at_once_one_is_refused() {
+    let project = Project::new(&demo_dir());
+    // The first run holds the pipeline (paused while fetching) ...
+    let mut first = Command::new(env!("CARGO_BIN_EXE_goalpost"))
+        .arg("--config")
+        .arg(project.path().join("config/goalpost.toml"))
+        .args(["run", "bike-counts"])
+        .env_remove("GOALPOST_CONFIG")
+        .env("RUST_LOG", "error")
+        .env("GOALPOST_PAUSE_AT", "fetch")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(first.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("goalpost: paused at fetch") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "never paused");
+    }
+    // ... so a second process is refused, naming the first.
+    let out = project.goalpost(&["run", "bike-counts"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("pipeline bike-counts is already running")
+            && err.contains(&format!("by process {}", first.id())),
+        "{err}"
+    );
+    // Another pipeline is not held up.
+    project.ok(&["run", "sf-fire-ems"]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    project.ok(&["run", "bike-counts"]);
+}

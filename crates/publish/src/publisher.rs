@@ -417,6 +417,9 @@ fn attach(dir: &Path, files: &[(String, PathBuf)]) -> Result<(), PublishError> {
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
     let mut f = File::create(path).map_err(io(path))?;
+    if let Some(e) = goalpost_spec::injected_failure("publish-write") {
+        return Err(io(path)(e));
+    }
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }

@@ -61,3 +61,12 @@ pub fn pause_point(point: &str) {
         }
     }
 }
+
+/// Fault-injection hook for the tests: when the environment variable `GOALPOST_FAIL_AT`
+/// names `point`, the error a full disk gives (`ENOSPC`) for the write made there. Points:
+/// `publish-write` (each file of a published version).
+pub fn injected_failure(point: &str) -> Option<std::io::Error> {
+    std::env::var_os("GOALPOST_FAIL_AT")
+        .is_some_and(|p| p == point)
+        .then(|| std::io::Error::from_raw_os_error(28))
+}
