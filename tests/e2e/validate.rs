@@ -205,3 +205,82 @@ fn indicator_sql_that_writes_or_reads_files_is_refused() {
         assert!(!planted.exists(), "{sql}: no file is written");
     }
 }
+
+/// Config files with unknown keys, wrong types and values goalpost cannot work with are
+/// refused with the file, line and column and what was expected; nothing runs.
+#[test]
+fn hostile_config_files_are_refused_with_their_position() {
+    let base =
+        "data_dir = \"../data\"\npublish_dir = \"../publish\"\npipelines_dir = \"../pipelines\"\n";
+    let huge = "x".repeat(100_000);
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "dat_dir = \"x\"\n".into(),
+            "goalpost.toml:4:1: unknown field `dat_dir`, expected one of",
+        ),
+        (
+            "keep_versions = \"ten\"\n".into(),
+            "goalpost.toml:4:17: invalid type: string \"ten\", expected usize",
+        ),
+        (
+            "keep_versions = 99999999999999999999\n".into(),
+            "goalpost.toml:4:17: invalid type: integer `99999999999999999999`",
+        ),
+        (
+            "keep_versions = -1\n".into(),
+            "goalpost.toml:4:17: invalid value: integer `-1`, expected usize",
+        ),
+        (
+            "[fetch]\nrequests_per_second = -5\n".into(),
+            "goalpost.toml:5:1: [fetch] requests_per_second is -5; expected a number above 0",
+        ),
+        (
+            "[fetch]\nrequests_per_second = nan\n".into(),
+            "requests_per_second is NaN; expected a number above 0",
+        ),
+        (
+            "[fetch]\ntimeout = \"100000000000 years\"\n".into(),
+            "goalpost.toml:5:1: timeout is 100000000000years; expected at most 1day",
+        ),
+        (
+            "[fetch]\ntimeout = \"soon\"\n".into(),
+            "goalpost.toml:5:11:",
+        ),
+        (
+            "[daemon]\nbind = \"not an address\"\n".into(),
+            "goalpost.toml:5:1: [daemon] bind is \"not an address\"; expected ADDRESS:PORT",
+        ),
+        (
+            "[daemon]\nmax_concurrent_runs = 0\n".into(),
+            "max_concurrent_runs is 0; expected at least 1",
+        ),
+        (
+            "[site]\ntitel = \"x\"\n".into(),
+            "goalpost.toml:5:1: unknown field `titel`",
+        ),
+        (
+            format!("[site]\ntitle = {huge:?}\n[site]\n"),
+            "goalpost.toml:6:2: duplicate key",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let p = Project::new(&repo().join("pipelines/demo"));
+        std::fs::write(
+            p.path().join("config/goalpost.toml"),
+            format!("{base}{extra}"),
+        )
+        .unwrap();
+        for command in [&["validate"][..], &["run"][..], &["status"][..]] {
+            let out = p.goalpost(command);
+            assert!(!out.status.success(), "{extra}: {command:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(expected),
+                "{command:?} {}: {err}",
+                &extra[..extra.len().min(80)]
+            );
+            assert!(err.lines().count() < 20, "a short message: {err}");
+        }
+        assert!(!p.current().exists());
+    }
+}

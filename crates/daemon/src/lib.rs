@@ -67,12 +67,6 @@ pub struct Loaded {
 /// starts (or keeps running) only with a set that validates.
 pub fn load(config_file: &Path, clock: Arc<dyn Clock>) -> Result<Loaded, DaemonError> {
     let config = Config::load(config_file)?;
-    if config.daemon.max_concurrent_runs == 0 {
-        return Err(DaemonError::Invalid(format!(
-            "{}: [daemon] max_concurrent_runs is 0; expected at least 1",
-            config_file.display()
-        )));
-    }
     let pipelines = load_pipelines(&config.pipelines_dir)?;
     if !pipelines.failed.is_empty() {
         let mut msg = format!(

@@ -212,6 +212,15 @@ impl Config {
                 base.join(p)
             })
         };
+        let problems = check_settings(&raw);
+        if !problems.is_empty() {
+            return Err(SpecError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|(key, message)| file.diagnostic(key_span(&file.text, key), message))
+                    .collect(),
+            ));
+        }
         let data_dir = resolve(&raw.data_dir);
         Ok(Self {
             file: path.to_path_buf(),
@@ -229,6 +238,81 @@ impl Config {
             daemon: raw.daemon,
         })
     }
+}
+
+/// Where `key = …` is written in the file (the first place, outside comments).
+fn key_span(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let start = at + (line.len() - trimmed.len());
+            return Some(start..start + key.len());
+        }
+        at += line.len();
+    }
+    None
+}
+
+/// Values serde accepts but goalpost cannot work with: `(key, message)`.
+fn check_settings(raw: &ConfigFile) -> Vec<(&'static str, String)> {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let mut out = Vec::new();
+    let f = &raw.fetch;
+    if !(f.requests_per_second.is_finite() && f.requests_per_second > 0.0) {
+        out.push((
+            "requests_per_second",
+            format!(
+                "[fetch] requests_per_second is {}; expected a number above 0, e.g. 4",
+                f.requests_per_second
+            ),
+        ));
+    }
+    for (key, value, most) in [
+        ("timeout", f.timeout, DAY),
+        ("connect_timeout", f.connect_timeout, DAY),
+        ("retry_budget", f.retry_budget, 7 * DAY),
+        ("backoff_initial", f.backoff_initial, DAY),
+        ("backoff_max", f.backoff_max, DAY),
+        ("retry_after_floor", f.retry_after_floor, DAY),
+        ("grace_period", raw.daemon.grace_period, DAY),
+    ] {
+        if value > most {
+            out.push((
+                key,
+                format!(
+                    "{key} is {}; expected at most {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(most)
+                ),
+            ));
+        }
+    }
+    if f.timeout.is_zero() {
+        out.push((
+            "timeout",
+            "[fetch] timeout is 0; expected a duration such as \"120s\"".into(),
+        ));
+    }
+    if raw.daemon.max_concurrent_runs == 0 {
+        out.push((
+            "max_concurrent_runs",
+            "[daemon] max_concurrent_runs is 0; expected at least 1".into(),
+        ));
+    }
+    let bind = &raw.daemon.bind;
+    let port_ok = bind
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        out.push((
+            "bind",
+            format!("[daemon] bind is {bind:?}; expected ADDRESS:PORT, e.g. \"127.0.0.1:8080\""),
+        ));
+    }
+    out
 }
 
 /// Resolve `.` and `..` without touching the disk (the folder may not exist yet).
