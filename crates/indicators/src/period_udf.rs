@@ -152,4 +152,124 @@ mod tests {
             &StringArray::from(vec![Some("2017-03"), None, Some("2017-04")])
         );
     }
+
+    mod properties {
+        //! `goalpost_period` row by row: each label is the period of that row's local date in
+        //! the pipeline's zone, whatever order the rows come in (the function reuses the last
+        //! period while dates stay in it).
+        use super::*;
+        use arrow::array::Date32Array;
+        use proptest::prelude::*;
+
+        const ZONES: [Tz; 5] = [
+            chrono_tz::America::New_York,
+            chrono_tz::America::Los_Angeles,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Europe::London,
+            chrono_tz::UTC,
+        ];
+
+        /// 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z, in microseconds.
+        const FROM_US: i64 = -2_208_988_800_000_000;
+        const TO_US: i64 = 7_258_118_400_000_000;
+
+        fn invoke(udf: &PeriodUdf, input: ArrayRef) -> StringArray {
+            let n = input.len();
+            let field = Arc::new(Field::new("t", input.data_type().clone(), true));
+            let out = udf
+                .invoke_with_args(ScalarFunctionArgs {
+                    args: vec![ColumnarValue::Array(input)],
+                    arg_fields: vec![field],
+                    number_rows: n,
+                    return_field: Arc::new(Field::new("p", DataType::Utf8, true)),
+                    config_options: Arc::new(ConfigOptions::default()),
+                })
+                .unwrap();
+            let ColumnarValue::Array(out) = out else {
+                panic!("array expected")
+            };
+            out.as_any().downcast_ref::<StringArray>().unwrap().clone()
+        }
+
+        #[derive(Debug, Clone)]
+        enum Row {
+            /// Some time after the previous row.
+            Later(i64),
+            /// Anywhere in time.
+            Jump(i64),
+            /// The previous row's instant again.
+            Same,
+            Null,
+        }
+
+        /// Instants as rows arrive: runs close together in time order (so consecutive rows
+        /// often share a period, and sometimes just cross into the next), jumps, and nulls.
+        fn column() -> impl Strategy<Value = Vec<Option<i64>>> {
+            let row = prop_oneof![
+                4 => (0i64..3 * 86_400_000_000).prop_map(Row::Later),
+                1 => (FROM_US..TO_US).prop_map(Row::Jump),
+                1 => Just(Row::Same),
+                1 => Just(Row::Null),
+            ];
+            (FROM_US..TO_US, proptest::collection::vec(row, 1..40)).prop_map(|(mut at, rows)| {
+                rows.into_iter()
+                    .map(|row| {
+                        match row {
+                            Row::Later(step) => at = (at + step).min(TO_US),
+                            Row::Jump(to) => at = to,
+                            Row::Same => {}
+                            Row::Null => return None,
+                        }
+                        Some(at)
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn each_row_is_labelled_with_the_period_of_its_local_date(
+                micros in column(),
+                tz in proptest::sample::select(ZONES.to_vec()),
+                kind in proptest::sample::select(PeriodKind::ALL.to_vec()),
+                fs in 1u32..=12,
+            ) {
+                let udf = PeriodUdf::new(kind, tz, fs);
+                let mut expected: Vec<Option<String>> = Vec::new();
+                for us in &micros {
+                    let Some(us) = us else {
+                        expected.push(None);
+                        continue;
+                    };
+                    let day = DateTime::from_timestamp_micros(*us).unwrap().with_timezone(&tz).date_naive();
+                    let p = Period::containing(kind, day, fs);
+                    prop_assert!(p.start() <= day && day < p.end(), "{:?} does not hold {}", p, day);
+                    expected.push(Some(p.label()));
+                }
+                let input: ArrayRef = Arc::new(
+                    TimestampMicrosecondArray::from(micros.clone()).with_timezone("UTC"),
+                );
+                let out = invoke(&udf, input);
+                let got: Vec<Option<String>> = out.iter().map(|v| v.map(str::to_string)).collect();
+                prop_assert_eq!(&got, &expected);
+
+                // The same rows as dates (the local dates) get the same labels.
+                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+                let days: Date32Array = micros
+                    .iter()
+                    .map(|us| {
+                        us.map(|us| {
+                            let day = DateTime::from_timestamp_micros(us).unwrap().with_timezone(&tz).date_naive();
+                            (day - epoch).num_days() as i32
+                        })
+                    })
+                    .collect();
+                let out = invoke(&udf, Arc::new(days));
+                let got: Vec<Option<String>> = out.iter().map(|v| v.map(str::to_string)).collect();
+                prop_assert_eq!(&got, &expected);
+            }
+        }
+    }
 }

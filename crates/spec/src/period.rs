@@ -315,4 +315,262 @@ mod tests {
         assert_eq!(Period::parse(PeriodKind::Month, "2025-13", 7), None);
         assert_eq!(Period::parse(PeriodKind::Quarter, "2025-Q5", 7), None);
     }
+
+    mod properties {
+        //! Properties of period bucketing, checked against rules written out by hand from the
+        //! module's documentation rather than against the implementation's own arithmetic.
+        use super::super::*;
+        use chrono::{DateTime, NaiveDateTime, NaiveTime};
+        use chrono_tz::Tz;
+        use proptest::prelude::*;
+
+        const ZONES: [Tz; 5] = [
+            chrono_tz::America::New_York,
+            chrono_tz::America::Los_Angeles,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Europe::London,
+            chrono_tz::UTC,
+        ];
+
+        /// 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z, in seconds.
+        const FROM: i64 = -2_208_988_800;
+        const TO: i64 = 7_258_118_400;
+
+        fn local_time(secs: i64, tz: Tz) -> NaiveDateTime {
+            DateTime::from_timestamp(secs, 0)
+                .expect("in range")
+                .with_timezone(&tz)
+                .naive_local()
+        }
+
+        fn midnight(d: NaiveDate) -> NaiveDateTime {
+            d.and_time(NaiveTime::MIN)
+        }
+
+        fn ymd(y: i32, m: u32, day: u32) -> NaiveDate {
+            NaiveDate::from_ymd_opt(y, m, day).unwrap()
+        }
+
+        /// The first day of the month `k` months after month `m` (1–12) of year `y`.
+        fn month_after(y: i32, m: u32, k: u32) -> NaiveDate {
+            let zero_based = m - 1 + k;
+            ymd(y + (zero_based / 12) as i32, zero_based % 12 + 1, 1)
+        }
+
+        /// The calendar year in which the fiscal year holding `d` begins.
+        fn fiscal_year_begins_in(d: NaiveDate, fs: u32) -> i32 {
+            if d.month() >= fs {
+                d.year()
+            } else {
+                d.year() - 1
+            }
+        }
+
+        /// The documented naming rule: a fiscal year is named by the calendar year it ends in.
+        /// With a January start that is the calendar year itself; otherwise a date in or after
+        /// the first month belongs to the fiscal year named by the next calendar year.
+        fn fiscal_year_name(d: NaiveDate, fs: u32) -> i32 {
+            if fs == 1 {
+                d.year()
+            } else if d.month() >= fs {
+                d.year() + 1
+            } else {
+                d.year()
+            }
+        }
+
+        /// Quarter 1–4 of the fiscal year: months counted from the fiscal start, three a quarter.
+        fn fiscal_quarter(d: NaiveDate, fs: u32) -> u32 {
+            (d.month() + 12 - fs) % 12 / 3 + 1
+        }
+
+        /// First day and first day after of the period of `kind` holding `d`.
+        fn expected_bounds(kind: PeriodKind, d: NaiveDate, fs: u32) -> (NaiveDate, NaiveDate) {
+            let (y, m) = (d.year(), d.month());
+            match kind {
+                PeriodKind::Day => (d, d.succ_opt().unwrap()),
+                PeriodKind::Week => {
+                    // Walk back to the Monday on or before `d`.
+                    let mut start = d;
+                    while start.weekday() != Weekday::Mon {
+                        start = start.pred_opt().unwrap();
+                    }
+                    (start, start + Days::new(7))
+                }
+                PeriodKind::Month => (ymd(y, m, 1), month_after(y, m, 1)),
+                PeriodKind::Quarter => {
+                    let first = match m {
+                        1..=3 => 1,
+                        4..=6 => 4,
+                        7..=9 => 7,
+                        _ => 10,
+                    };
+                    (ymd(y, first, 1), month_after(y, first, 3))
+                }
+                PeriodKind::Year => (ymd(y, 1, 1), ymd(y + 1, 1, 1)),
+                PeriodKind::FiscalYear => {
+                    let begins = fiscal_year_begins_in(d, fs);
+                    (ymd(begins, fs, 1), ymd(begins + 1, fs, 1))
+                }
+                PeriodKind::FiscalQuarter => {
+                    let begins = fiscal_year_begins_in(d, fs);
+                    let offset = (fiscal_quarter(d, fs) - 1) * 3;
+                    (
+                        month_after(begins, fs, offset),
+                        month_after(begins, fs, offset + 3),
+                    )
+                }
+            }
+        }
+
+        fn expected_label(kind: PeriodKind, d: NaiveDate, fs: u32) -> String {
+            let (y, m) = (d.year(), d.month());
+            match kind {
+                PeriodKind::Day => format!("{y:04}-{m:02}-{:02}", d.day()),
+                PeriodKind::Week => {
+                    // ISO 8601: a week belongs to the year its Thursday falls in, and week 1 is
+                    // the one holding that year's first Thursday.
+                    let (monday, _) = expected_bounds(PeriodKind::Week, d, fs);
+                    let thursday = monday + Days::new(3);
+                    format!(
+                        "{:04}-W{:02}",
+                        thursday.year(),
+                        (thursday.ordinal() - 1) / 7 + 1
+                    )
+                }
+                PeriodKind::Month => format!("{y:04}-{m:02}"),
+                PeriodKind::Quarter => format!("{y:04}-Q{}", (m - 1) / 3 + 1),
+                PeriodKind::Year => format!("{y:04}"),
+                PeriodKind::FiscalYear => format!("FY{}", fiscal_year_name(d, fs)),
+                PeriodKind::FiscalQuarter => {
+                    format!("FY{} Q{}", fiscal_year_name(d, fs), fiscal_quarter(d, fs))
+                }
+            }
+        }
+
+        fn kinds() -> impl Strategy<Value = PeriodKind> {
+            proptest::sample::select(PeriodKind::ALL.to_vec())
+        }
+
+        fn zones() -> impl Strategy<Value = Tz> {
+            proptest::sample::select(ZONES.to_vec())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn a_period_holds_the_local_time_it_was_cut_for(
+                secs in FROM..TO,
+                tz in zones(),
+                kind in kinds(),
+                fs in 1u32..=12,
+            ) {
+                let local = local_time(secs, tz);
+                let p = Period::containing(kind, local.date(), fs);
+                prop_assert_eq!(p.kind(), kind);
+                prop_assert!(midnight(p.start()) <= local, "{p:?} starts after {local}");
+                prop_assert!(local < midnight(p.end()), "{p:?} ends before {local}");
+            }
+
+            #[test]
+            fn periods_have_the_documented_bounds_and_labels(
+                secs in FROM..TO,
+                tz in zones(),
+                kind in kinds(),
+                fs in 1u32..=12,
+            ) {
+                let day = local_time(secs, tz).date();
+                let p = Period::containing(kind, day, fs);
+                let (start, end) = expected_bounds(kind, day, fs);
+                prop_assert_eq!(p.start(), start, "{} {} fiscal start {}", kind, day, fs);
+                prop_assert_eq!(p.end(), end, "{} {} fiscal start {}", kind, day, fs);
+                prop_assert_eq!(p.label(), expected_label(kind, day, fs), "{} fiscal start {}", day, fs);
+            }
+
+            #[test]
+            fn fiscal_years_are_named_by_the_year_they_end_in(
+                secs in FROM..TO,
+                tz in zones(),
+                fs in 1u32..=12,
+            ) {
+                let day = local_time(secs, tz).date();
+                let fy = Period::containing(PeriodKind::FiscalYear, day, fs);
+                let name = fiscal_year_name(day, fs);
+                prop_assert_eq!(fy.label(), format!("FY{name}"));
+                // The fiscal year ends (its last day) in the calendar year it is named by.
+                prop_assert_eq!(fy.end().pred_opt().unwrap().year(), name);
+                prop_assert_eq!(fy.start().month(), fs);
+                prop_assert_eq!(fy.start().day(), 1);
+                let fq = Period::containing(PeriodKind::FiscalQuarter, day, fs);
+                prop_assert!(fq.label().starts_with(&format!("FY{name} Q")), "{}", fq.label());
+                // Four fiscal quarters make up the fiscal year, the first starting with it.
+                let mut q = Period::containing(PeriodKind::FiscalQuarter, fy.start(), fs);
+                for n in 1..=4 {
+                    prop_assert_eq!(q.label(), format!("FY{name} Q{n}"));
+                    q = q.next();
+                }
+                prop_assert_eq!(q.start(), fy.end());
+            }
+
+            #[test]
+            fn consecutive_periods_tile_time(
+                secs in FROM..TO,
+                tz in zones(),
+                kind in kinds(),
+                fs in 1u32..=12,
+            ) {
+                let p = Period::containing(kind, local_time(secs, tz).date(), fs);
+                let next = p.next();
+                let prev = p.prev();
+                prop_assert_eq!(next.start(), p.end());
+                prop_assert_eq!(prev.end(), p.start());
+                prop_assert_eq!(next.prev(), p);
+                prop_assert_eq!(prev.next(), p);
+                // The first and last day of the period, and the day after it, land where they
+                // should.
+                prop_assert_eq!(Period::containing(kind, p.start(), fs), p);
+                prop_assert_eq!(Period::containing(kind, p.end().pred_opt().unwrap(), fs), p);
+                prop_assert_eq!(Period::containing(kind, p.end(), fs), next);
+                // Labels of four-digit years sort in time order, so they can be compared.
+                prop_assert!(prev.label() < p.label(), "{} !< {}", prev.label(), p.label());
+                prop_assert!(p.label() < next.label(), "{} !< {}", p.label(), next.label());
+            }
+
+            #[test]
+            fn labels_parse_back_to_the_same_period(
+                secs in FROM..TO,
+                tz in zones(),
+                kind in kinds(),
+                fs in 1u32..=12,
+            ) {
+                let p = Period::containing(kind, local_time(secs, tz).date(), fs);
+                prop_assert_eq!(Period::parse(kind, &p.label(), fs), Some(p));
+                prop_assert_eq!(p.to_string(), p.label());
+            }
+
+            #[test]
+            fn parsing_any_text_never_panics_and_accepts_only_canonical_labels(
+                kind in kinds(),
+                fs in 1u32..=12,
+                text in prop_oneof![
+                    "\\PC*",
+                    proptest::collection::vec(any::<u8>(), 0..24)
+                        .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+                    // Near misses of each label form.
+                    "[0-9]{1,6}-[0-9]{1,3}(-[0-9]{1,3})?",
+                    "[0-9]{1,6}-W[0-9]{1,3}",
+                    "[0-9]{1,6}-Q[0-9]{1,2}",
+                    "FY[0-9]{1,6}( Q[0-9]{1,2})?",
+                    " ?[0-9]{1,6} ?",
+                ],
+            ) {
+                if let Some(p) = Period::parse(kind, &text, fs) {
+                    prop_assert_eq!(p.kind(), kind);
+                    prop_assert_eq!(p.label(), text.trim());
+                    prop_assert_eq!(Period::parse(kind, &p.label(), fs), Some(p));
+                }
+            }
+        }
+    }
 }

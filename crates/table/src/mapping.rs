@@ -614,4 +614,139 @@ at = { type = "timestamp" }
             .batch;
         assert!(b.column(1).is_null(0));
     }
+
+    mod properties {
+        //! Whatever text a source sends, mapping never panics, keeps exactly the rows whose
+        //! every value reads, and rejects the others with a problem that names each value.
+        use super::*;
+        use proptest::prelude::*;
+
+        fn typed_table() -> TableSpec {
+            let text = r#"title = "t"
+timezone = "UTC"
+[[source]]
+kind = "file"
+path = "Cargo.toml"
+[table]
+name = "t"
+[table.columns]
+at = { from = "When", type = "timestamp", required = false }
+n = { from = "Count", type = "int64", required = false }
+x = { from = "Amount", type = "float64", required = false }
+"#;
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("t.toml");
+            goalpost_spec::parse_pipeline(&path, text)
+                .unwrap()
+                .spec
+                .table
+        }
+
+        /// Text of every kind: blank, near-valid and arbitrary.
+        fn cell() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC*",
+                proptest::collection::vec(any::<u8>(), 0..120)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+                "[-+ ]?\\$?[0-9,]{0,10}(\\.[0-9]{0,3})? ?",
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2})?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?)?",
+                Just(String::new()),
+                Just("  ".to_string()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn a_value_that_does_not_parse_is_rejected_naming_it(
+                rows in proptest::collection::vec((cell(), cell(), cell()), 1..8),
+                tz in proptest::sample::select(vec![
+                    chrono_tz::UTC,
+                    chrono_tz::America::New_York,
+                    chrono_tz::Australia::Lord_Howe,
+                ]),
+            ) {
+                let col = |k: usize| -> Vec<Option<&str>> {
+                    rows.iter()
+                        .map(|r| Some([r.0.as_str(), r.1.as_str(), r.2.as_str()][k]))
+                        .collect()
+                };
+                let p = page(
+                    &[("When", col(0)), ("Count", col(1)), ("Amount", col(2))],
+                    true,
+                );
+                let m = map_page(&p, &typed_table(), &IndexMap::new(), tz).unwrap();
+                let timestamp_expected = format!("a timestamp ({TIMESTAMP_FORMS})");
+                let columns = [
+                    ("at", "When", timestamp_expected.as_str()),
+                    ("n", "Count", "an integer"),
+                    ("x", "Amount", "a number"),
+                ];
+                let mut kept = Vec::new();
+                let mut rejected = Vec::new();
+                for (i, r) in rows.iter().enumerate() {
+                    let raws = [&r.0, &r.1, &r.2];
+                    let reads = [
+                        TimestampParser::new(tz, None).parse(raws[0]).is_some(),
+                        parse::parse_i64(raws[1]).is_some(),
+                        parse::parse_f64(raws[2]).is_some(),
+                    ];
+                    let bad: Vec<usize> = (0..3)
+                        .filter(|&k| !raws[k].trim().is_empty() && !reads[k])
+                        .collect();
+                    if bad.is_empty() {
+                        kept.push(i);
+                    } else {
+                        rejected.push((i, bad));
+                    }
+                }
+                prop_assert_eq!(&m.kept, &kept);
+                prop_assert_eq!(m.batch.num_rows(), kept.len());
+                prop_assert_eq!(m.rejected.len(), rejected.len());
+                for (r, (i, bad)) in m.rejected.iter().zip(&rejected) {
+                    prop_assert_eq!(r.index, *i);
+                    prop_assert_eq!(r.problems.len(), bad.len());
+                    let reason = r.reason();
+                    for (problem, &k) in r.problems.iter().zip(bad) {
+                        let raw = [&rows[*i].0, &rows[*i].1, &rows[*i].2][k];
+                        let (column, field, expected) = columns[k];
+                        prop_assert_eq!(&problem.row, &format!("line {}", i + 2));
+                        prop_assert_eq!(problem.column.as_str(), column);
+                        prop_assert_eq!(problem.field.as_str(), field);
+                        prop_assert_eq!(problem.raw.as_deref(), Some(raw.as_str()));
+                        prop_assert_eq!(problem.expected.as_str(), expected);
+                        // The message quotes the value (its first 80 characters).
+                        let shown: String = raw.chars().take(80).collect();
+                        let quoted = format!("{shown:?}");
+                        let open = &quoted[..quoted.len() - 1];
+                        let display = problem.to_string();
+                        for message in [&reason, &display] {
+                            prop_assert!(
+                                message.contains(&format!("column {column:?} (field {field:?}): {open}")),
+                                "{} does not name {:?}", message, raw
+                            );
+                            prop_assert!(message.contains(&format!(" is not {expected}")), "{}", message);
+                            if raw.chars().count() <= 80 {
+                                prop_assert!(message.contains(&format!("{quoted} is not {expected}")), "{}", message);
+                            }
+                        }
+                    }
+                }
+                // Kept rows carry what the parsers read; blank text is a missing value.
+                let at = m.batch.column(0).as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                let n = m.batch.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+                let x = m.batch.column(2).as_primitive::<arrow::datatypes::Float64Type>();
+                for (j, &i) in kept.iter().enumerate() {
+                    let r = &rows[i];
+                    let blank = |s: &str| s.trim().is_empty();
+                    let want_at = (!blank(&r.0)).then(|| TimestampParser::new(tz, None).parse(&r.0)).flatten();
+                    let want_n = (!blank(&r.1)).then(|| parse::parse_i64(&r.1)).flatten();
+                    let want_x = (!blank(&r.2)).then(|| parse::parse_f64(&r.2)).flatten();
+                    prop_assert_eq!(at.is_valid(j).then(|| at.value(j)), want_at);
+                    prop_assert_eq!(n.is_valid(j).then(|| n.value(j)), want_n);
+                    prop_assert_eq!(x.is_valid(j).then(|| x.value(j).to_bits()), want_x.map(f64::to_bits));
+                }
+            }
+        }
+    }
 }

@@ -153,7 +153,7 @@ fn has_offset(s: &str) -> bool {
     let n = b.len();
     (sign(n - 6) && digits(n - 5..n - 3) && b[n - 3] == b':' && digits(n - 2..n))
         || (sign(n - 5) && digits(n - 4..n))
-        || (sign(n - 3) && digits(n - 2..n) && b[n - 6] == b':')
+        || (sign(n - 3) && digits(n - 2..n) && b[n - 4].is_ascii_digit())
 }
 
 /// Dates as `YYYY-MM-DD`, `MM/DD/YYYY`, or the date part of an ISO timestamp.
@@ -176,7 +176,15 @@ pub(crate) fn parse_i64(s: &str) -> Option<i64> {
         // "12.0" from a portal that stores integers as floats; "1,234" or "$1,234" from
         // one that formats them.
         let f = parse_f64(s)?;
-        (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+        // A fraction written out is a fraction, even when a float cannot hold it
+        // ("2251799813685248.81" rounds to a whole f64).
+        let written_fraction = !s.contains(['e', 'E'])
+            && s.split_once('.').is_some_and(|(_, frac)| {
+                frac.trim_end_matches('0')
+                    .bytes()
+                    .any(|b| b.is_ascii_digit())
+            });
+        (!written_fraction && f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
     })
 }
 
@@ -355,5 +363,542 @@ mod tests {
             parse_date("2012-11-20T07:50:59.000"),
             NaiveDate::from_ymd_opt(2012, 11, 20)
         );
+    }
+
+    #[test]
+    fn an_offset_of_whole_hours_after_fractional_seconds_is_read() {
+        // Found by `timestamps_with_an_offset_read_back_as_the_same_instant`: `±HH` was only
+        // recognised right after `:SS`, so this was not read at all.
+        let mut p = TimestampParser::new(chrono_tz::America::New_York, None);
+        assert_eq!(p.parse("1970-01-01T00:00:00.000+00"), Some(0));
+        assert_eq!(
+            p.parse("2018-06-26T10:58:54.123-04"),
+            Some(utc("2018-06-26T14:58:54.123Z"))
+        );
+    }
+
+    #[test]
+    fn a_fraction_lost_to_float_rounding_is_still_not_an_integer() {
+        // Found by `decimals_with_a_fraction_are_not_integers` (minimal failing input).
+        assert_eq!(parse_i64("2251799813685248.81"), None);
+        assert_eq!(parse_i64("4503599627370496.5"), None);
+        assert_eq!(parse_i64("1.0000000000000001"), None);
+    }
+
+    mod properties {
+        //! Property tests: text is built from random values by hand or with chrono's
+        //! formatter, and what the parsers read back is checked against the value it was
+        //! built from, never against the parsers' own arithmetic.
+        use super::super::*;
+        use chrono::{FixedOffset, SecondsFormat};
+        use proptest::prelude::*;
+
+        const ZONES: [Tz; 5] = [
+            chrono_tz::America::New_York,
+            chrono_tz::America::Los_Angeles,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Europe::London,
+            chrono_tz::UTC,
+        ];
+
+        /// 1900-01-01T00:00:00Z .. 2200-01-01T00:00:00Z, in microseconds.
+        const FROM_US: i64 = -2_208_988_800_000_000;
+        const TO_US: i64 = 7_258_118_400_000_000;
+
+        const SECOND: i64 = 1_000_000;
+        const MINUTE: i64 = 60 * SECOND;
+
+        /// Local (floating) forms the parser documents, with the precision each writes.
+        const LOCAL_FORMS: &[(&str, i64)] = &[
+            // Socrata's floating timestamp.
+            ("%Y-%m-%dT%H:%M:%S%.3f", 1_000),
+            ("%Y-%m-%dT%H:%M:%S%.6f", 1),
+            ("%Y-%m-%dT%H:%M:%S", SECOND),
+            ("%Y-%m-%d %H:%M:%S", SECOND),
+            ("%Y-%m-%d %H:%M:%S%.3f", 1_000),
+            ("%Y-%m-%dT%H:%M", MINUTE),
+            ("%Y-%m-%d %H:%M", MINUTE),
+            ("%m/%d/%Y %I:%M:%S %p", SECOND),
+            ("%m/%d/%Y %I:%M %p", MINUTE),
+            ("%m/%d/%Y %H:%M:%S", SECOND),
+            ("%m/%d/%Y %H:%M", MINUTE),
+        ];
+
+        /// The date-and-time part of the forms written with an explicit offset.
+        const OFFSET_BODIES: &[(&str, i64)] = &[
+            ("%Y-%m-%dT%H:%M:%S", SECOND),
+            ("%Y-%m-%dT%H:%M:%S%.3f", 1_000),
+            ("%Y-%m-%dT%H:%M:%S%.6f", 1),
+            ("%Y-%m-%d %H:%M:%S", SECOND),
+            ("%Y-%m-%d %H:%M:%S%.3f", 1_000),
+            ("%Y-%m-%dT%H:%M", MINUTE),
+            ("%Y-%m-%d %H:%M", MINUTE),
+        ];
+
+        #[derive(Debug, Clone, Copy)]
+        enum OffsetStyle {
+            /// `+05:30`
+            Colon,
+            /// `+0530`
+            Compact,
+            /// `+05` (whole hours only)
+            Hours,
+            /// `Z` (UTC only)
+            Zulu,
+        }
+
+        fn zones() -> impl Strategy<Value = Tz> {
+            proptest::sample::select(ZONES.to_vec())
+        }
+
+        fn wall_clock(us: i64, tz: Tz) -> NaiveDateTime {
+            DateTime::from_timestamp_micros(us)
+                .expect("in range")
+                .with_timezone(&tz)
+                .naive_local()
+        }
+
+        /// An offset as it is written after a time, by hand.
+        fn offset_text(minutes: i32, style: OffsetStyle) -> String {
+            let sign = if minutes < 0 { '-' } else { '+' };
+            let (h, m) = (minutes.abs() / 60, minutes.abs() % 60);
+            match style {
+                OffsetStyle::Colon => format!("{sign}{h:02}:{m:02}"),
+                OffsetStyle::Compact => format!("{sign}{h:02}{m:02}"),
+                OffsetStyle::Hours => format!("{sign}{h:02}"),
+                OffsetStyle::Zulu => "Z".to_string(),
+            }
+        }
+
+        /// A random instant written with an explicit offset, and the instant that text means
+        /// (the random one cut to the precision written).
+        fn offset_timestamp() -> impl Strategy<Value = (String, i64)> {
+            (
+                FROM_US..TO_US,
+                0..OFFSET_BODIES.len() + 1,
+                -14 * 60..=14 * 60,
+                prop_oneof![
+                    Just(OffsetStyle::Colon),
+                    Just(OffsetStyle::Compact),
+                    Just(OffsetStyle::Hours),
+                    Just(OffsetStyle::Zulu),
+                ],
+            )
+                .prop_map(|(us, form, minutes, style)| {
+                    let minutes = match style {
+                        OffsetStyle::Hours => minutes / 60 * 60,
+                        OffsetStyle::Zulu => 0,
+                        _ => minutes,
+                    };
+                    let offset = FixedOffset::east_opt(minutes * 60).expect("within a day");
+                    if form == OFFSET_BODIES.len() {
+                        // RFC 3339 as chrono writes it.
+                        let at = DateTime::from_timestamp_micros(us)
+                            .unwrap()
+                            .with_timezone(&offset);
+                        let text = at.to_rfc3339_opts(
+                            SecondsFormat::Micros,
+                            matches!(style, OffsetStyle::Zulu),
+                        );
+                        return (text, us);
+                    }
+                    let (body, precision) = OFFSET_BODIES[form];
+                    let us = us.div_euclid(precision) * precision;
+                    let local = DateTime::from_timestamp_micros(us).unwrap().naive_utc()
+                        + TimeDelta::minutes(i64::from(minutes));
+                    let text = format!("{}{}", local.format(body), offset_text(minutes, style));
+                    (text, us)
+                })
+        }
+
+        /// A random instant written as a local (floating) time in one of the documented forms,
+        /// and the instant, cut to the precision written.
+        fn local_timestamp(tz: Tz) -> impl Strategy<Value = (String, i64)> {
+            (FROM_US..TO_US, 0..LOCAL_FORMS.len()).prop_map(move |(us, form)| {
+                let (fmt, precision) = LOCAL_FORMS[form];
+                let us = us.div_euclid(precision) * precision;
+                (wall_clock(us, tz).format(fmt).to_string(), us)
+            })
+        }
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC*",
+                proptest::collection::vec(any::<u8>(), 0..40)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ]
+        }
+
+        /// A valid timestamp with one to three characters inserted, replaced or removed.
+        fn near_miss_timestamp() -> impl Strategy<Value = String> {
+            let edit = (
+                any::<proptest::sample::Index>(),
+                0..3u8,
+                proptest::sample::select(vec![
+                    '0', '9', '-', '+', ':', '/', '.', ' ', 'T', 'Z', 'z', 'A', 'P', 'M', 'é',
+                    '未', '\u{0301}',
+                ]),
+            );
+            (
+                prop_oneof![
+                    offset_timestamp().prop_map(|(t, _)| t),
+                    local_timestamp(chrono_tz::UTC).prop_map(|(t, _)| t),
+                ],
+                proptest::collection::vec(edit, 1..4),
+            )
+                .prop_map(|(text, edits)| {
+                    let mut chars: Vec<char> = text.chars().collect();
+                    for (at, op, c) in edits {
+                        let i = at.index(chars.len() + 1);
+                        match op {
+                            0 => chars.insert(i, c),
+                            1 if i < chars.len() => chars[i] = c,
+                            _ if i < chars.len() => {
+                                chars.remove(i);
+                            }
+                            _ => chars.push(c),
+                        }
+                    }
+                    chars.into_iter().collect()
+                })
+        }
+
+        /// `n` with commas between groups of three digits, by hand.
+        fn grouped(n: u64) -> String {
+            let digits = n.to_string();
+            let mut out = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            out
+        }
+
+        fn padding() -> impl Strategy<Value = (&'static str, &'static str)> {
+            (
+                proptest::sample::select(vec!["", " ", "  ", "\t"]),
+                proptest::sample::select(vec!["", " ", "\r", "\n"]),
+            )
+        }
+
+        /// Integers: mostly spread over every magnitude, with the edges.
+        fn integers() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                any::<i64>(),
+                (0u32..19, any::<bool>()).prop_flat_map(|(digits, negative)| {
+                    let top = 10i64.saturating_pow(digits);
+                    (0..top.max(1)).prop_map(move |n| if negative { -n } else { n })
+                }),
+                Just(i64::MIN),
+                Just(i64::MAX),
+                Just(0),
+            ]
+        }
+
+        fn finite_f64() -> impl Strategy<Value = f64> {
+            use proptest::num::f64::{NEGATIVE, NORMAL, POSITIVE, SUBNORMAL, ZERO};
+            prop_oneof![
+                POSITIVE | NEGATIVE | NORMAL | SUBNORMAL | ZERO,
+                (-1.0e16..1.0e16f64),
+                (-1.0e6..1.0e6f64),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn timestamps_with_an_offset_read_back_as_the_same_instant(
+                (text, us) in offset_timestamp(),
+                tz in zones(),
+                (lead, trail) in padding(),
+            ) {
+                // The column's zone does not matter when the text carries an offset.
+                let mut p = TimestampParser::new(tz, None);
+                prop_assert_eq!(p.parse(&format!("{lead}{text}{trail}")), Some(us), "{:?}", text);
+            }
+
+            #[test]
+            fn local_timestamps_read_back_as_the_same_instant_in_the_column_zone(
+                (tz, (text, us)) in zones().prop_flat_map(|tz| (Just(tz), local_timestamp(tz))),
+            ) {
+                let mut p = TimestampParser::new(tz, None);
+                let got = p.parse(&text);
+                prop_assert!(got.is_some(), "{:?} in {} was not read", text, tz);
+                let got = got.unwrap();
+                if got != us {
+                    // Only a wall-clock time that happens twice (clocks going back) may be
+                    // read as another instant, and then as the earlier of the two.
+                    prop_assert!(got < us && us - got <= 60 * MINUTE, "{:?} in {}: {} vs {}", text, tz, got, us);
+                    prop_assert_eq!(wall_clock(got, tz), wall_clock(us, tz), "{:?} in {}", text, tz);
+                }
+            }
+
+            #[test]
+            fn a_bare_date_is_local_midnight(
+                us in FROM_US..TO_US,
+                tz in zones(),
+                us_style in any::<bool>(),
+            ) {
+                let day = wall_clock(us, tz).date();
+                let text = day.format(if us_style { "%m/%d/%Y" } else { "%Y-%m-%d" }).to_string();
+                let got = TimestampParser::new(tz, None).parse(&text);
+                prop_assert!(got.is_some(), "{:?}", text);
+                let wall = wall_clock(got.unwrap(), tz);
+                // Midnight, or 01:00 where midnight is skipped by a clock change.
+                prop_assert_eq!(wall.date(), day, "{:?}", text);
+                prop_assert!(
+                    wall.time() == chrono::NaiveTime::MIN
+                        || wall.time() == chrono::NaiveTime::from_hms_opt(1, 0, 0).unwrap(),
+                    "{:?} read as {}", text, wall
+                );
+            }
+
+            #[test]
+            fn wall_clock_times_near_clock_changes_follow_the_documented_rule(
+                year in 1990i32..=2030,
+                tz in proptest::sample::select(ZONES[..4].to_vec()),
+                which in any::<proptest::sample::Index>(),
+                delta_secs in -150 * 60i64..=150 * 60,
+                form in 0..LOCAL_FORMS.len(),
+            ) {
+                let offset_at = |secs: i64| {
+                    use chrono::Offset as _;
+                    DateTime::from_timestamp(secs, 0)
+                        .unwrap()
+                        .with_timezone(&tz)
+                        .offset()
+                        .fix()
+                        .local_minus_utc() as i64
+                };
+                // The instants in `year` at which the zone's offset changes, by bisection
+                // between month starts.
+                let month_start = |m: u32| {
+                    let (y, m) = if m == 13 { (year + 1, 1) } else { (year, m) };
+                    NaiveDate::from_ymd_opt(y, m, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp()
+                };
+                let mut changes = Vec::new();
+                for m in 1..=12 {
+                    let (mut lo, mut hi) = (month_start(m), month_start(m + 1));
+                    let before = offset_at(lo);
+                    if offset_at(hi) == before {
+                        continue;
+                    }
+                    while hi - lo > 1 {
+                        let mid = lo + (hi - lo) / 2;
+                        if offset_at(mid) == before { lo = mid } else { hi = mid }
+                    }
+                    changes.push((hi, before, offset_at(hi)));
+                }
+                prop_assume!(!changes.is_empty());
+                let (change, before, after) = changes[which.index(changes.len())];
+                // A wall-clock time within 2½ hours of the change (as read before it).
+                let wall = change + before + delta_secs;
+                let (fmt, precision) = LOCAL_FORMS[form];
+                let step = precision / SECOND;
+                let wall = if step > 1 { wall.div_euclid(step) * step } else { wall };
+                // The documented rule, worked out from the two offsets alone: before the
+                // change's wall-clock time, the old offset; a time that happens twice is the
+                // first (old offset); a skipped time is read an hour later (new offset).
+                let expected = if wall < change + before {
+                    wall - before
+                } else if wall >= change + after {
+                    wall - after
+                } else {
+                    wall + 3600 - after
+                };
+                let naive = DateTime::from_timestamp(wall, 0).unwrap().naive_utc();
+                let text = naive.format(fmt).to_string();
+                let got = TimestampParser::new(tz, None).parse(&text);
+                prop_assert_eq!(got, Some(expected * SECOND), "{:?} in {} (change at {}: {} -> {})", text, tz, change, before, after);
+            }
+
+            #[test]
+            fn one_parser_reads_a_column_of_mixed_forms_as_fresh_parsers_do(
+                tz in zones(),
+                texts in proptest::collection::vec(
+                    prop_oneof![
+                        offset_timestamp().prop_map(|(t, _)| t),
+                        local_timestamp(chrono_tz::UTC).prop_map(|(t, _)| t),
+                        (FROM_US..TO_US).prop_map(|us| {
+                            wall_clock(us, chrono_tz::UTC).date().format("%m/%d/%Y").to_string()
+                        }),
+                        near_miss_timestamp(),
+                    ],
+                    1..16,
+                ),
+            ) {
+                let mut column = TimestampParser::new(tz, None);
+                for text in &texts {
+                    let fresh = TimestampParser::new(tz, None).parse(text);
+                    prop_assert_eq!(column.parse(text), fresh, "{:?}", text);
+                }
+            }
+
+            #[test]
+            fn bare_integers_are_unix_times_by_their_digit_count(
+                digits in "-?[0-9]{1,18}",
+                tz in zones(),
+            ) {
+                let got = TimestampParser::new(tz, None).parse(&digits);
+                let n: i64 = digits.parse().unwrap();
+                let expected = match digits.trim_start_matches('-').len() {
+                    9 | 10 => DateTime::from_timestamp(n, 0),
+                    12 | 13 => DateTime::from_timestamp_millis(n),
+                    _ => None,
+                };
+                prop_assert_eq!(got, expected.map(|t| t.timestamp_micros()), "{:?}", digits);
+            }
+
+            #[test]
+            fn explicit_epoch_units_take_any_integer_in_range(n in integers(), tz in zones()) {
+                let ms = TimestampParser::new(tz, Some("epoch_ms")).parse(&n.to_string());
+                prop_assert_eq!(ms, DateTime::from_timestamp_millis(n).map(|t| t.timestamp_micros()));
+                let s = TimestampParser::new(tz, Some("epoch_s")).parse(&n.to_string());
+                prop_assert_eq!(s, DateTime::from_timestamp(n, 0).map(|t| t.timestamp_micros()));
+            }
+
+            #[test]
+            fn timestamp_parser_never_panics_on_any_text(
+                text in prop_oneof![any_text(), near_miss_timestamp()],
+                tz in zones(),
+                format in proptest::sample::select(vec![
+                    None,
+                    Some("epoch_ms"),
+                    Some("epoch_s"),
+                    Some("%Y-%m-%dT%H:%M:%S%z"),
+                    Some("%d.%m.%Y %H:%M"),
+                    Some("%Y%m%d"),
+                ]),
+            ) {
+                let got = TimestampParser::new(tz, format).parse(&text);
+                if let Some(us) = got {
+                    prop_assert!(DateTime::from_timestamp_micros(us).is_some());
+                    prop_assert!(text.bytes().any(|b| b.is_ascii_digit()), "{:?} read as {}", text, us);
+                }
+                // Dates never panic either.
+                let _ = parse_date(&text);
+            }
+
+            #[test]
+            fn integers_read_back_plain(n in integers(), (lead, trail) in padding()) {
+                let text = format!("{lead}{n}{trail}");
+                prop_assert_eq!(parse_i64(&text), Some(n));
+                prop_assert_eq!(parse_f64(&text), Some(n as f64));
+            }
+
+            #[test]
+            fn integers_read_back_with_thousands_separators_and_dollars(
+                n in integers(),
+                dollar in any::<bool>(),
+                plus in any::<bool>(),
+                zero_cents in any::<bool>(),
+            ) {
+                let sign = if n < 0 { "-" } else if plus { "+" } else { "" };
+                let text = format!(
+                    "{sign}{}{}{}",
+                    if dollar { "$" } else { "" },
+                    grouped(n.unsigned_abs()),
+                    if zero_cents { ".00" } else { "" },
+                );
+                prop_assert_eq!(parse_f64(&text), Some(n as f64), "{:?}", text);
+                let got = parse_i64(&text);
+                // Within the range a float holds exactly the value is read; past it the
+                // text may be refused, but is never read as another integer.
+                if n.unsigned_abs() < 9_000_000_000_000_000 {
+                    prop_assert_eq!(got, Some(n), "{:?}", text);
+                } else {
+                    prop_assert!(got.is_none() || got == Some(n), "{:?} read as {:?}", text, got);
+                }
+            }
+
+            #[test]
+            fn finite_floats_read_back_exactly(
+                f in finite_f64(),
+                form in 0..4usize,
+                (lead, trail) in padding(),
+            ) {
+                let text = match form {
+                    0 => format!("{f}"),
+                    1 => format!("{f:?}"),
+                    2 => format!("{f:e}"),
+                    _ => format!("{f:E}"),
+                };
+                let got = parse_f64(&format!("{lead}{text}{trail}"));
+                prop_assert_eq!(got.map(f64::to_bits), Some(f.to_bits()), "{:?}", text);
+            }
+
+            #[test]
+            fn amounts_read_back_with_separators_dollars_and_cents(
+                whole in 0u64..1_000_000_000_000_000,
+                frac in "[0-9]{1,6}",
+                negative in any::<bool>(),
+                dollar in any::<bool>(),
+            ) {
+                let sign = if negative { "-" } else { "" };
+                let text = format!(
+                    "{sign}{}{}.{frac}",
+                    if dollar { "$" } else { "" },
+                    grouped(whole)
+                );
+                // The same amount in the plain form the standard library reads.
+                let plain: f64 = format!("{sign}{whole}.{frac}").parse().unwrap();
+                prop_assert_eq!(parse_f64(&text).map(f64::to_bits), Some(plain.to_bits()), "{:?}", text);
+            }
+
+            #[test]
+            fn digits_grouped_other_than_in_threes_are_not_numbers(
+                first in "[0-9]{0,5}",
+                rest in proptest::collection::vec("[0-9]{0,5}", 1..5),
+                frac in proptest::option::of("[0-9]{1,3}"),
+                sign in proptest::sample::select(vec!["", "-", "+"]),
+                dollar in any::<bool>(),
+            ) {
+                let well_grouped = (1..=3).contains(&first.len()) && rest.iter().all(|g| g.len() == 3);
+                prop_assume!(!well_grouped);
+                let mut text = format!("{sign}{}{first}", if dollar { "$" } else { "" });
+                for g in &rest {
+                    text.push(',');
+                    text.push_str(g);
+                }
+                if let Some(f) = frac {
+                    text.push('.');
+                    text.push_str(&f);
+                }
+                prop_assert_eq!(parse_f64(&text), None, "{:?}", text);
+                prop_assert_eq!(parse_i64(&text), None, "{:?}", text);
+            }
+
+            #[test]
+            fn number_parsers_never_panic_and_agree_with_each_other(
+                text in prop_oneof![
+                    any_text(),
+                    "[-+ ]?\\$?[0-9,]{0,14}(\\.[0-9,]{0,4})?([eE][-+]?[0-9]{1,3})? ?",
+                ],
+            ) {
+                let f = parse_f64(&text);
+                if let Some(f) = f {
+                    prop_assert!(f.is_finite(), "{:?} read as {}", text, f);
+                }
+                if let Some(n) = parse_i64(&text) {
+                    prop_assert_eq!(f, Some(n as f64), "{:?} read as the integer {}", text, n);
+                }
+                let _ = parse_bool(&text);
+            }
+
+            /// Also past what a float can tell apart from the integer (see
+            /// `a_fraction_lost_to_float_rounding_is_still_not_an_integer`).
+            #[test]
+            fn decimals_with_a_fraction_are_not_integers(
+                whole in 0u64..9_000_000_000_000_000,
+                frac in "[0-9]{0,6}[1-9]",
+                negative in any::<bool>(),
+            ) {
+                let text = format!("{}{whole}.{frac}", if negative { "-" } else { "" });
+                prop_assert_eq!(parse_i64(&text), None, "{:?}", text);
+            }
+        }
     }
 }
