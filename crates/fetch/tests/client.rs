@@ -221,3 +221,107 @@ async fn requests_to_one_host_keep_to_the_rate_limit() {
         started.elapsed()
     );
 }
+
+/// A raw server that answers connection `n` (from 0) with `answer(n)`: `Reset` closes it
+/// with a TCP reset once the request is read, `Stall` sends the headers and part of the
+/// body and then holds the connection open, `Ok` answers in full.
+#[derive(Clone, Copy)]
+enum Answer {
+    Reset,
+    Stall,
+    Ok,
+}
+
+async fn raw_server(answer: fn(usize) -> Answer) -> (String, Arc<Mutex<usize>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(Mutex::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let n = {
+                let mut c = c.lock().unwrap();
+                *c += 1;
+                *c - 1
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            match answer(n) {
+                Answer::Reset => {
+                    s.set_zero_linger().unwrap();
+                    drop(s);
+                }
+                Answer::Stall => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                        .await;
+                    held.push(s);
+                }
+                Answer::Ok => {
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            }
+        }
+    });
+    (format!("http://{addr}/data.json"), count)
+}
+
+#[tokio::test]
+async fn transport_faults_are_retried_then_reported() {
+    // Connection refused: nothing listens on the port any more.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (c, waits) = client(&settings());
+    let refused = Request::new(Url::parse(&format!("http://127.0.0.1:{port}/x.json")).unwrap());
+    let err = c.get(&refused).await.unwrap_err().to_string();
+    assert!(err.contains("gave up after 4 attempts"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert_eq!(
+        waits.lock().unwrap().len(),
+        3,
+        "three waits between four attempts"
+    );
+
+    // Connections reset twice, then an answer: the answer is read.
+    let (url, count) = raw_server(|n| if n < 2 { Answer::Reset } else { Answer::Ok }).await;
+    let (c, _) = client(&settings());
+    let r = c
+        .get(&Request::new(Url::parse(&url).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(&r.body[..], b"ok");
+    assert_eq!(*count.lock().unwrap(), 3);
+
+    // Reset every time: the error says so after the retries.
+    let (url, _) = raw_server(|_| Answer::Reset).await;
+    let (c, _) = client(&settings());
+    let err = c
+        .get(&Request::new(Url::parse(&url).unwrap()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gave up after 4 attempts"), "{err}");
+
+    // A body that stops mid-way: the read times out, the request is retried and the
+    // second answer is read.
+    let (url, count) = raw_server(|n| if n == 0 { Answer::Stall } else { Answer::Ok }).await;
+    let mut quick = settings();
+    quick.timeout = Duration::from_millis(300);
+    let (c, _) = client(&quick);
+    let r = c
+        .get(&Request::new(Url::parse(&url).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(&r.body[..], b"ok");
+    assert_eq!(*count.lock().unwrap(), 2);
+}
