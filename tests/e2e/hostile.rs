@@ -186,3 +186,91 @@ fn walk(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A pipeline over one local document `requests.<ext>` with columns id, created, category.
+fn odd_document(dir: &std::path::Path, ext: &str, bytes: &[u8]) -> Project {
+    let data = dir.join(format!("requests.{ext}"));
+    std::fs::write(&data, bytes).unwrap();
+    std::fs::write(
+        dir.join("requests.toml"),
+        format!(
+            r#"title = "Requests"
+timezone = "UTC"
+as_of = "2024-03-03"
+
+[[source]]
+kind = "file"
+path = {:?}
+
+[table]
+name = "requests"
+key = ["id"]
+time = "created_at"
+
+[table.columns]
+id = {{ type = "int64" }}
+created_at = {{ from = "created", type = "timestamp" }}
+category = {{ type = "string" }}
+
+[[indicator]]
+id = "requests"
+title = "Requests"
+period = "day"
+measure = "count"
+min_count = 0
+"#,
+            data.display().to_string(),
+        ),
+    )
+    .unwrap();
+    Project::new(dir)
+}
+
+#[test]
+fn odd_documents_load_whole_or_fail_naming_the_place() {
+    // A 10 MB field loads, whole.
+    let dir = tempfile::tempdir().unwrap();
+    let big = "y".repeat(10 * 1024 * 1024);
+    let csv =
+        format!("id,created,category\n1,2024-03-01 10:00:00,{big}\n2,2024-03-01 11:00:00,b\n");
+    let p = odd_document(dir.path(), "csv", csv.as_bytes());
+    p.ok(&["run"]);
+    let runs: serde_json::Value = serde_json::from_str(&p.ok(&["runs", "--json"])).unwrap();
+    assert_eq!(runs[0]["rows_written"], 2);
+    let snapshot = p.current().join("data/requests.parquet");
+    assert!(std::fs::metadata(&snapshot).unwrap().len() > 0);
+
+    // Invalid UTF-8 in a field: the run fails naming the file and line; nothing is published.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes =
+        b"id,created,category\n1,2024-03-01 10:00:00,ok\n2,2024-03-01 11:00:00,caf".to_vec();
+    bytes.extend_from_slice(&[0xe9, 0xff, b'\n']);
+    let p = odd_document(dir.path(), "csv", &bytes);
+    let out = p.goalpost(&["run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("requests.csv") && err.contains("UTF-8"),
+        "{err}"
+    );
+    assert!(!p.current().exists());
+
+    // JSON nested 100,000 deep: refused with a message naming the file, without
+    // exhausting the stack.
+    let dir = tempfile::tempdir().unwrap();
+    let depth = 100_000;
+    let json = format!(
+        "[{{\"id\": 1, \"created\": \"2024-03-01T10:00:00\", \"category\": {}{}}}]",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let p = odd_document(dir.path(), "json", json.as_bytes());
+    let out = p.goalpost(&["run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("requests.json") && err.contains("recursion limit"),
+        "{err}"
+    );
+    assert!(!p.current().exists());
+}
