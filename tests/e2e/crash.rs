@@ -202,3 +202,46 @@ fn two_runs_of_one_pipeline_at_once_one_is_refused() {
     first.wait().unwrap();
     project.ok(&["run", "bike-counts"]);
 }
+
+#[test]
+fn two_pipelines_publishing_at_once_both_land() {
+    let project = Project::new(&demo_dir());
+    project.ok(&["run"]);
+    for round in 0..3 {
+        let spawn = |id: &str| {
+            Command::new(env!("CARGO_BIN_EXE_goalpost"))
+                .arg("--config")
+                .arg(project.path().join("config/goalpost.toml"))
+                .args(["run", id, "--full"])
+                .env_remove("GOALPOST_CONFIG")
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        let mut a = spawn("bike-counts");
+        let mut b = spawn("sf-fire-ems");
+        assert!(a.wait().unwrap().success(), "round {round}");
+        assert!(b.wait().unwrap().success(), "round {round}");
+        // Each publish merged its part into the digest the other left: both runs' parts,
+        // and the third pipeline's, are in what is current.
+        let digest = project.digest();
+        let runs: serde_json::Value =
+            serde_json::from_str(&project.ok(&["runs", "--json"])).unwrap();
+        for id in ["bike-counts", "sf-fire-ems"] {
+            let newest = runs
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["pipeline"] == id)
+                .unwrap();
+            assert_eq!(
+                crate::pipeline_part(&digest, id)["run_id"],
+                newest["id"],
+                "round {round}: {id}"
+            );
+        }
+        crate::pipeline_part(&digest, "nyc-311");
+    }
+}
