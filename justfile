@@ -28,3 +28,9 @@ lint:
 
 fmt:
     cargo fmt --all
+
+# Fuzz the source decoders and the config and pipeline parsers, each for SECONDS (default
+# 60). Needs nightly Rust and cargo-fuzz (`cargo install cargo-fuzz`). An input that
+# crashes is saved under fuzz/artifacts/<target>/; turn it into a regression test.
+fuzz seconds="60":
+    for t in source_documents pipeline_file config_file; do cargo +nightly fuzz run $t -- -max_total_time={{seconds}} || exit 1; done
