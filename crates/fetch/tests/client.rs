@@ -230,6 +230,8 @@ enum Answer {
     Reset,
     Stall,
     Ok,
+    /// Announces a 2 GiB body, sends 1 MiB of it and keeps sending while read.
+    Huge,
 }
 
 async fn raw_server(answer: fn(usize) -> Answer) -> (String, Arc<Mutex<usize>>) {
@@ -258,6 +260,14 @@ async fn raw_server(answer: fn(usize) -> Answer) -> (String, Arc<Mutex<usize>>) 
                     let _ = s
                         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
                         .await;
+                    held.push(s);
+                }
+                Answer::Huge => {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2147483648\r\n\r\n")
+                        .await;
+                    let chunk = vec![b'x'; 1 << 20];
+                    let _ = s.write_all(&chunk).await;
                     held.push(s);
                 }
                 Answer::Ok => {
@@ -311,6 +321,22 @@ async fn transport_faults_are_retried_then_reported() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("gave up after 4 attempts"), "{err}");
+
+    // A 2 GiB response, with the default limits: refused as announced, before its body is
+    // read, and not retried.
+    let (url, count) = raw_server(|_| Answer::Huge).await;
+    let (c, waits) = client(&settings());
+    let err = c
+        .get(&Request::new(Url::parse(&url).unwrap()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the response is 2048 MiB, more than max_response_mib = 512"),
+        "{err}"
+    );
+    assert_eq!(*count.lock().unwrap(), 1);
+    assert!(waits.lock().unwrap().is_empty());
 
     // A body that stops mid-way: the read times out, the request is retried and the
     // second answer is read.
