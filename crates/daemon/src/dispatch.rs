@@ -203,10 +203,6 @@ impl Dispatcher {
         }
         cancelled
     }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
 }
 
 #[cfg(test)]

@@ -49,9 +49,6 @@ impl From<&RunRecord> for RunSummary {
     }
 }
 
-/// How far back to look for a pipeline's last successful run.
-const HISTORY: usize = 500;
-
 /// Every configured pipeline's standing at `now`, in file-name order.
 pub fn statuses(
     loaded: &LoadedPipelines,
@@ -73,11 +70,8 @@ pub fn statuses(
         .collect();
     ids.sort_by(|a, b| a.0.cmp(b.0));
     for (id, pipeline, load_error) in ids {
-        let runs = state.runs(Some(id), HISTORY)?;
-        let last_success = runs
-            .iter()
-            .find(|r| r.status == RunStatus::Succeeded)
-            .and_then(|r| r.ended_at);
+        let last = state.runs(Some(id), 1)?;
+        let last_success = state.last_success(id)?;
         let schedule = pipeline.and_then(|p| p.schedule.as_ref());
         out.push(PipelineStatus {
             id: id.to_string(),
@@ -86,7 +80,7 @@ pub fn statuses(
             timezone: pipeline.map(|p| p.tz.name().to_string()),
             catch_up: pipeline.map(|p| p.spec.catch_up),
             next_run: schedule.and_then(|s| s.next_after(now)),
-            last_run: runs.first().map(RunSummary::from),
+            last_run: last.first().map(RunSummary::from),
             last_success,
             data_age_seconds: last_success.map(|t| (now - t).num_seconds().max(0)),
             running: locks.iter().find(|l| l.pipeline == id).cloned(),

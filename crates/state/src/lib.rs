@@ -803,6 +803,23 @@ impl StateStore {
             .ok_or_else(|| StateError::NotFound(format!("no news item {id:?}")))
     }
 
+    /// When the newest successful run of a pipeline finished (held figures or not: its
+    /// table was refreshed), if any has.
+    pub fn last_success(&self, pipeline: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "{SELECT_RUN} WHERE pipeline = ?1 AND status = 'succeeded'
+                     ORDER BY started_at DESC, id DESC LIMIT 1"
+                ),
+                [pipeline],
+                run_record,
+            )
+            .optional()
+            .map(|r| r.and_then(|r| r.ended_at))
+            .map_err(|e| self.err(e))
+    }
+
     /// The newest run of a pipeline that succeeded without holding its figures and recorded
     /// its table's row count, other than `except`: what a row-count check compares with.
     pub fn last_good_run(
@@ -954,6 +971,22 @@ mod tests {
         assert_eq!(store.runs(Some("a"), 10).unwrap().len(), 1);
         assert_eq!(store.run("r2").unwrap().unwrap().pipeline, "b");
         assert!(store.run("nope").unwrap().is_none());
+        // The last success: none while runs fail or go on; then the newest that succeeded,
+        // held figures or not, whatever failed after it.
+        assert_eq!(store.last_success("a").unwrap(), None);
+        assert_eq!(store.last_success("b").unwrap(), None);
+        let ok = |held: Option<&str>| RunEnd {
+            succeeded: true,
+            held: held.map(Into::into),
+            ..Default::default()
+        };
+        store.start_run("r3", "a", t(10)).unwrap();
+        store.finish_run("r3", t(12), &ok(None)).unwrap();
+        store.start_run("r4", "a", t(20)).unwrap();
+        store.finish_run("r4", t(23), &ok(Some("held"))).unwrap();
+        store.start_run("r5", "a", t(30)).unwrap();
+        store.finish_run("r5", t(31), &RunEnd::default()).unwrap();
+        assert_eq!(store.last_success("a").unwrap(), Some(t(23)));
     }
 
     #[test]
