@@ -78,7 +78,7 @@ pub async fn serve(
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -87,8 +87,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/runs/{id}", get(run))
         .route("/api/pipelines/{id}/run", post(trigger))
         .fallback(site)
-        .with_state(shared)
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .with_state(shared);
+    guarded(app)
+}
+
+/// The limits every request meets, around any routes: the body size limit, the request
+/// timeout and response compression.
+fn guarded(app: Router) -> Router {
+    app.layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -499,6 +505,84 @@ mod tests {
             HeaderValue::from_static("Bearer s3cret2"),
         );
         assert!(!authorized(&h, "s3cret"));
+    }
+
+    /// Serves `app` on a loopback port; returns the address and the switch that stops it.
+    async fn start(app: Router) -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve(listener, app, rx));
+        (addr, tx)
+    }
+
+    /// Reads until the server closes the connection.
+    async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    // The clock is paused: it moves only when every task waits, straight to the next timer,
+    // so the elapsed times below are exact.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off_at_the_header_timeout() {
+        use tokio::io::AsyncWriteExt as _;
+        let app = guarded(Router::new().route("/", get(|| async { "hello" })));
+        let (addr, _stop) = start(app).await;
+
+        // A complete request is answered, and the connection stays open for the next one.
+        let mut quick = tokio::net::TcpStream::connect(addr).await.unwrap();
+        quick
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut quick).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("hello"), "{answer}");
+
+        let begun = tokio::time::Instant::now();
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Trickle: ")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut slow).await;
+        let waited = begun.elapsed();
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer}"
+        );
+        assert!(
+            waited >= HEADER_TIMEOUT && waited < HEADER_TIMEOUT + Duration::from_secs(1),
+            "closed after {waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_takes_too_long_is_answered_408_at_the_request_timeout() {
+        use tokio::io::AsyncWriteExt as _;
+        let slow = || async {
+            tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
+            "too late"
+        };
+        let app = guarded(Router::new().route("/slow", get(slow)));
+        let (addr, _stop) = start(app).await;
+
+        let begun = tokio::time::Instant::now();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut client).await;
+        let waited = begun.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(!answer.contains("too late"), "{answer}");
+        assert!(
+            waited >= REQUEST_TIMEOUT && waited < REQUEST_TIMEOUT + Duration::from_secs(1),
+            "answered after {waited:?}"
+        );
     }
 
     #[test]
