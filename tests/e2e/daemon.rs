@@ -338,6 +338,10 @@ fn the_daemon_runs_on_schedule_serves_the_site_and_stops_cleanly() {
     assert_eq!(status, 401);
     let auth = [("Authorization", "Bearer s3cret-t0ken")];
     assert_eq!(http(&addr, "POST", "/api/pipelines/nope/run", &auth).0, 404);
+    for id in ["..%2F..%2Fx", "%2e%2e", "bike-counts%2F..%2Fsf-fire-ems"] {
+        let path = format!("/api/pipelines/{id}/run");
+        assert_eq!(http(&addr, "POST", &path, &auth).0, 404, "{path}");
+    }
     let (status, _, body) = http(&addr, "POST", "/api/pipelines/bike-counts/run", &auth);
     assert!(
         status == 202 || status == 409,
@@ -493,6 +497,87 @@ fn the_daemon_runs_on_schedule_serves_the_site_and_stops_cleanly() {
             .iter()
             .all(|p| p["running"].is_null())
     );
+}
+
+#[test]
+fn a_run_still_going_after_the_grace_period_is_cancelled_and_recorded_interrupted() {
+    // A portal that accepts the connection and never answers: the run stays in its fetch.
+    let portal = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let portal_addr = portal.local_addr().unwrap();
+    let (accepted, connections) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in portal.incoming() {
+            // Keep the connection open and silent.
+            if accepted.send(stream).is_err() {
+                break;
+            }
+        }
+    });
+    let pipelines = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(demo_dir().join("sf-fire-ems.toml")).unwrap();
+    let source = "kind = \"file\"\npath = \"data/sffire/fire_department_calls_2016.csv\"\n";
+    assert!(text.contains(source));
+    let text = text.replace(
+        source,
+        &format!("kind = \"http\"\nurl = \"http://{portal_addr}/calls.csv\"\n"),
+    );
+    std::fs::write(pipelines.path().join("sf-fire-ems.toml"), text).unwrap();
+    let project = Project::new(pipelines.path());
+    let config = project.path().join("config/goalpost.toml");
+    let mut settings = std::fs::read_to_string(&config).unwrap();
+    settings.push_str("\n[fetch]\ntimeout = \"1h\"\n\n[daemon]\ngrace_period = \"1s\"\n");
+    std::fs::write(&config, settings).unwrap();
+
+    // Never run before, so the daemon catches up at once and the run connects to the portal.
+    let d = Daemon::start(&project);
+    let _held = connections
+        .recv_timeout(PATIENCE)
+        .expect("the run connects to the portal")
+        .unwrap();
+    let running = project.ok(&["status", "--json"]);
+    let running: serde_json::Value = serde_json::from_str(&running).unwrap();
+    let run_id = running[0]["running"]["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a run in progress: {running}"))
+        .to_string();
+
+    d.signal("TERM");
+    let (tx, rx) = mpsc::channel();
+    let mut child = d.child;
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    // The grace period is 1 s and the run would wait an hour: the daemon must cancel it.
+    let status = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the daemon exits soon after its grace period")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+    let logged: Vec<serde_json::Value> = d.seen.into_iter().chain(d.logs.iter()).collect();
+    let cancelled = logged
+        .iter()
+        .find(|v| event(v, "cancelled runs still going after the grace period"))
+        .unwrap_or_else(|| panic!("no cancellation logged: {logged:?}"));
+    assert_eq!(cancelled["cancelled"], 1, "{cancelled}");
+
+    // The run is recorded as interrupted, its lock is free, and nothing was published.
+    let runs = project.ok(&["runs", "--json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let run = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == run_id.as_str())
+        .unwrap_or_else(|| panic!("run {run_id} in {runs}"));
+    assert_eq!(run["status"], "interrupted", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("interrupted"),
+        "{run}"
+    );
+    let status = project.ok(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert!(status[0]["running"].is_null(), "{status}");
+    assert!(!project.current().exists());
 }
 
 /// This process's identity as the run lock records it (boot id and start time).

@@ -6,7 +6,7 @@ use crate::Project;
 const SCRIPT: &str = "<script>alert(1)</script>";
 const ATTRIBUTE: &str = "\"><img src=x onerror=alert(1)>";
 const CDATA: &str = "]]><!-- x";
-const BELL: &str = "bell\u{7}and\u{1b}[31mescape";
+const BELL: &str = "bell\u{7}and\u{1b}[31mescape\u{0}nul";
 const FORMULA: &str = "=HYPERLINK(\"http://evil.example\",\"click\")";
 
 #[test]
@@ -106,7 +106,7 @@ publish_for = "90d"
         "&lt;script&gt;alert(1)&lt;&#x2f;script&gt;",
         "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;",
         "]]&gt;&lt;!-- x",
-        "belland[31mescape",
+        "belland[31mescapenul",
         &long,
     ] {
         assert!(goal.contains(escaped), "{escaped:?} in the goal page");
@@ -124,9 +124,20 @@ publish_for = "90d"
         assert!(groups.iter().any(|g| g == v), "{v:?} in digest.json");
     }
     let text = std::fs::read_to_string(current.join("digest.json")).unwrap();
+    for escaped in ["\\u0007", "\\u001b", "\\u0000"] {
+        assert!(
+            text.contains(escaped),
+            "control characters are escaped in JSON: {escaped}"
+        );
+    }
+    // The Atom feed holds no control character either, NUL included (the charts are inline
+    // SVG in the pages checked above).
+    let feed = std::fs::read_to_string(current.join("feed.atom")).unwrap();
     assert!(
-        text.contains("\\u0007"),
-        "control characters are escaped in JSON"
+        !feed
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+        "a control character in feed.atom"
     );
 
     // Atom: a real feed reader reads the hostile title and category back as text.

@@ -284,3 +284,50 @@ fn hostile_config_files_are_refused_with_their_position() {
         assert!(!p.current().exists());
     }
 }
+
+#[test]
+fn a_pipeline_id_with_dot_dot_never_becomes_a_path() {
+    let pipelines = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(repo().join("pipelines/demo/bike-counts.toml")).unwrap();
+    std::os::unix::fs::symlink(
+        repo().join("pipelines/demo/data"),
+        pipelines.path().join("data"),
+    )
+    .unwrap();
+    std::fs::write(
+        pipelines.path().join("bikes.toml"),
+        format!("id = \"../../escaped\"\n{good}"),
+    )
+    .unwrap();
+    // "...toml" names the id "..", which is not a pipeline id either.
+    std::fs::write(pipelines.path().join("...toml"), &good).unwrap();
+    let p = Project::new(pipelines.path());
+
+    let out = p.goalpost(&["validate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("bikes.toml:1:6: id \"../../escaped\" differs from the file name"),
+        "{err}"
+    );
+    assert!(err.contains("\"..\" is not a valid pipeline id"), "{err}");
+
+    for id in ["../../escaped", "..", "../bikes", "bikes/../../x"] {
+        let out = p.goalpost(&["run", id]);
+        assert!(!out.status.success(), "run {id}");
+        let err = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            err.contains("has errors") || err.contains("no pipeline"),
+            "{id}: {err}"
+        );
+    }
+    // Nothing was written anywhere: not beside the project, not in it.
+    let outside = p.path().parent().unwrap().join("escaped");
+    assert!(!outside.exists());
+    assert!(!p.path().join("data/raw").exists());
+    assert!(!p.current().exists());
+}

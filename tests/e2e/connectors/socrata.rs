@@ -343,3 +343,102 @@ async fn the_csv_format_loads_the_same_rows() {
     );
     assert_same(&h.table().await, &expected(&dataset.read().unwrap()));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_never_appears_in_logs_run_records_recordings_or_errors() {
+    const TOKEN: &str = "s3cret-soda-t0ken";
+    const WRONG: &str = "wr0ng-soda-t0ken";
+    let (_dataset, server) = serve(
+        Some(300),
+        SocrataOptions {
+            app_token: Some(TOKEN.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let h = harness(
+        &server,
+        100,
+        "app_token_env = \"GOALPOST_SECRET_FOR_TEST\"\n",
+    );
+    let config = h.dir.path().join("config/goalpost.toml");
+    // The real binary, logging everything it can (every crate at trace level), with the
+    // right token and then a wrong one.
+    let mut logged = String::new();
+    for (token, succeeds) in [(TOKEN, true), (WRONG, false)] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_goalpost"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--log-format", "json", "run"])
+            .env_remove("GOALPOST_CONFIG")
+            .env("RUST_LOG", "trace")
+            .env("GOALPOST_SECRET_FOR_TEST", token)
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.success(), succeeds, "{token}: {text}");
+        logged.push_str(&text);
+    }
+    // The wrong token was refused, and the error says what to check.
+    assert!(logged.contains("403"), "{logged}");
+    assert!(logged.contains("app_token_env"), "{logged}");
+    // The token went to the portal, in a header.
+    assert!(
+        server
+            .log
+            .requests()
+            .iter()
+            .any(|r| r.header("x-app-token") == Some(TOKEN))
+    );
+
+    // It is in no log line, no error, no run record (the state store's files, byte for byte),
+    // no raw recording, no table file and no published file.
+    let records = {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_goalpost"))
+            .arg("--config")
+            .arg(&config)
+            .args(["runs", "--json"])
+            .env_remove("GOALPOST_CONFIG")
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(records.contains("failed"), "{records}");
+    let files = files_under(h.dir.path());
+    assert!(
+        files.iter().any(|f| f.ends_with("responses.ndjson")),
+        "the runs were recorded: {files:?}"
+    );
+    for secret in [TOKEN, WRONG] {
+        assert!(!logged.contains(secret), "{secret} in the logs");
+        assert!(!records.contains(secret), "{secret} in the run records");
+        for file in &files {
+            let bytes = std::fs::read(file).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} in {}",
+                file.display()
+            );
+        }
+    }
+}
