@@ -272,6 +272,24 @@ impl Checker<'_> {
                 at,
                 format!("url {url:?} is not a web address; expected one starting with https:// or http://"),
             );
+        } else if let Some(found) = credential_in_url(url) {
+            // Pipeline files are shared and URLs are logged, recorded and shown in errors:
+            // a credential belongs in the environment, sent as a header.
+            let instead = match spec {
+                SourceSpec::Http(_) => "name an environment variable with auth_env",
+                SourceSpec::Socrata(_) => "name an environment variable with app_token_env",
+                SourceSpec::Ckan(_) | SourceSpec::Opendatasoft(_) => {
+                    "name an environment variable with api_key_env"
+                }
+                SourceSpec::Arcgis(_) => "name an environment variable with token_env",
+                _ => "leave it out; this source sends no credentials",
+            };
+            self.at(
+                at,
+                format!(
+                    "url holds a credential ({found}); keep secrets out of pipeline files: {instead}"
+                ),
+            );
         }
         let ceiling = match spec {
             SourceSpec::Socrata(_) => Some(50_000),
@@ -1037,6 +1055,31 @@ fn column_list(spec: &PipelineSpec) -> String {
         .join(", ")
 }
 
+/// Query parameters that carry credentials on the portals goalpost reads.
+const SECRET_PARAMS: &[&str] = &[
+    "$$app_token",
+    "app_token",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "password",
+    "secret",
+];
+
+/// What in `url` is a credential, named without its value: a password in the address or a
+/// query parameter that carries a token.
+fn credential_in_url(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    if parsed.password().is_some() {
+        return Some("a password before the host".into());
+    }
+    parsed.query_pairs().find_map(|(k, v)| {
+        (!v.is_empty() && SECRET_PARAMS.iter().any(|p| k.eq_ignore_ascii_case(p)))
+            .then(|| format!("the query parameter {k}"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1274,6 +1317,47 @@ column = "n"
             m.contains("b.toml:8:8: table \"t\" already belongs to pipeline \"a\""),
             "{m}"
         );
+    }
+
+    #[test]
+    fn credentials_in_source_urls_are_refused_without_being_repeated() {
+        let with_url = |kind: &str, url: &str| {
+            let extra = if kind == "socrata" {
+                "dataset = \"abcd-1234\"\n"
+            } else {
+                ""
+            };
+            GOOD.replace(
+                "kind = \"file\"\npath = \"Cargo.toml\"\n",
+                &format!("kind = \"{kind}\"\nurl = \"{url}\"\n{extra}"),
+            )
+        };
+        for (kind, url, want) in [
+            (
+                "http",
+                "https://city:hunter2@data.example.gov/x.csv",
+                "url holds a credential (a password before the host); keep secrets out of pipeline files: name an environment variable with auth_env",
+            ),
+            (
+                "socrata",
+                "https://data.example.gov/?$$app_token=hunter2",
+                "(the query parameter $$app_token); keep secrets out of pipeline files: name an environment variable with app_token_env",
+            ),
+            (
+                "http",
+                "https://data.example.gov/x.csv?foo=1&API_KEY=hunter2",
+                "(the query parameter API_KEY)",
+            ),
+        ] {
+            let text = with_url(kind, url);
+            assert!(text.contains(url), "the test pipeline uses the url");
+            let m = messages(pipeline("p.toml", &text));
+            assert!(m.iter().any(|m| m.contains(want)), "{url}: {m:#?}");
+            assert!(!m.iter().any(|m| m.contains("hunter2")), "{m:#?}");
+        }
+        // Ordinary parameters and an empty token are fine.
+        let text = with_url("http", "https://data.example.gov/x.csv?format=csv&token=");
+        assert!(pipeline("p.toml", &text).is_ok());
     }
 
     #[test]
