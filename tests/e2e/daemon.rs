@@ -278,6 +278,12 @@ fn the_daemon_runs_on_schedule_serves_the_site_and_stops_cleanly() {
     let (status, hs, _) = http(&addr, "GET", "/feed.atom", &[("Accept-Encoding", "gzip")]);
     assert_eq!(status, 200);
     assert_eq!(header(&hs, "content-encoding"), Some("gzip"));
+    // The gzipped and the plain bytes share a tag, so it must be a weak one.
+    assert!(header(&hs, "etag").unwrap().starts_with("W/\""), "{hs:?}");
+    assert!(
+        header(&hs, "vary").is_some_and(|v| v.to_ascii_lowercase().contains("accept-encoding")),
+        "{hs:?}"
+    );
     assert!(
         header(&hs, "content-type")
             .unwrap()

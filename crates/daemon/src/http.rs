@@ -367,10 +367,11 @@ async fn site(State(s): State<Arc<Shared>>, req: Request) -> Response {
         return error(StatusCode::NOT_FOUND, "not found");
     }
     let modified = meta.modified().ok();
+    // Weak: the same file may go out gzipped or not, and ranges are not served.
     let etag = {
         use std::os::unix::fs::MetadataExt;
         format!(
-            "\"{:x}-{:x}-{:x}\"",
+            "W/\"{:x}-{:x}-{:x}\"",
             meta.ino(),
             meta.len(),
             meta.mtime_nsec() ^ meta.mtime()
