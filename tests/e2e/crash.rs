@@ -169,6 +169,8 @@ fn a_full_disk_while_publishing_fails_the_run_and_leaves_current_alone() {
 #[test]
 fn two_runs_of_one_pipeline_at_once_one_is_refused() {
     let project = Project::new(&demo_dir());
+    // A table to keep up: compaction and vacuum take the same lock as runs.
+    project.ok(&["run", "bike-counts"]);
     // The first run holds the pipeline (paused while fetching) ...
     let mut first = Command::new(env!("CARGO_BIN_EXE_goalpost"))
         .arg("--config")
@@ -196,11 +198,41 @@ fn two_runs_of_one_pipeline_at_once_one_is_refused() {
             && err.contains(&format!("by process {}", first.id())),
         "{err}"
     );
-    // Another pipeline is not held up.
+    // Nor may table upkeep touch its table meanwhile (a dry run only reads).
+    for upkeep in [&["compact"][..], &["vacuum", "bicycle_counts"][..]] {
+        let out = project.goalpost(upkeep);
+        assert!(!out.status.success(), "{upkeep:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("pipeline bike-counts is already running"),
+            "{upkeep:?}: {err}"
+        );
+    }
+    project.ok(&["vacuum", "--dry-run", "bicycle_counts"]);
+    // Another pipeline is not held up, nor its upkeep.
     project.ok(&["run", "sf-fire-ems"]);
+    project.ok(&["compact", "fire_ems_responses"]);
     first.kill().unwrap();
     first.wait().unwrap();
     project.ok(&["run", "bike-counts"]);
+    // Upkeep let go of its locks: nothing is left running, and no upkeep shows as a run.
+    project.ok(&["compact"]);
+    project.ok(&["vacuum"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&project.ok(&["status", "--json"])).unwrap();
+    assert!(
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["running"].is_null()),
+        "{status}"
+    );
+    let runs = project.ok(&["runs", "--json"]);
+    assert!(
+        !runs.contains("compact-") && !runs.contains("vacuum-"),
+        "{runs}"
+    );
 }
 
 #[test]

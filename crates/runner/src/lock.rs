@@ -91,6 +91,8 @@ pub(crate) struct RunLock {
     pipeline: String,
     run_id: String,
     released: bool,
+    /// Whether `run_id` is a run in the history (table upkeep holds the lock without one).
+    recorded: bool,
 }
 
 impl RunLock {
@@ -129,6 +131,7 @@ impl RunLock {
                     pipeline: pipeline.to_string(),
                     run_id: run_id.to_string(),
                     released: false,
+                    recorded: true,
                 })
             }
             Ok(LockOutcome::Held(h)) => {
@@ -140,6 +143,20 @@ impl RunLock {
                 Err(e.into())
             }
         }
+    }
+
+    /// Take the lock for table upkeep (compaction, vacuum), which is not a run in the
+    /// history: a pipeline's table has one writer at a time.
+    pub(crate) fn take_for_upkeep(
+        state: &mut StateStore,
+        state_db: PathBuf,
+        pipeline: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Self, crate::RunError> {
+        let mut lock = Self::take(state, state_db, pipeline, id, at)?;
+        lock.recorded = false;
+        Ok(lock)
     }
 
     /// The run finished (and its end is recorded): let go of the lock.
@@ -160,6 +177,11 @@ impl Drop for RunLock {
         // Cancelled mid-run. Every write the run makes is all-or-nothing (one Delta commit,
         // one rename of `current`), so what it did not finish left nothing behind.
         match StateStore::open(&self.state_db) {
+            Ok(state) if !self.recorded => {
+                if let Err(e) = state.unlock_pipeline(&self.pipeline, &self.run_id) {
+                    tracing::error!(error = %e, "could not let go of the pipeline's run lock");
+                }
+            }
             Ok(state) => {
                 let end = RunEnd {
                     interrupted: true,

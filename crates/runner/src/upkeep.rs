@@ -53,10 +53,11 @@ impl Runner {
         let store = self.tables();
         let settings = &self.config().tables;
         let mut out = Vec::new();
-        for name in table_names(pipelines, table)? {
+        for (pipeline, name) in table_names(pipelines, table)? {
             if !store.table_exists(&name) {
                 continue;
             }
+            let lock = self.upkeep_lock(&pipeline, run_id)?;
             let before = store
                 .file_stats(&name, settings.small_file_mib * 1024 * 1024)
                 .await?;
@@ -70,6 +71,7 @@ impl Runner {
                 files_added: report.files_added as u64,
                 version: report.version_after,
             });
+            lock.release(&self.state()?);
         }
         Ok(out)
     }
@@ -85,13 +87,22 @@ impl Runner {
     ) -> Result<Vec<Vacuumed>, RunError> {
         let store = self.tables();
         let needed = self.versions_needed()?;
+        let id = format!("vacuum-{}", self.clock.now().format("%Y%m%dT%H%M%SZ"));
         let mut out = Vec::new();
-        for name in table_names(pipelines, table)? {
+        for (pipeline, name) in table_names(pipelines, table)? {
             let Some(latest) = store.latest_version(&name).await? else {
                 continue;
             };
+            let lock = if dry_run {
+                None
+            } else {
+                Some(self.upkeep_lock(&pipeline, &id)?)
+            };
             let kept_from = needed.get(&name).copied().unwrap_or(latest).min(latest);
             let report = store.vacuum(&name, kept_from, dry_run).await?;
+            if let Some(lock) = lock {
+                lock.release(&self.state()?);
+            }
             out.push(Vacuumed {
                 table: name,
                 kept_from,
@@ -100,6 +111,18 @@ impl Runner {
             });
         }
         Ok(out)
+    }
+
+    /// The run lock of `pipeline`, for upkeep of its table: refused while one of its runs
+    /// (or other upkeep) is going.
+    fn upkeep_lock(&self, pipeline: &str, id: &str) -> Result<crate::lock::RunLock, RunError> {
+        crate::lock::RunLock::take_for_upkeep(
+            &mut self.state()?,
+            self.config().state_db.clone(),
+            pipeline,
+            id,
+            self.clock.now(),
+        )
     }
 
     /// The oldest version of each table that a kept published digest names.
@@ -261,17 +284,26 @@ impl Runner {
 }
 
 /// The table names to work on: every pipeline's, or the one asked for (which must be one).
-fn table_names(pipelines: &[Pipeline], table: Option<&str>) -> Result<Vec<String>, RunError> {
-    let all: Vec<String> = pipelines
+/// (pipeline, table) of every pipeline, or of the one writing `table`.
+fn table_names(
+    pipelines: &[Pipeline],
+    table: Option<&str>,
+) -> Result<Vec<(String, String)>, RunError> {
+    let all: Vec<(String, String)> = pipelines
         .iter()
-        .map(|p| p.spec.table.name.get_ref().clone())
+        .map(|p| (p.id.clone(), p.spec.table.name.get_ref().clone()))
         .collect();
     match table {
         None => Ok(all),
-        Some(t) if all.iter().any(|a| a == t) => Ok(vec![t.to_string()]),
+        Some(t) if all.iter().any(|(_, a)| a == t) => {
+            Ok(all.into_iter().filter(|(_, a)| a == t).collect())
+        }
         Some(t) => Err(RunError::Internal(format!(
             "no pipeline writes a table {t:?}; the tables are: {}",
-            all.join(", ")
+            all.iter()
+                .map(|(_, a)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
