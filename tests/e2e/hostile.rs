@@ -266,6 +266,22 @@ fn odd_documents_load_whole_or_fail_naming_the_place() {
     );
     assert!(!p.current().exists());
 
+    // The same in JSON: the file, line and column.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes =
+        b"[{\"id\": 1, \"created\": \"2024-03-01T10:00:00\", \"category\": \"caf".to_vec();
+    bytes.extend_from_slice(&[0xe9, 0xff]);
+    bytes.extend_from_slice(b"\"}]");
+    let p = odd_document(dir.path(), "json", &bytes);
+    let out = p.goalpost(&["run"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("requests.json: line 1 column 62: invalid unicode code point\n"),
+        "{err}"
+    );
+    assert!(!p.current().exists());
+
     // JSON nested 100,000 deep: refused with a message naming the file, without
     // exhausting the stack.
     let dir = tempfile::tempdir().unwrap();

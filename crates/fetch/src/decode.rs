@@ -82,7 +82,7 @@ impl<R: BufRead> Decoder<R> {
                 let value: Value =
                     serde_json::from_reader(input).map_err(|e| FetchError::Json {
                         path: path.to_path_buf(),
-                        message: format!("line {} column {}: {e}", e.line(), e.column()),
+                        message: json_error(&e),
                     })?;
                 let geojson = format == FileFormat::Geojson;
                 let records = if geojson {
@@ -386,4 +386,12 @@ pub fn records_page_with_columns(
         },
         batch: b.finish(),
     })
+}
+
+/// A JSON error as `line L column C: what`, with serde_json's own trailing position removed.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let what = text.strip_suffix(&suffix).unwrap_or(&text);
+    format!("line {} column {}: {what}", e.line(), e.column())
 }

@@ -106,9 +106,8 @@ impl Response {
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Problem> {
         serde_json::from_slice(&self.body).map_err(|e| {
             Problem::Transient(format!(
-                "the response is not the JSON expected (line {} column {}: {e}); it begins {}",
-                e.line(),
-                e.column(),
+                "the response is not the JSON expected ({}); it begins {}",
+                crate::decode::json_error(&e),
                 excerpt(&self.body)
             ))
         })
