@@ -13,6 +13,14 @@ demo:
 daemon *args:
     cargo run --release -- daemon {{args}}
 
+# goalpost against DuckDB on generated 311 data, stage by stage (1 and 5 million rows by
+# default): `just bench --rows 1000000`, `just bench --save` to keep the results in
+# bench/results/. Builds in release mode and installs DuckDB into .tools/bench-venv.
+bench *args:
+    cargo build --release -p goalpost -p goalpost-bench
+    tools/bench-venv
+    target/release/goalpost-bench {{args}}
+
 # Check the config and every pipeline file.
 validate:
     cargo run --release -- validate

@@ -60,6 +60,10 @@ enum Command {
         /// checks pass this run and their baselines move.
         #[arg(long)]
         accept_changes: bool,
+        /// Print how long each stage took (plan, load, checks, indicators, publish) and the
+        /// most memory the process held during it.
+        #[arg(long)]
+        timings: bool,
     },
     /// Show the data-quality check results of a run (by default each pipeline's latest).
     Checks {
@@ -261,11 +265,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             full,
             replay,
             accept_changes,
+            timings,
         } => {
             let options = RunOptions {
                 full,
                 replay,
                 accept_changes,
+                measure_memory: timings,
             };
             run(config, ids, options).await
         }
@@ -453,6 +459,19 @@ async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Resul
                         "  HELD: a data-quality check failed, so {}'s figures keep their last good values",
                         r.pipeline
                     );
+                }
+                if options.measure_memory {
+                    for t in &r.stages {
+                        let peak = t.peak_rss_bytes.map_or("-".to_string(), |b| {
+                            format!("{:.1}", b as f64 / (1024.0 * 1024.0))
+                        });
+                        out!(
+                            "  stage {:<10} {:>9.3} s   peak RSS {:>8} MiB",
+                            t.stage,
+                            t.seconds,
+                            peak
+                        );
+                    }
                 }
             }
             Err(e) => {

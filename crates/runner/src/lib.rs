@@ -16,11 +16,13 @@ mod lookups;
 mod news;
 mod progress;
 mod snapshots;
+mod timings;
 mod upkeep;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use lookups::Configured;
 pub use progress::{LogProgress, Progress};
+pub use timings::{StageTiming, current_rss, peak_rss};
 pub use upkeep::{Compacted, QuarantineEntry, Recomputed, Vacuumed};
 
 use chrono::{DateTime, Utc};
@@ -81,6 +83,9 @@ pub struct RunOptions {
     /// Take the sources' current columns and the table's current row count as the new
     /// baseline: schema_drift and row_count checks pass this run.
     pub accept_changes: bool,
+    /// Measure each stage's peak memory as well as its time (Linux; it resets the process's
+    /// peak-memory mark, so only one run at a time should ask).
+    pub measure_memory: bool,
 }
 
 /// What a successful run did.
@@ -107,6 +112,8 @@ pub struct RunReport {
     pub summary: Summary,
     /// The published version's folder.
     pub published: PathBuf,
+    /// Each stage's time (and peak memory, when measured), in order.
+    pub stages: Vec<StageTiming>,
 }
 
 pub struct Runner {
@@ -249,6 +256,8 @@ impl Runner {
         run_id: &str,
         progress: &mut RunEnd,
     ) -> Result<RunReport, RunError> {
+        let mut watch = timings::Stopwatch::new(options.measure_memory);
+        watch.start("plan");
         // Plan the indicator SQL first: a typo should fail before any table is touched.
         let store = self.tables();
         let current = self.publisher().current_digest()?;
@@ -331,6 +340,7 @@ impl Runner {
             progress: self.progress.clone(),
         };
         let mut trace = load::Trace::default();
+        watch.start("load");
         let loaded = load::load(&input, &mut trace).await;
         let load::Trace { intake, shapes } = trace;
         let saved_shapes = state.source_shapes(&pipeline.id)?;
@@ -396,6 +406,7 @@ impl Runner {
         }
         progress.table_version = Some(write.version);
         let sources = loaded.sources;
+        watch.start("checks");
 
         // Checks on the version just written.
         let now = self.clock.now();
@@ -503,6 +514,7 @@ impl Runner {
         }
 
         // Figures and judgements from the version just written, unless a check holds them.
+        watch.start("indicators");
         let series = match hold {
             None => goalpost_indicators::compute(pipeline, &table, &lookups.tables, as_of).await?,
             Some(_) => Vec::new(),
@@ -517,6 +529,7 @@ impl Runner {
 
         // The table version's snapshot is written before the publish lock is taken: other
         // publishes need not wait for it.
+        watch.start("publish");
         let snapshot_dir = self.config.data_dir.join("snapshots");
         if hold.is_none() && table_spec.publish {
             snapshots::prepare(&store, &snapshot_dir, pipeline, write.version).await?;
@@ -615,6 +628,7 @@ impl Runner {
             indicators,
             summary: mine,
             published,
+            stages: watch.finish(),
         })
     }
 
