@@ -448,10 +448,14 @@ fn peer_stage(args: &RunArgs, script: &Path, argv: &[&Path], stage: &str) -> Res
     })
 }
 
-/// Start `goalpost-bench serve`; returns the child and the dataset's address.
-fn start_server(data: &Path, changes: bool) -> Result<(Child, String)> {
+/// Start `goalpost-bench serve` on `bind`; returns the child and the portal's address.
+fn start_server(data: &Path, changes: bool, bind: &str) -> Result<(Child, String)> {
     let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.arg("serve").arg("--data").arg(data);
+    cmd.arg("serve")
+        .arg("--data")
+        .arg(data)
+        .arg("--bind")
+        .arg(bind);
     if changes {
         cmd.arg("--changes");
     }
@@ -463,7 +467,7 @@ fn start_server(data: &Path, changes: bool) -> Result<(Child, String)> {
         .strip_prefix("listening on ")
         .with_context(|| format!("the server said {first:?}"))?
         .to_string();
-    Ok((child, format!("{addr}/resource/bnch-3110.json")))
+    Ok((child, addr))
 }
 
 fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeResult> {
@@ -508,15 +512,14 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
     }
 
     eprintln!("[{rows}] goalpost: Socrata JSON pages → table …");
-    let (mut server, url) = start_server(&data, false)?;
+    let (mut server, url) = start_server(&data, false, "127.0.0.1:0")?;
     let page = generate::PAGE_SIZE;
     std::fs::write(
         project.join("pipelines/requests-soda.toml"),
         pipeline(
             "311 requests from Socrata",
             &format!(
-                "kind = \"socrata\"\nurl = \"{}\"\ndataset = \"bnch-3110\"\npage_size = {page}\n",
-                url.trim_end_matches("/resource/bnch-3110.json")
+                "kind = \"socrata\"\nurl = \"{url}\"\ndataset = \"bnch-3110\"\npage_size = {page}\n"
             ),
             "requests_soda",
             COLUMNS_SODA,
@@ -531,20 +534,8 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
     }
 
     eprintln!("[{rows}] goalpost: refresh with 1 % of rows changed …");
-    // The server listens on a new port: point the pipeline at it.
-    let (mut server, url) = start_server(&data, true)?;
-    let file = project.join("pipelines/requests-soda.toml");
-    let text = std::fs::read_to_string(&file)?;
-    let old_url = text
-        .lines()
-        .find_map(|l| l.strip_prefix("url = \""))
-        .and_then(|u| u.strip_suffix('"'))
-        .context("url line")?
-        .to_string();
-    std::fs::write(
-        &file,
-        text.replace(&old_url, url.trim_end_matches("/resource/bnch-3110.json")),
-    )?;
+    // The same address: the source (and its saved watermark) is named by its URL.
+    let (mut server, _) = start_server(&data, true, url.trim_start_matches("http://"))?;
     let refresh = goalpost_run(args, &project, "requests-soda");
     server.kill()?;
     server.wait()?;

@@ -238,6 +238,21 @@ async fn load_once(
         return Err(RunError::Quarantine(why));
     }
     let changes = goalpost_table::newest_per_key(&schema, batches, &layout)?;
+    // The merged keys, to look for copies of only them afterwards.
+    let merged_keys =
+        match &changes {
+            Some(c) if layout.partition.is_some() => {
+                let idx: Vec<usize> = layout
+                    .key
+                    .iter()
+                    .filter_map(|k| c.schema().index_of(k).ok())
+                    .collect();
+                Some(c.project(&idx).map_err(|e| {
+                    RunError::Internal(format!("table {table}: the merged keys: {e}"))
+                })?)
+            }
+            _ => None,
+        };
     let mut write = input
         .store
         .merge(
@@ -251,7 +266,11 @@ async fn load_once(
     if layout.partition.is_some() && write.rows > 0 {
         // Rows are matched within their partition; a record whose partition value changed
         // at the source was added to its new partition and is still in its old one.
-        if let Some(fixed) = input.store.dedupe(table, &layout, input.run_id).await? {
+        if let Some(fixed) = input
+            .store
+            .dedupe_within(table, &layout, input.run_id, merged_keys)
+            .await?
+        {
             tracing::warn!(
                 removed = fixed.deleted,
                 "records that moved between partitions were stored twice; kept the newest"

@@ -29,6 +29,8 @@ use std::sync::Arc;
 const FILE_COLUMN: &str = "__goalpost_file";
 /// The partitions each duplicated key lives in.
 const PARTS_COLUMN: &str = "__goalpost_parts";
+/// The keys a restricted dedupe looks at.
+const WITHIN_TABLE: &str = "__goalpost_within";
 
 /// One row per key of `layout.key`: with `layout.updated`, the row with the greatest updated
 /// value (NULL loses to any value; on a tie the later row wins); without it, the last row.
@@ -201,6 +203,20 @@ impl TableStore {
         layout: &Layout,
         run_id: &str,
     ) -> Result<Option<TableWrite>, TableError> {
+        self.dedupe_within(table, layout, run_id, None).await
+    }
+
+    /// [`TableStore::dedupe`], looking only at the keys in `within` (a batch of the key
+    /// columns, e.g. the rows a refresh just merged) when given: the table's key column is
+    /// still read whole, but only those keys are grouped, so a refresh of 1 % of a table
+    /// costs a scan of one column rather than grouping every row.
+    pub async fn dedupe_within(
+        &self,
+        table: &str,
+        layout: &Layout,
+        run_id: &str,
+        within: Option<RecordBatch>,
+    ) -> Result<Option<TableWrite>, TableError> {
         if layout.key.is_empty() {
             return Err(TableError::NoKey {
                 table: table.to_string(),
@@ -233,7 +249,13 @@ impl TableStore {
             .map_err(|e| self.err(table, e.into()))?;
         ctx.register_table("t", provider)
             .map_err(|e| self.err(table, e.into()))?;
+        let restricted = within.is_some();
+        if let Some(keys) = within {
+            ctx.register_batch(WITHIN_TABLE, keys)
+                .map_err(|e| self.err(table, e.into()))?;
+        }
         let settling = Settling {
+            restricted,
             store: self,
             table,
             layout,
@@ -276,6 +298,8 @@ impl TableStore {
 
 /// A dedupe under way: the table registered as `t` (with each row's file) in `ctx`.
 struct Settling<'a> {
+    /// Only the keys registered as [`WITHIN_TABLE`] are looked at.
+    restricted: bool,
     store: &'a TableStore,
     table: &'a str,
     layout: &'a Layout,
@@ -294,7 +318,7 @@ impl Settling<'_> {
     async fn keys(&self) -> Result<Option<SettledKeys>, TableError> {
         let found = self
             .ctx
-            .sql(&settle_keys_sql(self.layout))
+            .sql(&settle_keys_sql(self.layout, self.restricted))
             .await
             .map_err(|e| self.err(e))?
             .collect()
@@ -409,7 +433,7 @@ fn conform_all(batches: &[RecordBatch], schema: &SchemaRef) -> Result<RecordBatc
 
 /// SQL for the keys a dedupe settles: those held more than once, and with deletes declared,
 /// those with a row marking them deleted. With a partition column, each key's partitions.
-fn settle_keys_sql(layout: &Layout) -> String {
+fn settle_keys_sql(layout: &Layout, restricted: bool) -> String {
     let keys = layout
         .key
         .iter()
@@ -431,7 +455,18 @@ fn settle_keys_sql(layout: &Layout) -> String {
             deleted_sql(&quote(c), values)
         ));
     }
-    format!("SELECT {keys}{parts} FROM t GROUP BY {keys} HAVING {having}")
+    let filter = if restricted {
+        let same = layout
+            .key
+            .iter()
+            .map(|k| format!("w.{k} IS NOT DISTINCT FROM t.{k}", k = quote(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(" WHERE EXISTS (SELECT 1 FROM {WITHIN_TABLE} w WHERE {same})")
+    } else {
+        String::new()
+    };
+    format!("SELECT {keys}{parts} FROM t{filter} GROUP BY {keys} HAVING {having}")
 }
 
 /// The distinct partition values listed in the found keys' parts column.

@@ -230,3 +230,51 @@ async fn dedupe_by_a_composite_key_keeps_the_last_row_and_tells_null_apart() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_dedupe_within_given_keys_settles_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TableStore::new(dir.path());
+    let layout = Layout {
+        key: vec!["id".into()],
+        partition: Some("zone".into()),
+        ..Default::default()
+    };
+    // Keys 1 and 2 each sit in two partitions (a record that moved), 3 once.
+    let load = [
+        r(1, "a", None, "1 old"),
+        r(2, "a", None, "2 old"),
+        r(3, "a", None, "3"),
+        r(1, "b", None, "1 new"),
+        r(2, "b", None, "2 new"),
+    ];
+    store
+        .replace("t", schema(), vec![batch(&load)], &layout, "load")
+        .await
+        .unwrap();
+    let keys = |ids: &[i64]| {
+        let s = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        RecordBatch::try_new(s, vec![Arc::new(Int64Array::from(ids.to_vec()))]).unwrap()
+    };
+    // Keys without copies: nothing to settle, no commit.
+    let none = store
+        .dedupe_within("t", &layout, "r1", Some(keys(&[3, 99])))
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    // Key 1 only: its older copy goes, key 2 keeps both.
+    let w = store
+        .dedupe_within("t", &layout, "r2", Some(keys(&[1, 3])))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((w.version, w.deleted), (1, 1));
+    let table = store.open_version("t", 1).await.unwrap();
+    assert_eq!(
+        rows(&table, "SELECT v FROM t ORDER BY v").await,
+        ["1 new", "2 new", "2 old", "3"]
+            .iter()
+            .map(|v| vec![v.to_string()])
+            .collect::<Vec<_>>()
+    );
+}
