@@ -9,6 +9,7 @@ use datafusion::datasource::TableProvider;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{DataFrame, SessionContext};
+use futures::{StreamExt as _, TryStreamExt as _};
 use goalpost_spec::period::{Period, PeriodKind};
 use goalpost_spec::{Diagnostic, IndicatorSpec, Pipeline};
 use goalpost_table::deltalake::DeltaTable;
@@ -339,44 +340,102 @@ pub async fn compute(
         others.push((name.clone(), provider));
     }
     let reads = tables_read(pipeline);
-    let mut out = Vec::with_capacity(pipeline.spec.indicators.len());
-    for (indicator, (_, read)) in pipeline.spec.indicators.iter().zip(reads) {
-        let sql_err = |message: String| IndicatorError::Sql {
-            file: pipeline.file.path.display().to_string(),
-            indicator: indicator.id.get_ref().clone(),
-            message,
-        };
-        let ctx = session(pipeline, indicator, Arc::clone(&provider), &others)
-            .await
-            .map_err(|e| sql_err(clean_error(&e.to_string())))?;
-        for t in std::iter::once(table).chain(lookups.iter().map(|(_, t)| t)) {
-            t.update_datafusion_session(&ctx.state())
-                .map_err(|e| sql_err(e.to_string()))?;
-        }
-        let df = plan(&ctx, indicator.sql.get_ref())
-            .await
-            .map_err(|e| sql_err(clean_error(&e.to_string())))?;
-        let problems = output_problems(indicator, &df);
-        if !problems.is_empty() {
-            return Err(sql_err(problems.join("; ")));
-        }
-        let batches = df
-            .collect()
-            .await
-            .map_err(|e| sql_err(clean_error(&e.to_string())))?;
-        let points = points(pipeline, indicator, &batches, as_of).map_err(sql_err)?;
-        tracing::debug!(indicator = %indicator.id.get_ref(), points = points.len(), "computed");
-        out.push(Series {
-            indicator: indicator.id.get_ref().clone(),
-            period: indicator.period,
-            points,
-            reads: read
-                .into_iter()
-                .filter(|r| lookups.iter().any(|(name, _)| name == r))
-                .collect(),
+    // Each indicator is its own one-partition query; as many run at once as there are
+    // cores, each on a task of its own. The results keep the pipeline's order.
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shared = Arc::new(Shared {
+        pipeline: pipeline.clone(),
+        table: table.clone(),
+        lookups: lookups.to_vec(),
+        provider,
+        others,
+        as_of,
+    });
+    let jobs = pipeline
+        .spec
+        .indicators
+        .iter()
+        .cloned()
+        .zip(reads)
+        .map(|(indicator, (_, read))| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let id = indicator.id.get_ref().clone();
+                let file = shared.pipeline.file.path.display().to_string();
+                tokio::spawn(async move { one(&shared, &indicator, read).await })
+                    .await
+                    .map_err(|e| IndicatorError::Sql {
+                        file,
+                        indicator: id,
+                        message: format!("the computation stopped: {e}"),
+                    })?
+            }
         });
+    futures::stream::iter(jobs)
+        .buffered(parallel)
+        .try_collect()
+        .await
+}
+
+/// What every indicator of a pipeline computes from.
+struct Shared {
+    pipeline: Pipeline,
+    table: DeltaTable,
+    lookups: Vec<(String, DeltaTable)>,
+    provider: Arc<dyn TableProvider>,
+    others: Vec<(String, Arc<dyn TableProvider>)>,
+    as_of: NaiveDate,
+}
+
+/// One indicator's series.
+async fn one(
+    shared: &Shared,
+    indicator: &IndicatorSpec,
+    read: Vec<String>,
+) -> Result<Series, IndicatorError> {
+    let Shared {
+        pipeline,
+        table,
+        lookups,
+        provider,
+        others,
+        as_of,
+    } = shared;
+    let as_of = *as_of;
+    let sql_err = |message: String| IndicatorError::Sql {
+        file: pipeline.file.path.display().to_string(),
+        indicator: indicator.id.get_ref().clone(),
+        message,
+    };
+    let ctx = session(pipeline, indicator, Arc::clone(provider), others)
+        .await
+        .map_err(|e| sql_err(clean_error(&e.to_string())))?;
+    for t in std::iter::once(table).chain(lookups.iter().map(|(_, t)| t)) {
+        t.update_datafusion_session(&ctx.state())
+            .map_err(|e| sql_err(e.to_string()))?;
     }
-    Ok(out)
+    let df = plan(&ctx, indicator.sql.get_ref())
+        .await
+        .map_err(|e| sql_err(clean_error(&e.to_string())))?;
+    let problems = output_problems(indicator, &df);
+    if !problems.is_empty() {
+        return Err(sql_err(problems.join("; ")));
+    }
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| sql_err(clean_error(&e.to_string())))?;
+    let points = points(pipeline, indicator, &batches, as_of).map_err(sql_err)?;
+    tracing::debug!(indicator = %indicator.id.get_ref(), points = points.len(), "computed");
+    Ok(Series {
+        indicator: indicator.id.get_ref().clone(),
+        period: indicator.period,
+        points,
+        reads: read
+            .into_iter()
+            .filter(|r| lookups.iter().any(|(name, _)| name == r))
+            .collect(),
+    })
 }
 
 fn points(

@@ -24,7 +24,7 @@ use goalpost_fetch::{
 use goalpost_spec::Pipeline;
 use goalpost_table::{BatchResult, Intake, IntakeReport, Layout, Shape, TableStore, TableWrite};
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -314,13 +314,15 @@ async fn feed(
 ) -> Result<Fed, RunError> {
     let pipeline = input.pipeline;
     let mut fed = Fed::default();
-    // Keys over every source: two sources sending one key is a duplicate too.
-    let mut all_keys: HashSet<u64> = HashSet::new();
+    // Keys over every source: two sources sending one key is a duplicate too. With one
+    // source, its own set says it.
+    let several = opened.len() > 1;
+    let mut all_keys = HashSet64::default();
     let mut all_good = 0u64;
     for (o, spec) in opened.iter_mut().zip(&pipeline.spec.sources) {
         let spec = spec.get_ref();
         let describe = o.source.describe();
-        let mut keys: HashSet<u64> = HashSet::new();
+        let mut keys = HashSet64::default();
         let mut rows = 0u64;
         let mut good = 0u64;
         let rejected_before = intake.quarantined();
@@ -332,9 +334,11 @@ async fn feed(
             goalpost_spec::pause_point("fetch");
             let batch = intake.take(&describe, &page, spec.fields())?;
             good += batch.num_rows() as u64;
-            for h in key_hashes(&batch, &layout.key) {
+            for h in key_hashes(&batch, &layout.key)? {
                 keys.insert(h);
-                all_keys.insert(h);
+                if several {
+                    all_keys.insert(h);
+                }
             }
             all_good += batch.num_rows() as u64;
             if intake.pending() >= QUARANTINE_FLUSH {
@@ -355,6 +359,9 @@ async fn feed(
             next = o.source.next_page().await?;
         }
         let distinct = keys.len() as u64;
+        if !several {
+            all_keys = keys;
+        }
         let rejected = intake.quarantined() - rejected_before;
         if let Some(expected) = o.source.expected_rows()
             && distinct + rejected < expected
@@ -404,41 +411,48 @@ pub(crate) async fn store_quarantined(
     Ok(())
 }
 
-/// The key of every row as a hash (for counting distinct keys in bounded memory).
-fn key_hashes(batch: &RecordBatch, key_columns: &[String]) -> Vec<u64> {
-    let texts = key_texts(batch, key_columns);
-    texts
-        .iter()
-        .map(|t| {
-            let mut h = DefaultHasher::new();
-            t.hash(&mut h);
-            h.finish()
-        })
-        .collect()
-}
-
-/// Each row's key as text (columns joined by a unit separator; NULL as an empty field).
-fn key_texts(batch: &RecordBatch, key_columns: &[String]) -> Vec<String> {
+/// The key of every row as a 64-bit hash (for counting distinct keys in 8 bytes a key):
+/// the key columns in arrow's row format, hashed with XXH3.
+fn key_hashes(batch: &RecordBatch, key_columns: &[String]) -> Result<Vec<u64>, RunError> {
     let columns: Vec<ArrayRef> = key_columns
         .iter()
-        .filter_map(|k| batch.column_by_name(k))
-        .map(|c| {
-            arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).expect("keys cast to text")
-        })
+        .filter_map(|k| batch.column_by_name(k).cloned())
         .collect();
-    (0..batch.num_rows())
-        .map(|i| {
-            columns
-                .iter()
-                .map(|c| {
-                    let c = c
-                        .as_any()
-                        .downcast_ref::<arrow::array::StringArray>()
-                        .expect("utf8");
-                    if c.is_null(i) { "" } else { c.value(i) }
-                })
-                .collect::<Vec<_>>()
-                .join("\u{1f}")
-        })
-        .collect()
+    if columns.is_empty() {
+        return Ok(Vec::new());
+    }
+    let converter = arrow::row::RowConverter::new(
+        columns
+            .iter()
+            .map(|c| arrow::row::SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .and_then(|c| c.convert_columns(&columns).map(|rows| (c, rows)));
+    let (_, rows) = converter.map_err(|e| RunError::Internal(format!("hashing the keys: {e}")))?;
+    Ok(rows
+        .iter()
+        .map(|r| twox_hash::XxHash3_64::oneshot(r.as_ref()))
+        .collect())
+}
+
+/// A set of hashes, which need no hashing again.
+type HashSet64 = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// The identity "hasher" for values that are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64s are hashed with it; fold anything else in, for completeness.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }

@@ -306,30 +306,94 @@ fn derived_partition(at: Option<&ArrayRef>, by: PartitionBy, tz: Tz, rows: usize
         return Arc::new(StringArray::new_null(rows));
     };
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+    // Rows mostly come in time order: the last label is kept with the span of values that
+    // share it (microseconds or days, half-open), so most rows need no time zone lookup.
+    let mut last: Option<(i64, i64, String)> = None;
     for i in 0..rows {
         if at.is_null(i) {
             out.append_null();
             continue;
         }
-        let date = match at.data_type() {
+        let (value, date) = match at.data_type() {
             DataType::Date32 => {
-                let days = at.as_primitive::<arrow::datatypes::Date32Type>().value(i);
-                epoch.checked_add_signed(chrono::TimeDelta::days(i64::from(days)))
+                let days = i64::from(at.as_primitive::<arrow::datatypes::Date32Type>().value(i));
+                if let Some((lo, hi, label)) = &last
+                    && (*lo..*hi).contains(&days)
+                {
+                    out.append_value(label);
+                    continue;
+                }
+                (
+                    days,
+                    epoch.checked_add_signed(chrono::TimeDelta::days(days)),
+                )
             }
             _ => {
                 let us = at
                     .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
                     .value(i);
-                chrono::DateTime::from_timestamp_micros(us)
-                    .map(|t| t.with_timezone(&tz).date_naive())
+                if let Some((lo, hi, label)) = &last
+                    && (*lo..*hi).contains(&us)
+                {
+                    out.append_value(label);
+                    continue;
+                }
+                (
+                    us,
+                    chrono::DateTime::from_timestamp_micros(us)
+                        .map(|t| t.with_timezone(&tz).date_naive()),
+                )
             }
         };
-        match date {
-            Some(d) => out.append_value(d.format(fmt).to_string()),
-            None => out.append_null(),
-        }
+        let Some(d) = date else {
+            out.append_null();
+            continue;
+        };
+        let label = d.format(fmt).to_string();
+        out.append_value(&label);
+        let span = match at.data_type() {
+            DataType::Date32 => label_span_days(d, by, epoch),
+            _ => label_span_micros(d, by, tz),
+        };
+        last = span
+            .filter(|(lo, hi)| (*lo..*hi).contains(&value))
+            .map(|(lo, hi)| (lo, hi, label));
     }
     Arc::new(out.finish())
+}
+
+/// The first day of the month (or year) holding `d`, and of the next one.
+fn label_bounds(d: NaiveDate, by: PartitionBy) -> Option<(NaiveDate, NaiveDate)> {
+    use chrono::Datelike;
+    let start = match by {
+        PartitionBy::Month => d.with_day(1)?,
+        PartitionBy::Year => NaiveDate::from_ymd_opt(d.year(), 1, 1)?,
+    };
+    let end = match by {
+        PartitionBy::Month => start.checked_add_months(chrono::Months::new(1))?,
+        PartitionBy::Year => NaiveDate::from_ymd_opt(d.year() + 1, 1, 1)?,
+    };
+    Some((start, end))
+}
+
+/// Days since the epoch whose label is `d`'s.
+fn label_span_days(d: NaiveDate, by: PartitionBy, epoch: NaiveDate) -> Option<(i64, i64)> {
+    let (start, end) = label_bounds(d, by)?;
+    Some(((start - epoch).num_days(), (end - epoch).num_days()))
+}
+
+/// The instants (microseconds) whose local date in `tz` has `d`'s label: from the first
+/// instant of its first day to the first instant of the next label's first day. `None`
+/// when a day starts in a clock-change gap (the first instant is then not plain midnight).
+fn label_span_micros(d: NaiveDate, by: PartitionBy, tz: Tz) -> Option<(i64, i64)> {
+    use chrono::TimeZone;
+    let (start, end) = label_bounds(d, by)?;
+    let first = |day: NaiveDate| {
+        tz.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
+            .earliest()
+            .map(|t| t.timestamp_micros())
+    };
+    Some((first(start)?, first(end)?))
 }
 
 /// A raw row as a JSON object of its fields in the source's order (nulls left out), for the
@@ -656,6 +720,44 @@ x = { from = "Amount", type = "float64", required = false }
 
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn partition_labels_are_each_rows_local_month_or_year(
+                // Runs of nearby instants (as a time-ordered load sends them) and jumps,
+                // around clock changes in zones whose days start in a gap (Havana), shift
+                // by half an hour (Lord Howe) or not at all.
+                steps in proptest::collection::vec(
+                    prop_oneof![0i64..7_200_000_000, -86_400_000_000i64..86_400_000_000_000],
+                    1..200,
+                ),
+                start in 1_230_768_000_000_000i64..1_900_000_000_000_000,
+                by_month in any::<bool>(),
+                tz in proptest::sample::select(vec![
+                    chrono_tz::UTC,
+                    chrono_tz::America::New_York,
+                    chrono_tz::America::Havana,
+                    chrono_tz::Australia::Lord_Howe,
+                    chrono_tz::Pacific::Apia,
+                ]),
+            ) {
+                let mut at = start;
+                let values: Vec<i64> = steps.iter().map(|s| { at += s; at }).collect();
+                let by = if by_month { PartitionBy::Month } else { PartitionBy::Year };
+                let array: ArrayRef = Arc::new(
+                    arrow::array::TimestampMicrosecondArray::from(values.clone())
+                        .with_timezone("UTC"),
+                );
+                let labels = derived_partition(Some(&array), by, tz, values.len());
+                let labels = labels.as_string::<i32>();
+                for (i, us) in values.iter().enumerate() {
+                    let local = chrono::DateTime::from_timestamp_micros(*us)
+                        .unwrap()
+                        .with_timezone(&tz)
+                        .date_naive();
+                    let want = local.format(if by_month { "%Y-%m" } else { "%Y" }).to_string();
+                    prop_assert_eq!(labels.value(i), want.as_str(), "row {} at {}", i, us);
+                }
+            }
 
             #[test]
             fn a_value_that_does_not_parse_is_rejected_naming_it(

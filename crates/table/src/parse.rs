@@ -64,6 +64,10 @@ impl<'a> TimestampParser<'a> {
                         .map(|d| self.local(d.and_time(chrono::NaiveTime::MIN)))
                 });
         }
+        // The two forms portals write most, read without chrono's format interpreter.
+        if let Some(naive) = fast_naive(s) {
+            return Some(self.local(naive));
+        }
         // An explicit offset or Z wins over the column's zone.
         if has_offset(s) {
             let zulu;
@@ -113,6 +117,59 @@ impl<'a> TimestampParser<'a> {
             }
         }
     }
+}
+
+/// `YYYY-MM-DD[T ]HH:MM:SS[.fraction]` and `MM/DD/YYYY hh:mm:ss AM|PM`, exactly (two-digit
+/// fields, up to nine fraction digits, upper-case AM/PM), read byte by byte. Anything else,
+/// including every text these forms reject (a 61st second, a 13th hour, 30 February), is
+/// `None` and left to the general parser, so the result is the same either way.
+fn fast_naive(s: &str) -> Option<NaiveDateTime> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let iso = b.len() >= 19
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && matches!(b[10], b'T' | b' ')
+        && b[13] == b':'
+        && b[16] == b':';
+    let (date, h, m, sec, nanos) = if iso {
+        let nanos = match &b[19..] {
+            [] => 0,
+            [b'.', frac @ ..] if (1..=9).contains(&frac.len()) => {
+                num(20..b.len())? * 10u32.pow(9 - frac.len() as u32)
+            }
+            _ => return None,
+        };
+        let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+        (date, num(11..13)?, num(14..16)?, num(17..19)?, nanos)
+    } else if b.len() == 22
+        && b[2] == b'/'
+        && b[5] == b'/'
+        && b[10] == b' '
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b' '
+        && b[21] == b'M'
+        && matches!(b[20], b'A' | b'P')
+    {
+        let h12 = num(11..13)?;
+        if !(1..=12).contains(&h12) {
+            return None;
+        }
+        let h = h12 % 12 + if b[20] == b'P' { 12 } else { 0 };
+        let date = NaiveDate::from_ymd_opt(num(6..10)? as i32, num(0..2)?, num(3..5)?)?;
+        (date, h, num(14..16)?, num(17..19)?, 0)
+    } else {
+        return None;
+    };
+    if sec >= 60 {
+        return None;
+    }
+    date.and_hms_nano_opt(h, m, sec, nanos)
 }
 
 /// Forms with an explicit offset (`Z` is handled as `+00:00`).
@@ -606,8 +663,65 @@ mod tests {
             ]
         }
 
+        #[test]
+        fn the_fast_forms_take_the_common_texts() {
+            let t = |y, mo, d, h, mi, s, ns| {
+                NaiveDate::from_ymd_opt(y, mo, d)
+                    .unwrap()
+                    .and_hms_nano_opt(h, mi, s, ns)
+                    .unwrap()
+            };
+            assert_eq!(
+                fast_naive("2018-06-26T10:58:54.123"),
+                Some(t(2018, 6, 26, 10, 58, 54, 123_000_000))
+            );
+            assert_eq!(
+                fast_naive("2018-06-26 10:58:54"),
+                Some(t(2018, 6, 26, 10, 58, 54, 0))
+            );
+            assert_eq!(
+                fast_naive("06/26/2018 12:05:00 AM"),
+                Some(t(2018, 6, 26, 0, 5, 0, 0))
+            );
+            assert_eq!(
+                fast_naive("06/26/2018 12:05:00 PM"),
+                Some(t(2018, 6, 26, 12, 5, 0, 0))
+            );
+            assert_eq!(
+                fast_naive("06/26/2018 01:05:00 PM"),
+                Some(t(2018, 6, 26, 13, 5, 0, 0))
+            );
+            for other in [
+                "2018-06-26T10:58:54Z",
+                "2018-02-30T10:58:54",
+                "06/26/2018 13:05:00 PM",
+                "06/26/2018 00:05:00 AM",
+                "6/26/2018 01:05:00 PM",
+                "2018-06-26T10:58:60",
+            ] {
+                assert_eq!(fast_naive(other), None, "{other}");
+            }
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn the_fast_forms_read_as_chrono_reads_them(
+                text in prop_oneof![
+                    "[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,11})?",
+                    "[0-9]{2}/[0-9]{2}/[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [AaPp][Mm]",
+                    "(0[1-9]|1[0-2])/(0[1-9]|[12][0-9]|3[01])/20[0-9]{2} (0[0-9]|1[0-3]):[0-5][0-9]:[0-6][0-9] [AP]M",
+                    "20[0-9]{2}-(0[0-9]|1[0-3])-(0[0-9]|[123][0-9])T([01][0-9]|2[0-5]):[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?",
+                ],
+            ) {
+                let chrono = NAIVE_FORMATS
+                    .iter()
+                    .find_map(|f| NaiveDateTime::parse_from_str(&text, f).ok());
+                if let Some(fast) = fast_naive(&text) {
+                    prop_assert_eq!(Some(fast), chrono, "{}", text);
+                }
+            }
 
             #[test]
             fn timestamps_with_an_offset_read_back_as_the_same_instant(
