@@ -412,7 +412,7 @@ pub(crate) async fn store_quarantined(
 }
 
 /// The key of every row as a 64-bit hash (for counting distinct keys in 8 bytes a key):
-/// the key columns in arrow's row format, hashed with XXH3.
+/// the key columns in arrow's row format, hashed with XXH64.
 fn key_hashes(batch: &RecordBatch, key_columns: &[String]) -> Result<Vec<u64>, RunError> {
     let columns: Vec<ArrayRef> = key_columns
         .iter()
@@ -431,7 +431,7 @@ fn key_hashes(batch: &RecordBatch, key_columns: &[String]) -> Result<Vec<u64>, R
     let (_, rows) = converter.map_err(|e| RunError::Internal(format!("hashing the keys: {e}")))?;
     Ok(rows
         .iter()
-        .map(|r| twox_hash::XxHash3_64::oneshot(r.as_ref()))
+        .map(|r| twox_hash::XxHash64::oneshot(0, r.as_ref()))
         .collect())
 }
 
