@@ -145,6 +145,7 @@ impl Dispatcher {
             tracing::info!(pipeline = %id, trigger = why.as_str(), "run starting");
             let started = Instant::now();
             let outcome = me.exec.execute(id.clone(), why).await;
+            crate::release_memory();
             let secs = started.elapsed().as_secs_f64();
             match &outcome {
                 Outcome::Succeeded { rows_fetched } => {

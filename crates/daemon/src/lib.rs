@@ -294,6 +294,17 @@ impl Timers {
     }
 }
 
+/// Hand the heap memory freed since back to the operating system. glibc's allocator keeps
+/// freed memory in its arenas for reuse, so a daemon that once ran a large pipeline would
+/// otherwise hold that memory while idle.
+pub(crate) fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// How often the schedule watchdog looks, and how late a job may be before it steps in.
 const WATCHDOG_EVERY: Duration = Duration::from_secs(30);
 const WATCHDOG_SLACK: i64 = 60;
@@ -427,6 +438,7 @@ pub async fn run(
         );
     }
     catch_up(&shared);
+    release_memory();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(http::serve(listener, http::router(shared.clone()), stop_rx));
@@ -442,6 +454,8 @@ pub async fn run(
             loop {
                 every.tick().await;
                 timers.watchdog(&shared).await;
+                // What runs and requests freed since goes back to the system.
+                release_memory();
             }
         })
     };

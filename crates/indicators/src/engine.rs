@@ -87,7 +87,9 @@ type Lookups = [(String, Arc<dyn TableProvider>)];
 /// [`check_sql`] reports it.
 pub fn tables_read(pipeline: &Pipeline) -> Vec<(String, Vec<String>)> {
     let own = pipeline.spec.table.name.get_ref();
-    let state = SessionContext::new().state();
+    // Parsing needs no functions: a bare state spares registering DataFusion's hundreds of
+    // built-in ones (the daemon calls this at start and on every reload).
+    let state = datafusion::execution::SessionStateBuilder::new().build();
     let dialect = state.config().options().sql_parser.dialect;
     pipeline
         .spec
