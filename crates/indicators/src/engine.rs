@@ -16,6 +16,7 @@ use goalpost_table::deltalake::DeltaTable;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndicatorError {
@@ -364,19 +365,36 @@ pub async fn compute(
             async move {
                 let id = indicator.id.get_ref().clone();
                 let file = shared.pipeline.file.path.display().to_string();
-                tokio::spawn(async move { one(&shared, &indicator, read).await })
-                    .await
-                    .map_err(|e| IndicatorError::Sql {
-                        file,
-                        indicator: id,
-                        message: format!("the computation stopped: {e}"),
-                    })?
+                // Aborted when dropped: an error elsewhere or a cancelled run stops it too.
+                let task = AbortOnDrop(tokio::spawn(
+                    async move { one(&shared, &indicator, read).await }.in_current_span(),
+                ));
+                task.wait().await.map_err(|e| IndicatorError::Sql {
+                    file,
+                    indicator: id,
+                    message: format!("goalpost stopped while computing it: {e}"),
+                })?
             }
         });
     futures::stream::iter(jobs)
         .buffered(parallel)
         .try_collect()
         .await
+}
+
+/// A spawned task that is aborted if it is dropped before it ends.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn wait(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What every indicator of a pipeline computes from.

@@ -62,14 +62,7 @@ impl PeriodUdf {
         &self,
         micros: &arrow::array::PrimitiveArray<arrow::datatypes::TimestampMicrosecondType>,
     ) -> ArrayRef {
-        use chrono::TimeZone;
         let tz = self.tz;
-        // The first instant of a local day (`None` when the day starts in a clock-change gap).
-        let first = |day: NaiveDate| {
-            tz.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
-                .earliest()
-                .map(|t| t.timestamp_micros())
-        };
         let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 8);
         let mut last: Option<(i64, i64, String)> = None;
         for v in micros.iter() {
@@ -92,8 +85,7 @@ impl PeriodUdf {
             let p = Period::containing(self.kind, day, self.fiscal_start);
             let label = p.label();
             out.append_value(&label);
-            last = first(p.start())
-                .zip(first(p.end()))
+            last = goalpost_spec::period::local_days_span(tz, p.start(), p.end())
                 .filter(|(lo, hi)| (*lo..*hi).contains(&us))
                 .map(|(lo, hi)| (lo, hi, label));
         }
@@ -160,6 +152,38 @@ mod tests {
     use datafusion::config::ConfigOptions;
 
     #[test]
+    fn a_day_that_clocks_go_back_into_keeps_its_late_instants() {
+        // St. John's, 1 November 2009: at 00:01 NDT clocks went back to 23:01 NST, so
+        // 03:00Z is 23:30 on 31 October, after instants that were already November.
+        let udf = PeriodUdf::new(PeriodKind::Month, chrono_tz::America::St_Johns, 7);
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().timestamp_micros();
+        let input: ArrayRef = Arc::new(
+            TimestampMicrosecondArray::from(vec![
+                at("2009-11-01T02:30:00Z"),
+                at("2009-11-01T03:00:00Z"),
+                at("2009-11-01T03:31:00Z"),
+            ])
+            .with_timezone("UTC"),
+        );
+        let field = Arc::new(Field::new("t", input.data_type().clone(), true));
+        let out = udf
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(input)],
+                arg_fields: vec![field],
+                number_rows: 3,
+                return_field: Arc::new(Field::new("p", DataType::Utf8, true)),
+                config_options: Arc::new(ConfigOptions::default()),
+            })
+            .unwrap();
+        let ColumnarValue::Array(out) = out else {
+            panic!("an array")
+        };
+        let out = out.as_any().downcast_ref::<StringArray>().unwrap();
+        let labels: Vec<&str> = out.iter().map(|v| v.unwrap()).collect();
+        assert_eq!(labels, ["2009-11", "2009-10", "2009-11"]);
+    }
+
+    #[test]
     fn timestamps_are_bucketed_in_local_time() {
         let udf = PeriodUdf::new(PeriodKind::Month, chrono_tz::America::Los_Angeles, 7);
         // 2017-04-01T06:30Z is 23:30 on 31 March in San Francisco.
@@ -201,7 +225,9 @@ mod tests {
         use proptest::prelude::*;
 
         // Havana's and Apia's days have started in a clock-change gap.
-        const ZONES: [Tz; 7] = [
+        // St. John's went back an hour across midnight (1 November 2009).
+        const ZONES: [Tz; 8] = [
+            chrono_tz::America::St_Johns,
             chrono_tz::America::Havana,
             chrono_tz::Pacific::Apia,
             chrono_tz::America::New_York,

@@ -22,7 +22,7 @@ mod upkeep;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use lookups::Configured;
 pub use progress::{LogProgress, Progress};
-pub use timings::{StageTiming, current_rss, peak_rss};
+pub use timings::StageTiming;
 pub use upkeep::{Compacted, QuarantineEntry, Recomputed, Vacuumed};
 
 use chrono::{DateTime, Utc};

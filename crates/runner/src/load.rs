@@ -239,20 +239,18 @@ async fn load_once(
     }
     let changes = goalpost_table::newest_per_key(&schema, batches, &layout)?;
     // The merged keys, to look for copies of only them afterwards.
-    let merged_keys =
-        match &changes {
-            Some(c) if layout.partition.is_some() => {
-                let idx: Vec<usize> = layout
-                    .key
-                    .iter()
-                    .filter_map(|k| c.schema().index_of(k).ok())
-                    .collect();
-                Some(c.project(&idx).map_err(|e| {
-                    RunError::Internal(format!("table {table}: the merged keys: {e}"))
-                })?)
-            }
-            _ => None,
-        };
+    let merged_keys = match &changes {
+        Some(c) if layout.partition.is_some() => Some(
+            layout
+                .key
+                .iter()
+                .map(|k| c.schema().index_of(k))
+                .collect::<Result<Vec<usize>, _>>()
+                .and_then(|idx| c.project(&idx))
+                .map_err(|e| RunError::Internal(format!("table {table}: the merged keys: {e}")))?,
+        ),
+        _ => None,
+    };
     let mut write = input
         .store
         .merge(
@@ -266,11 +264,14 @@ async fn load_once(
     if layout.partition.is_some() && write.rows > 0 {
         // Rows are matched within their partition; a record whose partition value changed
         // at the source was added to its new partition and is still in its old one.
-        if let Some(fixed) = input
+        let settled = input
             .store
             .dedupe_within(table, &layout, input.run_id, merged_keys)
-            .await?
-        {
+            .await
+            // The merge is committed but may have left a moved record twice: the next run
+            // loads everything again, and settles the whole table.
+            .map_err(|e| RunError::Unsettled(Box::new(e.into())))?;
+        if let Some(fixed) = settled {
             tracing::warn!(
                 removed = fixed.deleted,
                 "records that moved between partitions were stored twice; kept the newest"
@@ -358,7 +359,12 @@ async fn feed(
             }
             next = o.source.next_page().await?;
         }
-        let distinct = keys.len() as u64;
+        // Without a key every row counts as one.
+        let distinct = if layout.key.is_empty() {
+            good
+        } else {
+            keys.len() as u64
+        };
         if !several {
             all_keys = keys;
         }

@@ -69,13 +69,8 @@ fn reset_peak_rss() {
 }
 
 /// `VmHWM` of this process, in bytes.
-pub fn peak_rss() -> Option<u64> {
+fn peak_rss() -> Option<u64> {
     status_field("VmHWM:")
-}
-
-/// `VmRSS` of this process, in bytes.
-pub fn current_rss() -> Option<u64> {
-    status_field("VmRSS:")
 }
 
 fn status_field(name: &str) -> Option<u64> {

@@ -90,6 +90,24 @@ pub struct Period {
     fiscal_start: u32,
 }
 
+/// The instants (UTC microseconds, half-open) whose local date in `tz` lies in
+/// `start..end`: from just after the last instant that is still the day before `start`, to just
+/// after the last instant of the day before `end`. Every instant inside has its local date in
+/// the range, even where clocks go back across midnight (St. John's, 1 November 2009) or a day
+/// starts in a gap (Havana). `None` when a day's last microsecond does not exist locally.
+pub fn local_days_span(tz: chrono_tz::Tz, start: NaiveDate, end: NaiveDate) -> Option<(i64, i64)> {
+    use chrono::TimeZone;
+    let after_last = |day: NaiveDate| {
+        let last = day.and_hms_micro_opt(23, 59, 59, 999_999)?;
+        tz.from_local_datetime(&last)
+            .latest()
+            .map(|t| t.timestamp_micros() + 1)
+    };
+    let lo = after_last(start.pred_opt()?)?;
+    let hi = after_last(end.pred_opt()?)?;
+    (lo < hi).then_some((lo, hi))
+}
+
 impl Period {
     /// The period of `kind` that contains `date`. `fiscal_start` is the fiscal year's first
     /// month (1–12); it only matters for the fiscal kinds.

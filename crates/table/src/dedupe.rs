@@ -207,9 +207,9 @@ impl TableStore {
     }
 
     /// [`TableStore::dedupe`], looking only at the keys in `within` (a batch of the key
-    /// columns, e.g. the rows a refresh just merged) when given: the table's key column is
-    /// still read whole, but only those keys are grouped, so a refresh of 1 % of a table
-    /// costs a scan of one column rather than grouping every row.
+    /// columns, e.g. the rows a refresh just merged) when given: the table's key, partition and
+    /// file columns are still read whole, but only those keys are grouped, so a refresh of 1 %
+    /// of a table costs a scan of three columns rather than grouping every row.
     pub async fn dedupe_within(
         &self,
         table: &str,

@@ -382,18 +382,10 @@ fn label_span_days(d: NaiveDate, by: PartitionBy, epoch: NaiveDate) -> Option<(i
     Some(((start - epoch).num_days(), (end - epoch).num_days()))
 }
 
-/// The instants (microseconds) whose local date in `tz` has `d`'s label: from the first
-/// instant of its first day to the first instant of the next label's first day. `None`
-/// when a day starts in a clock-change gap (the first instant is then not plain midnight).
+/// The instants (microseconds) whose local date in `tz` has `d`'s label.
 fn label_span_micros(d: NaiveDate, by: PartitionBy, tz: Tz) -> Option<(i64, i64)> {
-    use chrono::TimeZone;
     let (start, end) = label_bounds(d, by)?;
-    let first = |day: NaiveDate| {
-        tz.from_local_datetime(&day.and_time(chrono::NaiveTime::MIN))
-            .earliest()
-            .map(|t| t.timestamp_micros())
-    };
-    Some((first(start)?, first(end)?))
+    goalpost_spec::period::local_days_span(tz, start, end)
 }
 
 /// A raw row as a JSON object of its fields in the source's order (nulls left out), for the
@@ -736,6 +728,7 @@ x = { from = "Amount", type = "float64", required = false }
                     chrono_tz::UTC,
                     chrono_tz::America::New_York,
                     chrono_tz::America::Havana,
+                    chrono_tz::America::St_Johns,
                     chrono_tz::Australia::Lord_Howe,
                     chrono_tz::Pacific::Apia,
                 ]),
