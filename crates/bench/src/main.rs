@@ -281,31 +281,62 @@ fn data_for(work: &Path, rows: u64) -> Result<(PathBuf, generate::Meta)> {
     Ok((dir, meta))
 }
 
-const COLUMNS_CSV: &str = r#"request_id = { from = "Unique Key", type = "int64" }
-created_at = { from = "Created Date", type = "timestamp" }
-closed_at = { from = "Closed Date", type = "timestamp", required = false }
-agency = { from = "Agency", type = "string" }
-complaint_type = { from = "Complaint Type", type = "string" }
-descriptor = { from = "Descriptor", type = "string", required = false }
-address = { from = "Incident Address", type = "string", required = false }
-status = { from = "Status", type = "string" }
-community_board = { from = "Community Board", type = "string" }
-latitude = { from = "Latitude", type = "float64", required = false }
-longitude = { from = "Longitude", type = "float64", required = false }
-"#;
+/// The table's columns: name, CSV header, Socrata field, type, required.
+const COLUMNS: [(&str, &str, &str, &str, bool); 11] = [
+    ("request_id", "Unique Key", "unique_key", "int64", true),
+    (
+        "created_at",
+        "Created Date",
+        "created_date",
+        "timestamp",
+        true,
+    ),
+    (
+        "closed_at",
+        "Closed Date",
+        "closed_date",
+        "timestamp",
+        false,
+    ),
+    ("agency", "Agency", "agency", "string", true),
+    (
+        "complaint_type",
+        "Complaint Type",
+        "complaint_type",
+        "string",
+        true,
+    ),
+    ("descriptor", "Descriptor", "descriptor", "string", false),
+    (
+        "address",
+        "Incident Address",
+        "incident_address",
+        "string",
+        false,
+    ),
+    ("status", "Status", "status", "string", true),
+    (
+        "community_board",
+        "Community Board",
+        "community_board",
+        "string",
+        true,
+    ),
+    ("latitude", "Latitude", "latitude", "float64", false),
+    ("longitude", "Longitude", "longitude", "float64", false),
+];
 
-const COLUMNS_SODA: &str = r#"request_id = { from = "unique_key", type = "int64" }
-created_at = { from = "created_date", type = "timestamp" }
-closed_at = { from = "closed_date", type = "timestamp", required = false }
-agency = { from = "agency", type = "string" }
-complaint_type = { from = "complaint_type", type = "string" }
-descriptor = { from = "descriptor", type = "string", required = false }
-address = { from = "incident_address", type = "string", required = false }
-status = { from = "status", type = "string" }
-community_board = { from = "community_board", type = "string" }
-latitude = { from = "latitude", type = "float64", required = false }
-longitude = { from = "longitude", type = "float64", required = false }
-"#;
+/// `[table.columns]` reading the CSV headers or the Socrata fields.
+fn columns(socrata: bool) -> String {
+    COLUMNS
+        .iter()
+        .map(|(name, label, field, kind, required)| {
+            let from = if socrata { field } else { label };
+            let optional = if *required { "" } else { ", required = false" };
+            format!("{name} = {{ from = \"{from}\", type = \"{kind}\"{optional} }}\n")
+        })
+        .collect()
+}
 
 /// The demo's figures for 311 requests: count, median and 90th percentile of hours to
 /// close, and the share closed within 72 hours, by month and complaint type and by month
@@ -489,7 +520,7 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
             "311 requests from CSV",
             &format!("kind = \"file\"\npath = {:?}\n", csv.display().to_string()),
             "requests_csv",
-            COLUMNS_CSV,
+            &columns(false),
         ),
     )?;
     let mut r = SizeResult {
@@ -522,7 +553,7 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
                 "kind = \"socrata\"\nurl = \"{url}\"\ndataset = \"bnch-3110\"\npage_size = {page}\n"
             ),
             "requests_soda",
-            COLUMNS_SODA,
+            &columns(true),
         ),
     )?;
     let full = goalpost_run(args, &project, "requests-soda");
