@@ -48,6 +48,9 @@ struct RunArgs {
     /// The goalpost binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/goalpost")]
     goalpost: PathBuf,
+    /// Runs of each stage; the median is reported (the refresh runs once).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// A Python with the `duckdb` package (`just bench` makes a venv for it).
     #[arg(long, default_value = ".tools/bench-venv/bin/python")]
     python: PathBuf,
@@ -153,8 +156,11 @@ fn bench(args: &RunArgs) -> Result<()> {
     let mut report = String::new();
     for r in &results {
         report += &format!(
-            "\n## {} rows ({:.0} MB of CSV, {} rows changed for the refresh)\n\n",
-            r.rows, r.csv_mb, r.changes
+            "\n## {} rows ({:.0} MB of CSV, {} rows changed for the refresh; median of {} runs)\n\n",
+            r.rows,
+            r.csv_mb,
+            r.changes,
+            args.repeat.max(1)
         );
         for stage in STAGES {
             report += &line(stage, r.goalpost.get(stage), r.peer.get(stage));
@@ -391,16 +397,61 @@ partition = "month(created_at)"
     )
 }
 
+/// The median of each stage's figures over several runs (time and memory taken apart).
+fn median(runs: &[BTreeMap<String, Figure>]) -> BTreeMap<String, Figure> {
+    let mid = |mut xs: Vec<f64>| {
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let mut out = BTreeMap::new();
+    let stages: Vec<String> = runs
+        .first()
+        .map(|r| r.keys().cloned().collect())
+        .unwrap_or_default();
+    for stage in stages {
+        let figures: Vec<&Figure> = runs.iter().filter_map(|r| r.get(&stage)).collect();
+        let rss: Vec<f64> = figures.iter().filter_map(|f| f.rss_mb).collect();
+        out.insert(
+            stage,
+            Figure {
+                seconds: mid(figures.iter().map(|f| f.seconds).collect()),
+                rss_mb: (!rss.is_empty()).then(|| mid(rss)),
+            },
+        );
+    }
+    out
+}
+
+/// Run `goalpost run <id> --timings` `times` times (with `--full` after the first); the
+/// median of the stage figures it printed, and the last run's output.
+fn goalpost_runs(
+    args: &RunArgs,
+    project: &Path,
+    id: &str,
+    times: usize,
+) -> Result<(BTreeMap<String, Figure>, String)> {
+    let mut runs = Vec::new();
+    let mut last = String::new();
+    for k in 0..times.max(1) {
+        let (stages, out) = goalpost_run(args, project, id, k > 0)?;
+        runs.push(stages);
+        last = out;
+    }
+    Ok((median(&runs), last))
+}
+
 /// Run `goalpost run <id> --timings`; the stage figures it printed.
 fn goalpost_run(
     args: &RunArgs,
     project: &Path,
     id: &str,
+    full: bool,
 ) -> Result<(BTreeMap<String, Figure>, String)> {
     let out = Command::new(&args.goalpost)
         .arg("--config")
         .arg(project.join("config/goalpost.toml"))
         .args(["run", id, "--timings"])
+        .args(full.then_some("--full"))
         .env_remove("GOALPOST_CONFIG")
         .env("RUST_LOG", "warn")
         .output()
@@ -531,7 +582,7 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
     };
 
     eprintln!("[{rows}] goalpost: CSV → table, indicators, publish …");
-    let (stages, _) = goalpost_run(args, &project, "requests-csv")?;
+    let (stages, _) = goalpost_runs(args, &project, "requests-csv", args.repeat)?;
     for (from, to) in [
         ("load", "csv_to_table"),
         ("indicators", "indicators"),
@@ -556,7 +607,7 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
             &columns(true),
         ),
     )?;
-    let full = goalpost_run(args, &project, "requests-soda");
+    let full = goalpost_runs(args, &project, "requests-soda", args.repeat);
     server.kill()?;
     server.wait()?;
     let (stages, _) = full?;
@@ -567,7 +618,7 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
     eprintln!("[{rows}] goalpost: refresh with 1 % of rows changed …");
     // The same address: the source (and its saved watermark) is named by its URL.
     let (mut server, _) = start_server(&data, true, url.trim_start_matches("http://"))?;
-    let refresh = goalpost_run(args, &project, "requests-soda");
+    let refresh = goalpost_run(args, &project, "requests-soda", false);
     server.kill()?;
     server.wait()?;
     let (stages, stdout) = refresh?;
@@ -583,11 +634,24 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
         std::fs::write(&script, include_str!("../peer.py"))?;
         let parquet = project.join("duckdb-requests.parquet");
         eprintln!("[{rows}] DuckDB: CSV → Parquet …");
-        let a = peer_stage(args, &script, &[&csv, &parquet], "csv_to_table")?;
-        r.peer.insert("csv_to_table", a);
+        let mut runs = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let a = peer_stage(args, &script, &[&csv, &parquet], "csv_to_table")?;
+            runs.push(BTreeMap::from([("csv_to_table".to_string(), a)]));
+        }
         eprintln!("[{rows}] DuckDB: indicators …");
-        let c = peer_stage(args, &script, &[&parquet], "indicators")?;
-        r.peer.insert("indicators", c);
+        for run in runs.iter_mut() {
+            let c = peer_stage(args, &script, &[&parquet], "indicators")?;
+            run.insert("indicators".to_string(), c);
+        }
+        for (stage, f) in median(&runs) {
+            let stage = STAGES
+                .iter()
+                .find(|s| **s == stage)
+                .copied()
+                .context("a stage name")?;
+            r.peer.insert(stage, f);
+        }
     }
     Ok(r)
 }
@@ -677,4 +741,29 @@ fn save(report: &str) -> Result<PathBuf> {
     );
     std::fs::write(&path, text)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_takes_time_and_memory_apart() {
+        let run = |s: f64, m: f64| {
+            BTreeMap::from([(
+                "load".to_string(),
+                Figure {
+                    seconds: s,
+                    rss_mb: Some(m),
+                },
+            )])
+        };
+        let m = median(&[run(3.0, 100.0), run(1.0, 300.0), run(2.0, 200.0)]);
+        assert_eq!(m["load"].seconds, 2.0);
+        assert_eq!(m["load"].rss_mb, Some(200.0));
+        assert_eq!(
+            line("csv_to_table", m.get("load"), None),
+            "stage=csv_to_table goalpost_s=2.000 peer_s=na ratio=na goalpost_rss_mb=200 peer_rss_mb=na"
+        );
+    }
 }
