@@ -252,52 +252,48 @@ fn odd_documents_load_whole_or_fail_naming_the_place() {
     assert!(std::fs::metadata(&snapshot).unwrap().len() > 0);
 
     // Invalid UTF-8 in a field: the run fails naming the file and line; nothing is published.
-    let dir = tempfile::tempdir().unwrap();
     let mut bytes =
         b"id,created,category\n1,2024-03-01 10:00:00,ok\n2,2024-03-01 11:00:00,caf".to_vec();
     bytes.extend_from_slice(&[0xe9, 0xff, b'\n']);
-    let p = odd_document(dir.path(), "csv", &bytes);
-    let out = p.goalpost(&["run"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("csv", &bytes);
     assert!(
         err.contains("requests.csv") && err.contains("UTF-8"),
         "{err}"
     );
-    assert!(!p.current().exists());
 
     // The same in JSON: the file, line and column.
-    let dir = tempfile::tempdir().unwrap();
     let mut bytes =
         b"[{\"id\": 1, \"created\": \"2024-03-01T10:00:00\", \"category\": \"caf".to_vec();
     bytes.extend_from_slice(&[0xe9, 0xff]);
     bytes.extend_from_slice(b"\"}]");
-    let p = odd_document(dir.path(), "json", &bytes);
-    let out = p.goalpost(&["run"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("json", &bytes);
     assert!(
         err.contains("requests.json: line 1 column 62: invalid unicode code point\n"),
         "{err}"
     );
-    assert!(!p.current().exists());
 
     // JSON nested 100,000 deep: refused with a message naming the file, without
     // exhausting the stack.
-    let dir = tempfile::tempdir().unwrap();
     let depth = 100_000;
     let json = format!(
         "[{{\"id\": 1, \"created\": \"2024-03-01T10:00:00\", \"category\": {}{}}}]",
         "[".repeat(depth),
         "]".repeat(depth)
     );
-    let p = odd_document(dir.path(), "json", json.as_bytes());
-    let out = p.goalpost(&["run"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("json", json.as_bytes());
     assert!(
         err.contains("requests.json") && err.contains("recursion limit"),
         "{err}"
     );
+}
+
+/// Run a pipeline over the document `requests.<ext>` holding `bytes`, insisting that the
+/// run fails and publishes nothing; its error output.
+fn refused(ext: &str, bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = odd_document(dir.path(), ext, bytes);
+    let out = p.goalpost(&["run"]);
+    assert!(!out.status.success());
     assert!(!p.current().exists());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

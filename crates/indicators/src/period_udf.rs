@@ -151,6 +151,25 @@ mod tests {
     use datafusion::arrow::datatypes::Field;
     use datafusion::config::ConfigOptions;
 
+    /// The UDF's labels for the instants in `input`.
+    fn labels(udf: &PeriodUdf, input: ArrayRef) -> StringArray {
+        let field = Arc::new(Field::new("t", input.data_type().clone(), true));
+        let rows = input.len();
+        let out = udf
+            .invoke_with_args(ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(input)],
+                arg_fields: vec![field],
+                number_rows: rows,
+                return_field: Arc::new(Field::new("p", DataType::Utf8, true)),
+                config_options: Arc::new(ConfigOptions::default()),
+            })
+            .unwrap();
+        let ColumnarValue::Array(out) = out else {
+            panic!("an array")
+        };
+        out.as_any().downcast_ref::<StringArray>().unwrap().clone()
+    }
+
     #[test]
     fn a_day_that_clocks_go_back_into_keeps_its_late_instants() {
         // St. John's, 1 November 2009: at 00:01 NDT clocks went back to 23:01 NST, so
@@ -165,20 +184,7 @@ mod tests {
             ])
             .with_timezone("UTC"),
         );
-        let field = Arc::new(Field::new("t", input.data_type().clone(), true));
-        let out = udf
-            .invoke_with_args(ScalarFunctionArgs {
-                args: vec![ColumnarValue::Array(input)],
-                arg_fields: vec![field],
-                number_rows: 3,
-                return_field: Arc::new(Field::new("p", DataType::Utf8, true)),
-                config_options: Arc::new(ConfigOptions::default()),
-            })
-            .unwrap();
-        let ColumnarValue::Array(out) = out else {
-            panic!("an array")
-        };
-        let out = out.as_any().downcast_ref::<StringArray>().unwrap();
+        let out = labels(&udf, input);
         let labels: Vec<&str> = out.iter().map(|v| v.unwrap()).collect();
         assert_eq!(labels, ["2009-11", "2009-10", "2009-11"]);
     }
@@ -196,22 +202,9 @@ mod tests {
         let input: ArrayRef = Arc::new(
             TimestampMicrosecondArray::from(vec![Some(at), None, Some(later)]).with_timezone("UTC"),
         );
-        let field = Arc::new(Field::new("t", input.data_type().clone(), true));
-        let out = udf
-            .invoke_with_args(ScalarFunctionArgs {
-                args: vec![ColumnarValue::Array(input)],
-                arg_fields: vec![field],
-                number_rows: 3,
-                return_field: Arc::new(Field::new("p", DataType::Utf8, true)),
-                config_options: Arc::new(ConfigOptions::default()),
-            })
-            .unwrap();
-        let ColumnarValue::Array(out) = out else {
-            panic!("array expected")
-        };
-        let out = out.as_any().downcast_ref::<StringArray>().unwrap();
+        let out = labels(&udf, input);
         assert_eq!(
-            out,
+            &out,
             &StringArray::from(vec![Some("2017-03"), None, Some("2017-04")])
         );
     }
