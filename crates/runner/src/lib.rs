@@ -10,6 +10,7 @@
 
 mod clock;
 mod digest_build;
+mod keys;
 mod load;
 mod lock;
 mod lookups;

@@ -16,15 +16,15 @@
 //! shifted the offsets), and the load is retried once from the start before it fails.
 
 use crate::RunError;
+use crate::keys::KeySet;
 use crate::progress::Progress;
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use goalpost_fetch::{
     FetchError, LoadKind, RawPage, Source, SourceContext, SourceState, open_source,
 };
 use goalpost_spec::Pipeline;
 use goalpost_table::{BatchResult, Intake, IntakeReport, Layout, Shape, TableStore, TableWrite};
-use std::collections::{BTreeMap, HashSet};
-use std::hash::Hasher;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -318,12 +318,12 @@ async fn feed(
     // Keys over every source: two sources sending one key is a duplicate too. With one
     // source, its own set says it.
     let several = opened.len() > 1;
-    let mut all_keys = HashSet64::default();
+    let mut all_keys = KeySet::default();
     let mut all_good = 0u64;
     for (o, spec) in opened.iter_mut().zip(&pipeline.spec.sources) {
         let spec = spec.get_ref();
         let describe = o.source.describe();
-        let mut keys = HashSet64::default();
+        let mut keys = KeySet::default();
         let mut rows = 0u64;
         let mut good = 0u64;
         let rejected_before = intake.quarantined();
@@ -335,12 +335,7 @@ async fn feed(
             goalpost_spec::pause_point("fetch");
             let batch = intake.take(&describe, &page, spec.fields())?;
             good += batch.num_rows() as u64;
-            for h in key_hashes(&batch, &layout.key)? {
-                keys.insert(h);
-                if several {
-                    all_keys.insert(h);
-                }
-            }
+            keys.insert(&batch, &layout.key)?;
             all_good += batch.num_rows() as u64;
             if intake.pending() >= QUARANTINE_FLUSH {
                 store_quarantined(input, intake.drain()).await?;
@@ -365,7 +360,9 @@ async fn feed(
         } else {
             keys.len() as u64
         };
-        if !several {
+        if several {
+            all_keys.absorb(keys);
+        } else {
             all_keys = keys;
         }
         let rejected = intake.quarantined() - rejected_before;
@@ -415,50 +412,4 @@ pub(crate) async fn store_quarantined(
         .append(table, vec![batch], input.run_id)
         .await?;
     Ok(())
-}
-
-/// The key of every row as a 64-bit hash (for counting distinct keys in 8 bytes a key):
-/// the key columns in arrow's row format, hashed with XXH64.
-fn key_hashes(batch: &RecordBatch, key_columns: &[String]) -> Result<Vec<u64>, RunError> {
-    let columns: Vec<ArrayRef> = key_columns
-        .iter()
-        .filter_map(|k| batch.column_by_name(k).cloned())
-        .collect();
-    if columns.is_empty() {
-        return Ok(Vec::new());
-    }
-    let converter = arrow::row::RowConverter::new(
-        columns
-            .iter()
-            .map(|c| arrow::row::SortField::new(c.data_type().clone()))
-            .collect(),
-    )
-    .and_then(|c| c.convert_columns(&columns).map(|rows| (c, rows)));
-    let (_, rows) = converter.map_err(|e| RunError::Internal(format!("hashing the keys: {e}")))?;
-    Ok(rows
-        .iter()
-        .map(|r| twox_hash::XxHash64::oneshot(0, r.as_ref()))
-        .collect())
-}
-
-/// A set of hashes, which need no hashing again.
-type HashSet64 = HashSet<u64, std::hash::BuildHasherDefault<Prehashed>>;
-
-/// The identity "hasher" for values that are already hashes.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64s are hashed with it; fold anything else in, for completeness.
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }

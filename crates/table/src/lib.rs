@@ -16,6 +16,7 @@ mod layout;
 pub mod maintenance;
 mod mapping;
 mod parse;
+mod sink;
 mod snapshot;
 mod store;
 

@@ -22,18 +22,11 @@
 //!   full load can still be told from the files (see [`TableStore::dedupe`]).
 
 use crate::layout::Layout;
+use crate::sink::Sink;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
-use deltalake::datafusion::catalog::streaming::StreamingTable;
-use deltalake::datafusion::common::DataFusionError;
-use deltalake::datafusion::datasource::provider_as_source;
-use deltalake::datafusion::execution::TaskContext;
 use deltalake::datafusion::execution::context::SessionState;
-use deltalake::datafusion::logical_expr::LogicalPlanBuilder;
-use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
-use deltalake::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use deltalake::datafusion::physical_plan::streaming::PartitionStream;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::CommitProperties;
@@ -45,8 +38,7 @@ use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// What a stream of batches for [`TableStore::replace_stream`] carries: a batch, or the reason
@@ -149,6 +141,9 @@ pub(crate) const HISTORY_PROPERTIES: [(&str, &str); 3] = [
     ("delta.deletedFileRetentionDuration", "interval 3650 days"),
 ];
 
+/// Rows in a row group of the files goalpost writes (the last one of a file may have fewer).
+pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
+
 /// The Parquet writer properties of every file goalpost writes. Everything that shapes the
 /// bytes is fixed here rather than left to library defaults, so an upgrade does not silently
 /// change them and the same rows give the same file.
@@ -159,7 +154,7 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("3 is within zstd's levels 1..=22"),
         ))
-        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_max_row_group_bytes(None)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_dictionary_enabled(true)
@@ -183,11 +178,20 @@ fn session_state() -> Result<Arc<SessionState>, DeltaTableError> {
 
 /// Commit metadata naming the run, with expired-log cleanup off (see [`HISTORY_PROPERTIES`]).
 pub(crate) fn commit_properties(run_id: &str) -> CommitProperties {
+    commit_properties_with(run_id, [])
+}
+
+/// [`commit_properties`] with more commit metadata.
+pub(crate) fn commit_properties_with(
+    run_id: &str,
+    more: impl IntoIterator<Item = (String, serde_json::Value)>,
+) -> CommitProperties {
+    let run = (
+        "goalpost.run_id".to_string(),
+        serde_json::Value::String(run_id.to_string()),
+    );
     CommitProperties::default()
-        .with_metadata([(
-            "goalpost.run_id".to_string(),
-            serde_json::Value::String(run_id.to_string()),
-        )])
+        .with_metadata(std::iter::once(run).chain(more))
         .with_cleanup_expired_logs(Some(false))
 }
 
@@ -322,7 +326,8 @@ impl TableStore {
     /// Replace the table's contents with `batches` in one commit (a full refresh from a
     /// source that sends everything each time). The schema follows the batches, so a column
     /// added to the pipeline appears on the next run, and the partitioning follows `layout`.
-    /// `run_id` is recorded in the commit.
+    /// `run_id` is recorded in the commit. An empty refresh still commits, so the table says
+    /// "no rows" rather than keeping yesterday's rows.
     pub async fn replace(
         &self,
         table: &str,
@@ -331,68 +336,49 @@ impl TableStore {
         layout: &Layout,
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
-        let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-        // An empty refresh still commits, so the table says "no rows" rather than keeping
-        // yesterday's rows.
-        let batches = if batches.is_empty() {
-            vec![RecordBatch::new_empty(schema)]
-        } else {
-            batches
-        };
-        let written = self
-            .handle(table)
-            .await?
-            .write(batches)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(SchemaMode::Overwrite)
-            .with_partition_columns(layout.partition_columns())
-            .with_configuration(history_configuration())
-            .with_writer_properties(writer_properties())
-            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
-            .with_commit_properties(commit_properties(run_id))
-            .await
-            .map_err(|e| self.err(table, e))?;
-        self.written(table, &written, rows).await
+        let (tx, rx) = mpsc::channel(batches.len().max(1));
+        for batch in batches {
+            // The channel holds them all: this never waits and never fails.
+            let _ = tx.try_send(Ok(batch));
+        }
+        drop(tx);
+        self.replace_stream(table, schema, rx, layout, run_id).await
     }
 
     /// Replace the table with the batches arriving on `rows`, in one commit at the end, split
-    /// into files by `layout`'s partition column. The sender ends the stream by dropping its
-    /// side; it aborts the write by sending `Err`.
+    /// into files by `layout`'s partition column (see [`sink`](crate::sink) for how the files
+    /// are cut so that memory stays bounded). The sender ends the stream by dropping its
+    /// side; it aborts the write by sending `Err`: nothing is committed and the files written
+    /// so far are deleted.
     pub async fn replace_stream(
         &self,
         table: &str,
         schema: SchemaRef,
-        rows: mpsc::Receiver<BatchResult>,
+        mut rows: mpsc::Receiver<BatchResult>,
         layout: &Layout,
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
-        let counted = Arc::new(AtomicU64::new(0));
-        let partition = ChannelPartition {
-            schema: schema.clone(),
-            rx: Mutex::new(Some(rows)),
-            counted: counted.clone(),
-        };
-        let provider = StreamingTable::try_new(schema, vec![Arc::new(partition)])
-            .map_err(|e| self.err(table, e.into()))?;
-        let plan =
-            LogicalPlanBuilder::scan("incoming", provider_as_source(Arc::new(provider)), None)
-                .and_then(LogicalPlanBuilder::build)
-                .map_err(|e| self.err(table, e.into()))?;
-        let written = self
-            .handle(table)
-            .await?
-            .write(vec![])
-            .with_input_plan(plan)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(SchemaMode::Overwrite)
-            .with_partition_columns(layout.partition_columns())
-            .with_configuration(history_configuration())
-            .with_writer_properties(writer_properties())
-            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
-            .with_commit_properties(commit_properties(run_id))
-            .await
-            .map_err(|e| self.err(table, e))?;
-        self.written(table, &written, counted.load(Ordering::Relaxed))
+        let handle = self.handle(table).await?;
+        let mut sink = Sink::new(handle.log_store().object_store(None), &schema, layout)?;
+        let mut failed = None;
+        while let Some(item) = rows.recv().await {
+            let written = match item {
+                Ok(batch) => sink.write(&batch).await,
+                Err(why) => Err(DeltaTableError::generic(format!("the load stopped: {why}"))),
+            };
+            if let Err(e) = written {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            sink.abort().await;
+            return Err(self.err(table, e));
+        }
+        goalpost_spec::pause_point("table-write");
+        let count = sink.rows();
+        let adds = sink.close().await.map_err(|e| self.err(table, e))?;
+        self.commit_replace(table, &schema, layout, adds, count, run_id)
             .await
     }
 
@@ -587,7 +573,7 @@ impl TableStore {
 
 /// [`HISTORY_PROPERTIES`] as a write's table configuration (used when the write creates the
 /// table).
-fn history_configuration() -> Vec<(String, Option<String>)> {
+pub(crate) fn history_configuration() -> Vec<(String, Option<String>)> {
     HISTORY_PROPERTIES
         .iter()
         .map(|(k, v)| (k.to_string(), Some(v.to_string())))
@@ -621,53 +607,6 @@ fn merge_predicate(layout: &Layout, prune: bool) -> String {
         ));
     }
     terms.join(" AND ")
-}
-
-/// A scan whose one partition is the batches arriving on a channel.
-struct ChannelPartition {
-    schema: SchemaRef,
-    rx: Mutex<Option<mpsc::Receiver<BatchResult>>>,
-    counted: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for ChannelPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChannelPartition")
-    }
-}
-
-impl PartitionStream for ChannelPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        // The lock is held only to take the receiver, which cannot panic, so it is never poisoned.
-        let rx = self
-            .rx
-            .lock()
-            .expect("the channel lock is never poisoned")
-            .take();
-        let counted = self.counted.clone();
-        let stream = futures::stream::unfold(rx, move |rx| {
-            let counted = counted.clone();
-            async move {
-                // A second execution has nothing to read: it must not see the rows twice.
-                let mut rx = rx?;
-                let Some(item) = rx.recv().await else {
-                    goalpost_spec::pause_point("table-write");
-                    return None;
-                };
-                let item = item
-                    .inspect(|b| {
-                        counted.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
-                    })
-                    .map_err(|m| DataFusionError::External(m.into()));
-                Some((item, Some(rx)))
-            }
-        });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
-    }
 }
 
 #[cfg(test)]
