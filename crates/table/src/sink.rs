@@ -272,12 +272,16 @@ impl Sink {
     /// long as more than one file is open.
     async fn settle(&mut self) -> Result<(), DeltaTableError> {
         let now = self.batches;
-        while let Some(at) = self
-            .open
-            .iter()
-            .position(|f| now - f.last_batch >= IDLE_BATCHES)
-        {
-            self.finish(at).await?;
+        loop {
+            // Not in the loop's condition: its borrow of the files would last over the await.
+            let idle = self
+                .open
+                .iter()
+                .position(|f| now - f.last_batch >= IDLE_BATCHES);
+            match idle {
+                Some(at) => self.finish(at).await?,
+                None => break,
+            }
         }
         let width = self.file_columns.len().max(1);
         loop {
