@@ -104,13 +104,17 @@ impl Response {
 
     /// The body as JSON; a body that does not parse is reported with position and excerpt.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Problem> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Problem::Transient(format!(
-                "the response is not the JSON expected ({}); it begins {}",
-                crate::decode::json_error(&e),
-                excerpt(&self.body)
-            ))
-        })
+        serde_json::from_slice(&self.body).map_err(|e| self.not_json(&e))
+    }
+
+    /// The problem of a body that did not parse as the JSON expected: worth another attempt
+    /// (a portal may answer with a truncated or interrupted body).
+    pub(crate) fn not_json(&self, e: &serde_json::Error) -> Problem {
+        Problem::Transient(format!(
+            "the response is not the JSON expected ({}); it begins {}",
+            crate::decode::json_error(e),
+            excerpt(&self.body)
+        ))
     }
 }
 

@@ -19,7 +19,7 @@
 //! - Sends `X-App-Token` from the environment variable the pipeline names; turns SODA error
 //!   bodies (`{"code", "error", "message"}`) into messages that say what to fix.
 
-use crate::decode::{Decoder, records_page_with_columns};
+use crate::decode::{Decoder, JsonPageError, records_page_from_json};
 use crate::http::{HttpClient, Problem, Request, Response};
 use crate::page::RawPage;
 use crate::{FetchError, LoadKind, Source, SourceContext, SourceState, secret_from_env};
@@ -321,15 +321,18 @@ fn decode_page(
 ) -> Result<RawPage, Problem> {
     match format {
         SocrataFormat::Json => {
-            let items: Vec<Value> = r.json()?;
             // SODA leaves empty fields out of each object, but names every field of the
             // result in X-SODA2-Fields: with it, a column gone from the source is an error,
             // not a column of empty values.
             let fields = r
                 .header("x-soda2-fields")
                 .and_then(|h| serde_json::from_str::<Vec<String>>(h).ok());
-            records_page_with_columns(&items, fields, origin, index, offset + 1)
-                .map_err(|e| Problem::Permanent(e.to_string()))
+            records_page_from_json(&r.body, fields, origin, index, offset + 1).map_err(
+                |e| match e {
+                    JsonPageError::Syntax(e) => r.not_json(&e),
+                    JsonPageError::Shape(e) => Problem::Permanent(e.to_string()),
+                },
+            )
         }
         SocrataFormat::Csv => {
             let mut d = Decoder::open(&r.body[..], FileFormat::Csv, Path::new(origin), None)
