@@ -351,8 +351,8 @@ fn news_upkeep(shared: &Arc<Shared>) {
     let now = shared.clock.now();
     let publisher =
         goalpost_publish::Publisher::new(&loaded.config.publish_dir, loaded.config.keep_versions);
-    let ended = match publisher.current_digest() {
-        Ok(Some(d)) => d.news.iter().any(|n| !n.archived && n.until <= now),
+    let ended = match publisher.current_news() {
+        Ok(Some(news)) => news.iter().any(|n| !n.archived && n.until <= now),
         _ => false,
     };
     if ended {

@@ -64,6 +64,28 @@ impl Publisher {
         read_digest(&self.current_dir().join("digest.json"))
     }
 
+    /// The news items of the current digest, read without the rest of it (a digest of many
+    /// indicators runs to megabytes; the daemon looks at its news every minute).
+    pub fn current_news(&self) -> Result<Option<Vec<crate::NewsItem>>, PublishError> {
+        #[derive(serde::Deserialize)]
+        struct NewsOnly {
+            #[serde(default)]
+            news: Vec<crate::NewsItem>,
+        }
+        let path = self.current_dir().join("digest.json");
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        serde_json::from_reader::<_, NewsOnly>(std::io::BufReader::new(file))
+            .map(|d| Some(d.news))
+            .map_err(|e| PublishError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })
+    }
+
     /// Write a complete new version and make it current. Returns the version's folder.
     ///
     /// The version is written under a temporary name, synced, renamed into `versions/`, and
@@ -431,7 +453,7 @@ fn sync_dir(dir: &Path) -> Result<(), PublishError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::{SiteInfo, Summary};
+    use crate::digest::{NewsItem, SiteInfo, Summary};
     use chrono::TimeZone;
 
     fn digest(version: &str) -> Digest {
@@ -446,7 +468,18 @@ mod tests {
             },
             summary: Summary::default(),
             pipelines: vec![],
-            news: vec![],
+            news: vec![NewsItem {
+                id: format!("news-{version}"),
+                category: "goal".into(),
+                title: "Goal met".into(),
+                body: "Response times are down.".into(),
+                pipeline: "p".into(),
+                goal: None,
+                event: "met".into(),
+                posted: chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+                until: chrono::Utc.with_ymd_and_hms(2026, 1, 8, 0, 0, 0).unwrap(),
+                archived: false,
+            }],
         }
     }
 
@@ -455,6 +488,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = Publisher::new(dir.path(), 1);
         assert_eq!(p.current_digest().unwrap(), None);
+        assert_eq!(p.current_news().unwrap(), None);
         // What a publish killed mid-write leaves behind; the next publish clears it.
         let killed = dir.path().join("versions/.v0.partial");
         fs::create_dir_all(&killed).unwrap();
@@ -462,6 +496,11 @@ mod tests {
         for v in ["v1", "v2", "v3"] {
             p.publish(&digest(v)).unwrap();
             assert_eq!(p.current_digest().unwrap().unwrap().version, v);
+            assert_eq!(
+                p.current_news().unwrap().unwrap(),
+                digest(v).news,
+                "the news alone reads as the digest has it"
+            );
             assert_eq!(
                 fs::read_link(p.current_dir()).unwrap(),
                 Path::new("versions").join(v)
