@@ -354,23 +354,33 @@ impl TableStore {
         &self,
         table: &str,
         schema: SchemaRef,
-        mut rows: mpsc::Receiver<BatchResult>,
+        rows: mpsc::Receiver<BatchResult>,
         layout: &Layout,
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
         let handle = self.handle(table).await?;
-        let mut sink = Sink::new(handle.log_store().object_store(None), &schema, layout)?;
-        let mut failed = None;
-        while let Some(item) = rows.recv().await {
-            let written = match item {
-                Ok(batch) => sink.write(&batch).await,
-                Err(why) => Err(DeltaTableError::generic(format!("the load stopped: {why}"))),
-            };
-            if let Err(e) = written {
-                failed = Some(e);
-                break;
+        let sink = Sink::new(handle.log_store().object_store(None), &schema, layout)?;
+        // The files are encoded on a task of their own, so that on a second core they are
+        // written while the sender reads and types the next rows.
+        let writing = AbortOnDrop(tokio::spawn(async move {
+            let (mut sink, mut rows) = (sink, rows);
+            while let Some(item) = rows.recv().await {
+                let written = match item {
+                    Ok(batch) => sink.write(&batch).await,
+                    Err(why) => Err(DeltaTableError::generic(format!("the load stopped: {why}"))),
+                };
+                if let Err(e) = written {
+                    return (sink, Some(e));
+                }
             }
-        }
+            (sink, None)
+        }));
+        let (sink, failed) = writing.join().await.map_err(|e| {
+            self.err(
+                table,
+                DeltaTableError::generic(format!("the writer stopped: {e}")),
+            )
+        })?;
         if let Some(e) = failed {
             sink.abort().await;
             return Err(self.err(table, e));
@@ -578,6 +588,22 @@ pub(crate) fn history_configuration() -> Vec<(String, Option<String>)> {
         .iter()
         .map(|(k, v)| (k.to_string(), Some(v.to_string())))
         .collect()
+}
+
+/// A spawned task that is aborted when its handle is dropped (a cancelled write stops
+/// writing).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The merge's match condition: the key, and (with `prune`) the partition column when the
