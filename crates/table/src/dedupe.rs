@@ -9,7 +9,7 @@
 
 use crate::layout::Layout;
 use crate::store::{
-    TableError, TableStore, TableWrite, commit_properties, deleted_sql, quote, session,
+    TableError, TableStore, TableWrite, commit_properties, deleted_sql, quote, quote_text, session,
     writer_properties,
 };
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt64Array};
@@ -249,7 +249,7 @@ impl TableStore {
             .map_err(|e| self.err(table, e.into()))?;
         ctx.register_table("t", provider)
             .map_err(|e| self.err(table, e.into()))?;
-        let restricted = within.is_some();
+        let restricted = within.as_ref().map(|keys| key_range(layout, keys));
         if let Some(keys) = within {
             ctx.register_batch(WITHIN_TABLE, keys)
                 .map_err(|e| self.err(table, e.into()))?;
@@ -298,8 +298,9 @@ impl TableStore {
 
 /// A dedupe under way: the table registered as `t` (with each row's file) in `ctx`.
 struct Settling<'a> {
-    /// Only the keys registered as [`WITHIN_TABLE`] are looked at.
-    restricted: bool,
+    /// Only the keys registered as [`WITHIN_TABLE`] are looked at; with a condition on
+    /// the key that holds for all of them (see [`key_range`]), when there is one.
+    restricted: Option<Option<String>>,
     store: &'a TableStore,
     table: &'a str,
     layout: &'a Layout,
@@ -318,7 +319,7 @@ impl Settling<'_> {
     async fn keys(&self) -> Result<Option<SettledKeys>, TableError> {
         let found = self
             .ctx
-            .sql(&settle_keys_sql(self.layout, self.restricted))
+            .sql(&settle_keys_sql(self.layout, self.restricted.as_ref()))
             .await
             .map_err(|e| self.err(e))?
             .collect()
@@ -433,7 +434,58 @@ fn conform_all(batches: &[RecordBatch], schema: &SchemaRef) -> Result<RecordBatc
 
 /// SQL for the keys a dedupe settles: those held more than once, and with deletes declared,
 /// those with a row marking them deleted. With a partition column, each key's partitions.
-fn settle_keys_sql(layout: &Layout, restricted: bool) -> String {
+/// For a dedupe restricted to `within` by a key of one integer or text column: the key lies
+/// between the least and the greatest of `within` (or is NULL, if one of them is). Every
+/// copy of those keys meets it, and the scan skips the files whose key statistics lie
+/// outside: for a refresh of recent records, most of the table. `None` for other keys.
+fn key_range(layout: &Layout, within: &RecordBatch) -> Option<String> {
+    let [key] = &layout.key[..] else {
+        return None;
+    };
+    let column = within.column_by_name(key)?;
+    let bounds = |column: &dyn Array| -> Option<(String, String)> {
+        use arrow::compute::{max, max_string, min, min_string};
+        use arrow::datatypes::{Int8Type, Int16Type, Int32Type, Int64Type};
+        use arrow::datatypes::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+        macro_rules! ints {
+            ($t:ty) => {{
+                let a = column.as_primitive::<$t>();
+                Some((min(a)?.to_string(), max(a)?.to_string()))
+            }};
+        }
+        match column.data_type() {
+            DataType::Int8 => ints!(Int8Type),
+            DataType::Int16 => ints!(Int16Type),
+            DataType::Int32 => ints!(Int32Type),
+            DataType::Int64 => ints!(Int64Type),
+            DataType::UInt8 => ints!(UInt8Type),
+            DataType::UInt16 => ints!(UInt16Type),
+            DataType::UInt32 => ints!(UInt32Type),
+            DataType::UInt64 => ints!(UInt64Type),
+            DataType::Utf8 => {
+                let a = column.as_string::<i32>();
+                Some((quote_text(min_string(a)?), quote_text(max_string(a)?)))
+            }
+            _ => None,
+        }
+    };
+    let k = quote(key);
+    let range = match bounds(column.as_ref()) {
+        Some((lo, hi)) => format!("(t.{k} >= {lo} AND t.{k} <= {hi})"),
+        // Only NULL keys.
+        None if column.null_count() > 0 && !matches!(column.data_type(), DataType::Null) => {
+            return Some(format!("t.{k} IS NULL"));
+        }
+        None => return None,
+    };
+    Some(if column.null_count() > 0 {
+        format!("({range} OR t.{k} IS NULL)")
+    } else {
+        range
+    })
+}
+
+fn settle_keys_sql(layout: &Layout, restricted: Option<&Option<String>>) -> String {
     let keys = layout
         .key
         .iter()
@@ -455,14 +507,18 @@ fn settle_keys_sql(layout: &Layout, restricted: bool) -> String {
             deleted_sql(&quote(c), values)
         ));
     }
-    let filter = if restricted {
+    let filter = if let Some(range) = restricted {
         let same = layout
             .key
             .iter()
             .map(|k| format!("w.{k} IS NOT DISTINCT FROM t.{k}", k = quote(k)))
             .collect::<Vec<_>>()
             .join(" AND ");
-        format!(" WHERE EXISTS (SELECT 1 FROM {WITHIN_TABLE} w WHERE {same})")
+        let range = range
+            .as_ref()
+            .map(|r| format!("{r} AND "))
+            .unwrap_or_default();
+        format!(" WHERE {range}EXISTS (SELECT 1 FROM {WITHIN_TABLE} w WHERE {same})")
     } else {
         String::new()
     };
@@ -658,6 +714,74 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(values(&out), ["a", "c", "B", "d"]);
+    }
+
+    #[test]
+    fn a_restricted_dedupe_bounds_a_single_key_by_the_keys_it_looks_at() {
+        let layout = |key: &[&str]| Layout {
+            key: key.iter().map(|k| k.to_string()).collect(),
+            ..Default::default()
+        };
+        let batch = |name: &str, column: ArrayRef| {
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new(
+                    name,
+                    column.data_type().clone(),
+                    true,
+                )])),
+                vec![column],
+            )
+            .unwrap()
+        };
+        let ids = batch(
+            "id",
+            Arc::new(arrow::array::Int64Array::from(vec![
+                Some(40),
+                Some(-3),
+                Some(7),
+            ])),
+        );
+        assert_eq!(
+            key_range(&layout(&["id"]), &ids).as_deref(),
+            Some(r#"(t."id" >= -3 AND t."id" <= 40)"#)
+        );
+        let with_null = batch(
+            "id",
+            Arc::new(arrow::array::Int32Array::from(vec![Some(5), None])),
+        );
+        assert_eq!(
+            key_range(&layout(&["id"]), &with_null).as_deref(),
+            Some(r#"((t."id" >= 5 AND t."id" <= 5) OR t."id" IS NULL)"#)
+        );
+        let texts = batch(
+            "k",
+            Arc::new(arrow::array::StringArray::from(vec!["b'x", "a", "b"])),
+        );
+        assert_eq!(
+            key_range(&layout(&["k"]), &texts).as_deref(),
+            Some(r#"(t."k" >= 'a' AND t."k" <= 'b''x')"#)
+        );
+        let nulls = batch(
+            "k",
+            Arc::new(arrow::array::StringArray::from(vec![None::<&str>])),
+        );
+        assert_eq!(
+            key_range(&layout(&["k"]), &nulls).as_deref(),
+            Some(r#"t."k" IS NULL"#)
+        );
+        assert_eq!(
+            key_range(&layout(&["id", "k"]), &ids),
+            None,
+            "composite keys"
+        );
+        let floats = batch("f", Arc::new(arrow::array::Float64Array::from(vec![1.5])));
+        assert_eq!(key_range(&layout(&["f"]), &floats), None);
+        // The bounds go in front of the search for the keys.
+        let sql = settle_keys_sql(&layout(&["id"]), Some(&key_range(&layout(&["id"]), &ids)));
+        assert!(
+            sql.contains(r#"WHERE (t."id" >= -3 AND t."id" <= 40) AND EXISTS"#),
+            "{sql}"
+        );
     }
 
     #[test]
