@@ -453,6 +453,12 @@ impl TableStore {
     ///
     /// With `layout.updated`, a source row older than the stored one does not replace it
     /// (an overlapping or out-of-order fetch cannot turn a record back).
+    ///
+    /// A source row the same as the stored one (every column equal, NULL equal to NULL)
+    /// changes nothing and does not count as updated. A refresh re-fetches the records of an
+    /// overlap window it already has, and a daily refresh of a feed touches old records as
+    /// well as new: files whose rows all came back unchanged are then neither read into the
+    /// new version nor rewritten, only those with a real change.
     pub async fn merge(
         &self,
         table: &str,
@@ -502,19 +508,24 @@ impl TableStore {
                 .when_matched_delete(|d| d.predicate(deleted.clone()))
                 .map_err(|e| self.err(table, e))?;
         }
-        let newer = layout.updated.as_ref().map(|c| {
-            let c = quote(c);
-            format!("target.{c} IS NULL OR source.{c} >= target.{c}")
-        });
+        let changed = columns
+            .iter()
+            .map(|c| format!("(source.{c} IS DISTINCT FROM target.{c})", c = quote(c)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let newer = match &layout.updated {
+            Some(c) => {
+                let c = quote(c);
+                format!("(target.{c} IS NULL OR source.{c} >= target.{c}) AND ({changed})")
+            }
+            None => changed,
+        };
         let (written, metrics) = builder
             .when_matched_update(|mut u| {
                 for c in &columns {
                     u = u.update(quote(c), format!("source.{}", quote(c)));
                 }
-                match &newer {
-                    Some(newer) => u.predicate(newer.clone()),
-                    None => u,
-                }
+                u.predicate(newer.clone())
             })
             .and_then(|b| {
                 b.when_not_matched_insert(|mut i| {
