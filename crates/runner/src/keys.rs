@@ -18,6 +18,12 @@ use roaring::RoaringTreemap;
 use std::collections::HashSet;
 use std::hash::Hasher;
 
+/// Integer keys are kept as hashes instead once the bitmap takes more than this many bytes
+/// a key (a hash takes 8 and a little more)...
+const SPARSE_BYTES_PER_KEY: u64 = 12;
+/// ...which is looked at from this many keys on.
+const SPARSE_CHECK_FROM: u64 = 4096;
+
 /// A set of keys; see the module docs.
 #[derive(Default)]
 pub(crate) enum KeySet {
@@ -59,7 +65,17 @@ impl KeySet {
                 if let Some(bits) = integer_bits(&columns[0]) {
                     *null |= columns[0].null_count() > 0;
                     // The values come mostly in order, which the bitmap takes fastest.
+                    let before = values.len();
                     values.extend(bits);
+                    // Ids scattered over the 64-bit range make a bitmap larger than the
+                    // hashes: looked at each time the count passes a power of two.
+                    let after = values.len();
+                    if after >= SPARSE_CHECK_FROM
+                        && before.checked_ilog2() != after.checked_ilog2()
+                        && values.serialized_size() as u64 > SPARSE_BYTES_PER_KEY * after
+                    {
+                        self.to_hashes();
+                    }
                     return Ok(());
                 }
                 // A batch whose key has another type than the first one's: hash from now on.
@@ -69,7 +85,12 @@ impl KeySet {
             _ => {}
         }
         if let KeySet::Hashes(set) = self {
-            set.extend(key_hashes(&columns)?);
+            // One integer column is hashed as the 64-bit integers a bitmap turned into hashes
+            // holds, so the same number is the same key whatever the column's width.
+            match as_int64(&columns[0]) {
+                Some(ints) if columns.len() == 1 => set.extend(key_hashes(&[ints])?),
+                _ => set.extend(key_hashes(&columns)?),
+            }
         }
         Ok(())
     }
@@ -178,6 +199,21 @@ fn integer_bits(column: &ArrayRef) -> Option<Box<dyn Iterator<Item = u64> + '_>>
     })
 }
 
+/// An integer column as 64-bit integers (the bits of [`integer_bits`]), NULLs kept.
+fn as_int64(column: &ArrayRef) -> Option<ArrayRef> {
+    let mut bits = integer_bits(column)?;
+    let ints: arrow::array::Int64Array = (0..column.len())
+        .map(|i| {
+            if column.is_null(i) {
+                None
+            } else {
+                bits.next().map(|b| b as i64)
+            }
+        })
+        .collect();
+    Some(std::sync::Arc::new(ints))
+}
+
 /// The key of every row as a 64-bit hash: the key columns in arrow's row format, hashed
 /// with XXH64.
 fn key_hashes(columns: &[ArrayRef]) -> Result<Vec<u64>, RunError> {
@@ -268,6 +304,23 @@ mod tests {
             "{}",
             values.serialized_size()
         );
+    }
+
+    #[test]
+    fn integer_keys_scattered_over_the_whole_range_turn_into_hashes() {
+        let key = ["id".to_string()];
+        let mut set = KeySet::default();
+        // A multiplicative scramble: distinct values, spread over all 64 bits.
+        let scattered =
+            |i: i64| Some((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64);
+        for start in (0..20_000i64).step_by(5_000) {
+            set.insert(&ids((start..start + 5_000).map(scattered).collect()), &key)
+                .unwrap();
+        }
+        assert!(matches!(set, KeySet::Hashes(_)), "the bitmap would be larger");
+        set.insert(&ids((0..100).map(scattered).collect()), &key)
+            .unwrap();
+        assert_eq!(set.len(), 20_000, "the keys counted before are still there");
     }
 
     #[test]
