@@ -311,13 +311,15 @@ mod tests {
         let key = ["id".to_string()];
         let mut set = KeySet::default();
         // A multiplicative scramble: distinct values, spread over all 64 bits.
-        let scattered =
-            |i: i64| Some((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64);
+        let scattered = |i: i64| Some((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as i64);
         for start in (0..20_000i64).step_by(5_000) {
             set.insert(&ids((start..start + 5_000).map(scattered).collect()), &key)
                 .unwrap();
         }
-        assert!(matches!(set, KeySet::Hashes(_)), "the bitmap would be larger");
+        assert!(
+            matches!(set, KeySet::Hashes(_)),
+            "the bitmap would be larger"
+        );
         set.insert(&ids((0..100).map(scattered).collect()), &key)
             .unwrap();
         assert_eq!(set.len(), 20_000, "the keys counted before are still there");

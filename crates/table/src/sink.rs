@@ -52,6 +52,11 @@ use std::collections::HashMap;
 /// columns.
 pub(crate) const BUFFERED_CELLS: usize = 2_000_000;
 
+/// Parts of a file (5 MB each) on their way to storage at once. delta-rs sends 10, which a
+/// file of more than one row group fills as its row groups complete: 50 MB held for a
+/// local disk that takes each part in milliseconds.
+const UPLOADS_IN_FLIGHT: usize = 2;
+
 /// A file that got no rows in this many batches is finished: its partition is most likely done.
 pub(crate) const IDLE_BATCHES: u64 = 4;
 
@@ -200,7 +205,7 @@ impl Sink {
             Some(writer_properties()),
             None,
             None,
-            None,
+            Some(UPLOADS_IN_FLIGHT),
             Some(prefix),
         )?;
         let writer = PartitionWriter::try_with_config(
