@@ -74,14 +74,14 @@ impl KeySet {
                         && before.checked_ilog2() != after.checked_ilog2()
                         && values.serialized_size() as u64 > SPARSE_BYTES_PER_KEY * after
                     {
-                        self.to_hashes();
+                        self.make_hashes();
                     }
                     return Ok(());
                 }
                 // A batch whose key has another type than the first one's: hash from now on.
-                self.to_hashes();
+                self.make_hashes();
             }
-            KeySet::Ints { .. } => self.to_hashes(),
+            KeySet::Ints { .. } => self.make_hashes(),
             _ => {}
         }
         if let KeySet::Hashes(set) = self {
@@ -120,9 +120,9 @@ impl KeySet {
                 *null |= more_null;
             }
             (_, other) => {
-                self.to_hashes();
+                self.make_hashes();
                 let mut other = other;
-                other.to_hashes();
+                other.make_hashes();
                 if let (KeySet::Hashes(set), KeySet::Hashes(more)) = (self, other) {
                     set.extend(more);
                 }
@@ -131,7 +131,7 @@ impl KeySet {
     }
 
     /// The same keys as hashes.
-    fn to_hashes(&mut self) {
+    fn make_hashes(&mut self) {
         if matches!(self, KeySet::Hashes(_)) {
             return;
         }

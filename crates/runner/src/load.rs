@@ -358,7 +358,7 @@ async fn feed(
         let distinct = if layout.key.is_empty() {
             good
         } else {
-            keys.len() as u64
+            keys.len()
         };
         if several {
             all_keys.absorb(keys);
@@ -387,7 +387,7 @@ async fn feed(
         fed.rows += rows;
         fed.per_source.push(rows);
     }
-    if !layout.key.is_empty() && (all_keys.len() as u64) < all_good {
+    if !layout.key.is_empty() && all_keys.len() < all_good {
         fed.duplicates = true;
     }
     Ok(fed)

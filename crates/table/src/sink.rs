@@ -413,7 +413,7 @@ impl TableStore {
         let snapshot = handle.snapshot().map_err(err)?;
         let mut actions: Vec<Action> = Vec::new();
         if snapshot.schema().as_ref() != &kernel_schema
-            || snapshot.metadata().partition_columns() != &partition_columns
+            || snapshot.metadata().partition_columns() != partition_columns
         {
             actions.push(Action::Metadata(
                 with_columns(snapshot.metadata(), &kernel_schema, &partition_columns)
