@@ -9,7 +9,8 @@
 //! grow past [`BUFFERED_CELLS`]:
 //! - a file that got no rows for [`IDLE_BATCHES`] batches is finished. Sources are mostly in
 //!   time order, so a month's rows come together and its file is finished a few batches after
-//!   the month ends: one file per partition (or one per [`ROW_GROUP_ROWS`] × many rows);
+//!   the month ends: one file per partition, or several of the table's target file size
+//!   (`delta.targetFileSize`, 100 MB by default) each, cut between row groups;
 //! - past the bound, the least recently written files are finished first. Rows in no order at
 //!   all then make more, smaller files per partition; `goalpost compact` packs them.
 //!
@@ -33,7 +34,7 @@ use arrow::row::{RowConverter, SortField};
 use delta_kernel::engine::arrow_conversion::TryIntoKernel as _;
 use delta_kernel::expressions::Scalar;
 use delta_kernel::schema::StructType;
-use delta_kernel::table_properties::DataSkippingNumIndexedCols;
+use delta_kernel::table_properties::{DataSkippingNumIndexedCols, TableProperties};
 use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
 use deltalake::kernel::scalars::ScalarExt as _;
 use deltalake::kernel::transaction::CommitBuilder;
@@ -85,6 +86,11 @@ pub(crate) struct Sink {
     partition: Option<usize>,
     partition_name: String,
     num_indexed_cols: DataSkippingNumIndexedCols,
+    /// The table's `delta.dataSkippingStatsColumns`, when set.
+    stats_columns: Option<Vec<String>>,
+    /// A file grows to about this size (the table's `delta.targetFileSize`), then the
+    /// partition's rows go on in a new one.
+    target_file_size: std::num::NonZeroU64,
     /// See [`BUFFERED_CELLS`].
     bound: usize,
     open: Vec<OpenFile>,
@@ -99,11 +105,16 @@ pub(crate) struct Sink {
 impl Sink {
     /// A sink for rows of `schema` into the table whose object store is `store`, split by
     /// `layout`'s partition column.
+    /// `properties` are the table's, when it exists: they say how large a file grows and
+    /// which columns get statistics.
     pub(crate) fn new(
         store: ObjectStoreRef,
         schema: &SchemaRef,
         layout: &Layout,
+        properties: Option<&TableProperties>,
     ) -> Result<Self, TableError> {
+        let defaults = TableProperties::default();
+        let properties = properties.unwrap_or(&defaults);
         let partition = match &layout.partition {
             None => None,
             Some(p) => Some(schema.index_of(p).map_err(|_| {
@@ -131,8 +142,12 @@ impl Sink {
             file_columns,
             partition,
             partition_name: layout.partition.clone().unwrap_or_default(),
-            num_indexed_cols: delta_kernel::table_properties::TableProperties::default()
-                .num_indexed_cols(),
+            num_indexed_cols: properties.num_indexed_cols(),
+            target_file_size: properties.target_file_size(),
+            stats_columns: properties
+                .data_skipping_stats_columns
+                .as_ref()
+                .map(|columns| columns.iter().map(|c| c.to_string()).collect()),
             bound: BUFFERED_CELLS,
             open: Vec::new(),
             started: HashMap::new(),
@@ -203,16 +218,18 @@ impl Sink {
             self.file_schema.clone(),
             values,
             Some(writer_properties()),
-            None,
+            Some(self.target_file_size),
             None,
             Some(UPLOADS_IN_FLIGHT),
             Some(prefix),
-        )?;
+        )?
+        // A new file starts only between row groups, so none ends in a short one.
+        .with_roll_on_row_group_boundary(true);
         let writer = PartitionWriter::try_with_config(
             self.store.clone(),
             config,
             self.num_indexed_cols,
-            None,
+            self.stats_columns.clone(),
         )?;
         Ok(OpenFile {
             folder,
@@ -500,8 +517,13 @@ mod tests {
 
     async fn sink(store: &TableStore, bound: usize) -> Sink {
         let handle = store.handle("t").await.unwrap();
-        let mut sink =
-            Sink::new(handle.log_store().object_store(None), &schema(), &layout()).unwrap();
+        let mut sink = Sink::new(
+            handle.log_store().object_store(None),
+            &schema(),
+            &layout(),
+            None,
+        )
+        .unwrap();
         sink.bound = bound;
         sink
     }
@@ -665,6 +687,47 @@ mod tests {
         let paths = paths(&store).await;
         assert!(paths.len() > 3, "{paths:?}");
         assert_eq!(contents(&store).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_file_past_the_target_size_goes_on_in_a_new_one_between_row_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TableStore::new(dir.path());
+        let mut sink = sink(&store, BUFFERED_CELLS).await;
+        // Any size is past one byte: every full row group ends a file.
+        sink.target_file_size = std::num::NonZeroU64::new(1).unwrap();
+        let n = 2 * ROW_GROUP_ROWS as i64 + 1_000;
+        for start in (0..n).step_by(10_000) {
+            let rows: Vec<(i64, &str, &str)> = (start..(start + 10_000).min(n))
+                .map(|i| (i, "2024-01", "v"))
+                .collect();
+            sink.write(&batch(&rows)).await.unwrap();
+        }
+        let write = commit(&store, sink).await;
+        assert_eq!(write.files_added, 3);
+        let paths = paths(&store).await;
+        for (i, path) in paths.iter().enumerate() {
+            assert!(
+                path.starts_with(&format!("month=2024-01/part-{i:05}-")),
+                "{paths:?}"
+            );
+        }
+        let table = store.existing("t").await.unwrap();
+        let counts: Vec<i64> = table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .into_iter()
+            .map(|f| f.num_records().map_or(-1, |n| n as i64))
+            .collect();
+        let mut sorted = counts.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![1_000, ROW_GROUP_ROWS as i64, ROW_GROUP_ROWS as i64],
+            "whole row groups per file"
+        );
+        assert_eq!(contents(&store).await.len(), n as usize);
     }
 
     #[tokio::test]

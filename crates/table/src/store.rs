@@ -359,7 +359,13 @@ impl TableStore {
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
         let handle = self.handle(table).await?;
-        let sink = Sink::new(handle.log_store().object_store(None), &schema, layout)?;
+        let properties = handle.snapshot().ok().map(|s| s.table_config().clone());
+        let sink = Sink::new(
+            handle.log_store().object_store(None),
+            &schema,
+            layout,
+            properties.as_ref(),
+        )?;
         // The files are encoded on a task of their own, so that on a second core they are
         // written while the sender reads and types the next rows.
         let writing = AbortOnDrop(tokio::spawn(async move {
