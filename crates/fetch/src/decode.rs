@@ -424,6 +424,11 @@ pub(crate) fn records_page_from_json(
     .deserialize(&mut de)
     .and_then(|()| de.end());
     if let Some(e) = shape {
+        // A body broken further on is a syntax error (worth another attempt) first, as it
+        // is when the whole array is parsed before its elements are looked at.
+        if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            return Err(JsonPageError::Syntax(syntax));
+        }
         return Err(JsonPageError::Shape(e));
     }
     read.map_err(JsonPageError::Syntax)?;
@@ -705,6 +710,10 @@ mod tests {
             }
             .to_string()
         );
+        // Broken further on: the syntax error comes first, as for the parsed array.
+        let Err(JsonPageError::Syntax(_)) = streamed(r#"[1, {"a":"#, None) else {
+            panic!("a body broken after a non-object is a syntax error");
+        };
         for (body, found) in [
             ("[1]", "a number"),
             ("[null]", "null"),

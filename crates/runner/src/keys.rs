@@ -138,9 +138,17 @@ impl KeySet {
         if let KeySet::Ints { values, null } = std::mem::take(self) {
             let mut set = HashSet64::default();
             set.reserve(values.len() as usize + 1);
-            let ints = arrow::array::Int64Array::from_iter_values(values.iter().map(|v| v as i64));
-            let ints: ArrayRef = std::sync::Arc::new(ints);
-            set.extend(key_hashes(&[ints]).unwrap_or_default());
+            // In slices, so the switch does not hold every key three times over at once.
+            let mut values = values.iter();
+            loop {
+                let chunk: arrow::array::Int64Array =
+                    values.by_ref().take(1 << 16).map(|v| v as i64).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let chunk: ArrayRef = std::sync::Arc::new(chunk);
+                set.extend(key_hashes(&[chunk]).unwrap_or_default());
+            }
             if null {
                 let none: ArrayRef =
                     std::sync::Arc::new(arrow::array::Int64Array::from(vec![None]));
