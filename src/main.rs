@@ -219,14 +219,16 @@ macro_rules! out {
     }};
 }
 
-/// Have glibc's allocator keep one arena, unless `MALLOC_ARENA_MAX` says otherwise. With one
+/// Have glibc's allocator keep one arena, unless `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`
+/// says otherwise. With one
 /// arena per thread, a full load whose rows are read on one thread and written on another
 /// leaves memory freed by the writer in the reader's arena, where it piles up: measured on
 /// 5 million rows, 213 MB at the end of the load instead of 150 MB, for the same time.
 /// Small allocations still go through each thread's cache without a lock.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"));
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tuned {
         // SAFETY: called first thing in main, before any thread exists; mallopt only sets
         // an allocator parameter.
         unsafe {

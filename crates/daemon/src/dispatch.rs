@@ -63,6 +63,8 @@ pub struct Dispatcher {
     active: Mutex<HashSet<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closing: AtomicBool,
+    /// Runs ended since the daemon started.
+    ended: std::sync::atomic::AtomicU64,
 }
 
 /// Clears a pipeline's place in `active` however its task ends, aborted included.
@@ -90,7 +92,13 @@ impl Dispatcher {
             active: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
+            ended: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// How many runs have ended since the daemon started.
+    pub fn runs_ended(&self) -> u64 {
+        self.ended.load(Ordering::SeqCst)
     }
 
     /// The pipelines running or waiting for a slot.
@@ -145,6 +153,7 @@ impl Dispatcher {
             tracing::info!(pipeline = %id, trigger = why.as_str(), "run starting");
             let started = Instant::now();
             let outcome = me.exec.execute(id.clone(), why).await;
+            me.ended.fetch_add(1, Ordering::SeqCst);
             crate::release_memory();
             let secs = started.elapsed().as_secs_f64();
             match &outcome {

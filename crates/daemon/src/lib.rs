@@ -305,16 +305,20 @@ pub(crate) fn release_memory() {
     }
 }
 
-/// While no run is going: [`release_memory`], and hand the pages of goalpost's own program
-/// file back to the kernel. Most of the program is the machinery of a run (DataFusion,
-/// Parquet, Delta Lake); the pages a run touched stay in the daemon's memory after it, about
-/// 40 MB, though the idle daemon needs little of it. `MADV_PAGEOUT` reclaims them: they are
-/// clean copies of the file, so nothing is written, and the next run reads back the pages
-/// it needs from the page cache (or the disk). The few the idle daemon uses come back at
-/// once.
+/// [`release_memory`]; and once the daemon is idle after start-up or after runs ended, hand
+/// the pages of goalpost's own program file back to the kernel. Most of the program is the
+/// machinery of a run (DataFusion, Parquet, Delta Lake); the pages a run touched stay in the
+/// daemon's memory after it, about 40 MB, though the idle daemon needs little of it.
+/// `MADV_PAGEOUT` reclaims them: code pages are copies of the file, so nothing is written,
+/// and the next run reads back those it needs from the page cache (or the disk); the few
+/// the idle daemon uses come back at once. (Read-only data the loader relocated is a private
+/// copy: with swap it goes there, without it stays.) Once per idle spell, not on every tick,
+/// so the idle daemon's own pages are not read back over and over.
 pub(crate) fn release_memory_when_idle(dispatcher: &Dispatcher) {
+    static PAGED_OUT_AFTER: AtomicU64 = AtomicU64::new(u64::MAX);
     release_memory();
-    if dispatcher.active().is_empty() {
+    let ended = dispatcher.runs_ended();
+    if dispatcher.active().is_empty() && PAGED_OUT_AFTER.swap(ended, Ordering::SeqCst) != ended {
         page_out_program();
     }
 }
@@ -332,8 +336,8 @@ fn page_out_program() {
             return;
         };
         for (start, end) in read_only_mappings(&maps, &exe) {
-            // SAFETY: the range is a mapping of this process; the advice only drops clean
-            // file pages, which the kernel reads back on the next access.
+            // SAFETY: the range is a read-only mapping of this process; the advice only
+            // moves its pages out, and the kernel brings them back on the next access.
             unsafe {
                 libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_PAGEOUT);
             }

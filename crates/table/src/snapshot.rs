@@ -25,7 +25,15 @@ pub async fn write_snapshot(
     order: &[String],
     path: &Path,
 ) -> Result<u64, TableError> {
-    write_snapshot_within(name, table, order, path, SORT_MEMORY).await
+    match write_snapshot_within(name, table, order, path, SORT_MEMORY).await {
+        // DataFusion's sort can still run out within a bound (very wide rows, say): then
+        // without one, as before there was a bound, rather than publish nothing.
+        Err(TableError::Snapshot { message, .. }) if message.contains("Resources exhausted") => {
+            tracing::warn!(table = name, reason = %message, "the snapshot's sort ran out of its memory; sorting again without a bound");
+            write_snapshot_within(name, table, order, path, usize::MAX).await
+        }
+        written => written,
+    }
 }
 
 /// [`write_snapshot`] with the sort's memory bounded by `memory` bytes.
