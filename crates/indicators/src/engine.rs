@@ -12,6 +12,7 @@ use datafusion::prelude::{DataFrame, SessionContext};
 use futures::{StreamExt as _, TryStreamExt as _};
 use goalpost_spec::period::{Period, PeriodKind};
 use goalpost_spec::{Diagnostic, IndicatorSpec, Pipeline};
+use goalpost_table::AbortOnDrop;
 use goalpost_table::deltalake::DeltaTable;
 use serde::Serialize;
 use std::collections::HashSet;
@@ -380,21 +381,6 @@ pub async fn compute(
         .buffered(parallel)
         .try_collect()
         .await
-}
-
-/// A spawned task that is aborted if it is dropped before it ends.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> AbortOnDrop<T> {
-    async fn wait(mut self) -> Result<T, tokio::task::JoinError> {
-        (&mut self.0).await
-    }
-}
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// What every indicator of a pipeline computes from.

@@ -123,7 +123,7 @@ fn column(batch: &RecordBatch, name: &str, role: &'static str) -> Result<ArrayRe
         .ok_or_else(|| unknown_column(role, name, &batch.schema()))
 }
 
-fn unknown_column(role: &'static str, column: &str, schema: &Schema) -> TableError {
+pub(crate) fn unknown_column(role: &'static str, column: &str, schema: &Schema) -> TableError {
     TableError::UnknownColumn {
         role,
         column: column.to_string(),

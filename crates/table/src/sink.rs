@@ -104,9 +104,8 @@ pub(crate) struct Sink {
 
 impl Sink {
     /// A sink for rows of `schema` into the table whose object store is `store`, split by
-    /// `layout`'s partition column.
-    /// `properties` are the table's, when it exists: they say how large a file grows and
-    /// which columns get statistics.
+    /// `layout`'s partition column. `properties` are the table's, when it exists: they say
+    /// how large a file grows and which columns get statistics.
     pub(crate) fn new(
         store: ObjectStoreRef,
         schema: &SchemaRef,
@@ -117,18 +116,11 @@ impl Sink {
         let properties = properties.unwrap_or(&defaults);
         let partition = match &layout.partition {
             None => None,
-            Some(p) => Some(schema.index_of(p).map_err(|_| {
-                TableError::UnknownColumn {
-                    role: "partition",
-                    column: p.clone(),
-                    available: schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-            })?),
+            Some(p) => Some(
+                schema
+                    .index_of(p)
+                    .map_err(|_| crate::dedupe::unknown_column("partition", p, schema))?,
+            ),
         };
         let file_columns: Vec<usize> = (0..schema.fields().len())
             .filter(|i| Some(*i) != partition)

@@ -381,7 +381,7 @@ impl TableStore {
             }
             (sink, None)
         }));
-        let (sink, failed) = writing.join().await.map_err(|e| {
+        let (sink, failed) = writing.wait().await.map_err(|e| {
             self.err(
                 table,
                 DeltaTableError::generic(format!("the writer stopped: {e}")),
@@ -607,12 +607,13 @@ pub(crate) fn history_configuration() -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-/// A spawned task that is aborted when its handle is dropped (a cancelled write stops
-/// writing).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// A spawned task that is aborted when its handle is dropped before it ends: a cancelled
+/// write stops writing, a failed run stops its other work.
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
 
 impl<T> AbortOnDrop<T> {
-    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+    /// The task's result, once it ends.
+    pub async fn wait(mut self) -> Result<T, tokio::task::JoinError> {
         (&mut self.0).await
     }
 }
