@@ -344,8 +344,10 @@ pub async fn compute(
         others.push((name.clone(), provider));
     }
     let reads = tables_read(pipeline);
-    // Each indicator is its own one-partition query; as many run at once as there are
-    // cores, each on a task of its own. The results keep the pipeline's order.
+    // Structured indicators that group the same rows the same way are computed together, in
+    // one query (see `together`); any other indicator is a query of its own. Each query is
+    // one partition; as many run at once as there are cores, each on a task of its own. The
+    // results keep the pipeline's order.
     let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Arc::new(Shared {
         pipeline: pipeline.clone(),
@@ -355,32 +357,146 @@ pub async fn compute(
         others,
         as_of,
     });
-    let jobs = pipeline
-        .spec
-        .indicators
-        .iter()
-        .cloned()
-        .zip(reads)
-        .map(|(indicator, (_, read))| {
-            let shared = Arc::clone(&shared);
-            async move {
-                let id = indicator.id.get_ref().clone();
-                let file = shared.pipeline.file.path.display().to_string();
-                // Aborted when dropped: an error elsewhere or a cancelled run stops it too.
-                let task = AbortOnDrop(tokio::spawn(
-                    async move { one(&shared, &indicator, read).await }.in_current_span(),
-                ));
-                task.wait().await.map_err(|e| IndicatorError::Sql {
-                    file,
-                    indicator: id,
-                    message: format!("goalpost stopped while computing it: {e}"),
-                })?
-            }
-        });
-    futures::stream::iter(jobs)
+    let specs = &pipeline.spec.indicators;
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, indicator) in specs.iter().enumerate() {
+        match groups
+            .iter_mut()
+            .find(|g| goalpost_spec::same_grouping(&specs[g[0]], indicator))
+        {
+            Some(group) => group.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    let jobs = groups.into_iter().map(|group| {
+        let shared = Arc::clone(&shared);
+        let indicators: Vec<(usize, IndicatorSpec, Vec<String>)> = group
+            .iter()
+            .map(|i| (*i, specs[*i].clone(), reads[*i].1.clone()))
+            .collect();
+        async move {
+            let id = indicators[0].1.id.get_ref().clone();
+            let file = shared.pipeline.file.path.display().to_string();
+            // Aborted when dropped: an error elsewhere or a cancelled run stops it too.
+            let task = AbortOnDrop(tokio::spawn(
+                async move { together(&shared, indicators).await }.in_current_span(),
+            ));
+            task.wait().await.map_err(|e| IndicatorError::Sql {
+                file,
+                indicator: id,
+                message: format!("goalpost stopped while computing it: {e}"),
+            })?
+        }
+    });
+    let mut computed: Vec<(usize, Series)> = futures::stream::iter(jobs)
         .buffered(parallel)
-        .try_collect()
+        .try_collect::<Vec<_>>()
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    computed.sort_by_key(|(i, _)| *i);
+    Ok(computed.into_iter().map(|(_, series)| series).collect())
+}
+
+/// The series of `indicators` (with their place in the pipeline and the tables they read):
+/// one query for them all when there are several (they share their grouping, see
+/// [`goalpost_spec::same_grouping`]), which reads and groups the table once. Should that
+/// query fail, each is computed on its own, so the error names the indicator at fault.
+async fn together(
+    shared: &Shared,
+    indicators: Vec<(usize, IndicatorSpec, Vec<String>)>,
+) -> Result<Vec<(usize, Series)>, IndicatorError> {
+    if indicators.len() > 1 {
+        match combined(shared, &indicators).await {
+            Ok(series) => return Ok(series),
+            Err(e) => tracing::debug!(error = %e, "computing the indicators one by one"),
+        }
+    }
+    let mut out = Vec::with_capacity(indicators.len());
+    for (i, indicator, read) in indicators {
+        out.push((i, one(shared, &indicator, read).await?));
+    }
+    Ok(out)
+}
+
+/// [`together`]'s one query.
+async fn combined(
+    shared: &Shared,
+    indicators: &[(usize, IndicatorSpec, Vec<String>)],
+) -> Result<Vec<(usize, Series)>, String> {
+    let Shared {
+        pipeline,
+        table,
+        lookups,
+        provider,
+        others,
+        as_of,
+    } = shared;
+    let first = &indicators[0].1;
+    let ctx = session(pipeline, first, Arc::clone(provider), others)
         .await
+        .map_err(|e| e.to_string())?;
+    for t in std::iter::once(table).chain(lookups.iter().map(|(_, t)| t)) {
+        t.update_datafusion_session(&ctx.state())
+            .map_err(|e| e.to_string())?;
+    }
+    let measures: Vec<(&IndicatorSpec, goalpost_spec::Measure)> = indicators
+        .iter()
+        .filter_map(|(_, ind, _)| ind.measure.as_ref().map(|m| (ind, *m.get_ref())))
+        .collect();
+    if measures.len() != indicators.len() {
+        return Err("an indicator without a measure".into());
+    }
+    let sql = goalpost_spec::combined_sql(&measures, pipeline.spec.table.name.get_ref());
+    let batches = plan(&ctx, &sql)
+        .await
+        .map_err(|e| e.to_string())?
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(indicators.len());
+    for (k, (i, indicator, read)) in indicators.iter().enumerate() {
+        // This indicator's figures: `value_k` as `value`, beside the grouping and `n`.
+        let mine = batches
+            .iter()
+            .map(|b| figures_of(b, k, indicators.len()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let points = points(pipeline, indicator, &mine, *as_of)?;
+        tracing::debug!(indicator = %indicator.id.get_ref(), points = points.len(), "computed");
+        out.push((
+            *i,
+            Series {
+                indicator: indicator.id.get_ref().clone(),
+                period: indicator.period,
+                points,
+                reads: read
+                    .iter()
+                    .filter(|r| lookups.iter().any(|(name, _)| name == *r))
+                    .cloned()
+                    .collect(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The columns of a combined query's batch that are indicator `k`'s figures: every column
+/// but the other indicators' values, with `value_k` named `value`.
+fn figures_of(batch: &RecordBatch, k: usize, count: usize) -> Result<RecordBatch, String> {
+    let values: Vec<String> = (0..count).map(|j| format!("value_{j}")).collect();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match values.iter().position(|v| v == field.name()) {
+            Some(j) if j == k => fields.push(field.as_ref().clone().with_name("value")),
+            Some(_) => continue,
+            None => fields.push(field.as_ref().clone()),
+        }
+        columns.push(Arc::clone(column));
+    }
+    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+        .map_err(|e| e.to_string())
 }
 
 /// What every indicator of a pipeline computes from.

@@ -25,7 +25,7 @@ mod validate;
 pub use check::{CheckKind, CheckSpec, Severity};
 pub use config::{Config, DaemonSettings, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
-pub use measure::{Measure, structured_sql};
+pub use measure::{Measure, combined_sql, same_grouping, structured_sql};
 pub use news::{NewsEvent, NewsRule};
 pub use pipeline::{
     Baseline, Better, CatchUp, ColumnSpec, ColumnType, DeletesSpec, GoalMethod, GoalSpec,
