@@ -425,22 +425,7 @@ async fn combined(
     shared: &Shared,
     indicators: &[(usize, IndicatorSpec, Vec<String>)],
 ) -> Result<Vec<(usize, Series)>, String> {
-    let Shared {
-        pipeline,
-        table,
-        lookups,
-        provider,
-        others,
-        as_of,
-    } = shared;
-    let first = &indicators[0].1;
-    let ctx = session(pipeline, first, Arc::clone(provider), others)
-        .await
-        .map_err(|e| e.to_string())?;
-    for t in std::iter::once(table).chain(lookups.iter().map(|(_, t)| t)) {
-        t.update_datafusion_session(&ctx.state())
-            .map_err(|e| e.to_string())?;
-    }
+    let pipeline = &shared.pipeline;
     let measures: Vec<(&IndicatorSpec, goalpost_spec::Measure)> = indicators
         .iter()
         .filter_map(|(_, ind, _)| ind.measure.as_ref().map(|m| (ind, *m.get_ref())))
@@ -449,9 +434,9 @@ async fn combined(
         return Err("an indicator without a measure".into());
     }
     let sql = goalpost_spec::combined_sql(&measures, pipeline.spec.table.name.get_ref());
-    let batches = plan(&ctx, &sql)
-        .await
-        .map_err(|e| e.to_string())?
+    let batches = shared
+        .planned(&indicators[0].1, &sql)
+        .await?
         .collect()
         .await
         .map_err(|e| e.to_string())?;
@@ -462,21 +447,9 @@ async fn combined(
             .iter()
             .map(|b| figures_of(b, k, indicators.len()))
             .collect::<Result<Vec<_>, _>>()?;
-        let points = points(pipeline, indicator, &mine, *as_of)?;
+        let points = points(pipeline, indicator, &mine, shared.as_of)?;
         tracing::debug!(indicator = %indicator.id.get_ref(), points = points.len(), "computed");
-        out.push((
-            *i,
-            Series {
-                indicator: indicator.id.get_ref().clone(),
-                period: indicator.period,
-                points,
-                reads: read
-                    .iter()
-                    .filter(|r| lookups.iter().any(|(name, _)| name == *r))
-                    .cloned()
-                    .collect(),
-            },
-        ));
+        out.push((*i, shared.series(indicator, points, read)));
     }
     Ok(out)
 }
@@ -509,36 +482,58 @@ struct Shared {
     as_of: NaiveDate,
 }
 
+impl Shared {
+    /// `sql` planned in `indicator`'s session (its period column, the lookups); errors as
+    /// the message shown to the user.
+    async fn planned(&self, indicator: &IndicatorSpec, sql: &str) -> Result<DataFrame, String> {
+        let ctx = session(
+            &self.pipeline,
+            indicator,
+            Arc::clone(&self.provider),
+            &self.others,
+        )
+        .await
+        .map_err(|e| clean_error(&e.to_string()))?;
+        for t in std::iter::once(&self.table).chain(self.lookups.iter().map(|(_, t)| t)) {
+            t.update_datafusion_session(&ctx.state())
+                .map_err(|e| e.to_string())?;
+        }
+        plan(&ctx, sql)
+            .await
+            .map_err(|e| clean_error(&e.to_string()))
+    }
+
+    /// `indicator`'s series of `points`; of the tables its query `read`, the lookups.
+    fn series(&self, indicator: &IndicatorSpec, points: Vec<Point>, read: &[String]) -> Series {
+        Series {
+            indicator: indicator.id.get_ref().clone(),
+            period: indicator.period,
+            points,
+            reads: read
+                .iter()
+                .filter(|r| self.lookups.iter().any(|(name, _)| name == *r))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// One indicator's series.
 async fn one(
     shared: &Shared,
     indicator: &IndicatorSpec,
     read: Vec<String>,
 ) -> Result<Series, IndicatorError> {
-    let Shared {
-        pipeline,
-        table,
-        lookups,
-        provider,
-        others,
-        as_of,
-    } = shared;
-    let as_of = *as_of;
+    let pipeline = &shared.pipeline;
     let sql_err = |message: String| IndicatorError::Sql {
         file: pipeline.file.path.display().to_string(),
         indicator: indicator.id.get_ref().clone(),
         message,
     };
-    let ctx = session(pipeline, indicator, Arc::clone(provider), others)
+    let df = shared
+        .planned(indicator, indicator.sql.get_ref())
         .await
-        .map_err(|e| sql_err(clean_error(&e.to_string())))?;
-    for t in std::iter::once(table).chain(lookups.iter().map(|(_, t)| t)) {
-        t.update_datafusion_session(&ctx.state())
-            .map_err(|e| sql_err(e.to_string()))?;
-    }
-    let df = plan(&ctx, indicator.sql.get_ref())
-        .await
-        .map_err(|e| sql_err(clean_error(&e.to_string())))?;
+        .map_err(sql_err)?;
     let problems = output_problems(indicator, &df);
     if !problems.is_empty() {
         return Err(sql_err(problems.join("; ")));
@@ -547,17 +542,9 @@ async fn one(
         .collect()
         .await
         .map_err(|e| sql_err(clean_error(&e.to_string())))?;
-    let points = points(pipeline, indicator, &batches, as_of).map_err(sql_err)?;
+    let points = points(pipeline, indicator, &batches, shared.as_of).map_err(sql_err)?;
     tracing::debug!(indicator = %indicator.id.get_ref(), points = points.len(), "computed");
-    Ok(Series {
-        indicator: indicator.id.get_ref().clone(),
-        period: indicator.period,
-        points,
-        reads: read
-            .into_iter()
-            .filter(|r| lookups.iter().any(|(name, _)| name == r))
-            .collect(),
-    })
+    Ok(shared.series(indicator, points, &read))
 }
 
 fn points(

@@ -473,9 +473,8 @@ fn with_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{AsArray, Int64Array, StringArray};
+    use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
-    use deltalake::datafusion::prelude::SessionContext;
     use std::sync::Arc;
 
     fn schema() -> SchemaRef {
@@ -534,35 +533,14 @@ mod tests {
         paths
     }
 
-    /// Every row of the table as `id month v`, sorted.
+    /// Every row of the table as `id month v`, by id.
     async fn contents(store: &TableStore) -> Vec<String> {
         let table = store.existing("t").await.unwrap();
-        let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state()).unwrap();
-        ctx.register_table("t", table.table_provider().await.unwrap())
-            .unwrap();
-        let batches = ctx
-            .sql("SELECT id, month, v FROM t ORDER BY id, v")
+        crate::store::tests::text_rows(&table, "SELECT id, month, v FROM t ORDER BY id, v")
             .await
-            .unwrap()
+            .into_iter()
+            .map(|r| r.join(" "))
             .collect()
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        for b in batches {
-            let ids = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
-            let months = arrow::compute::cast(b.column(1), &DataType::Utf8).unwrap();
-            let vs = arrow::compute::cast(b.column(2), &DataType::Utf8).unwrap();
-            for i in 0..b.num_rows() {
-                out.push(format!(
-                    "{} {} {}",
-                    ids.value(i),
-                    months.as_string::<i32>().value(i),
-                    vs.as_string::<i32>().value(i)
-                ));
-            }
-        }
-        out
     }
 
     async fn commit(store: &TableStore, sink: Sink) -> TableWrite {

@@ -654,7 +654,7 @@ fn merge_predicate(layout: &Layout, prune: bool) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
@@ -744,30 +744,39 @@ mod tests {
         .unwrap()
     }
 
-    async fn contents(table: &DeltaTable) -> Vec<(i64, String)> {
+    /// Every cell of `sql`'s result over `table` (registered as `t`) as text, row by row.
+    pub(crate) async fn text_rows(table: &DeltaTable, sql: &str) -> Vec<Vec<String>> {
         use arrow::array::AsArray;
-        use arrow::datatypes::Int64Type;
         let ctx = deltalake::datafusion::prelude::SessionContext::new();
         table.update_datafusion_session(&ctx.state()).unwrap();
         ctx.register_table("t", table.table_provider().await.unwrap())
             .unwrap();
-        let batches = ctx
-            .sql("SELECT id, v FROM t ORDER BY id")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let mut out = Vec::new();
         for b in &batches {
-            let ids = b.column(0).as_primitive::<Int64Type>();
-            let vs = arrow::compute::cast(b.column(1), &DataType::Utf8).unwrap();
-            let vs = vs.as_string::<i32>();
+            let columns: Vec<_> = b
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::cast(c, &DataType::Utf8).unwrap())
+                .collect();
             for i in 0..b.num_rows() {
-                out.push((ids.value(i), vs.value(i).to_string()));
+                out.push(
+                    columns
+                        .iter()
+                        .map(|c| c.as_string::<i32>().value(i).to_string())
+                        .collect(),
+                );
             }
         }
         out
+    }
+
+    async fn contents(table: &DeltaTable) -> Vec<(i64, String)> {
+        text_rows(table, "SELECT id, v FROM t ORDER BY id")
+            .await
+            .into_iter()
+            .map(|r| (r[0].parse().unwrap(), r[1].clone()))
+            .collect()
     }
 
     #[tokio::test]
