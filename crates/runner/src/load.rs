@@ -232,26 +232,19 @@ async fn load_once(
     }
 
     // A refresh: gather the changes (small by nature), one row per key, merge.
+    let began = std::time::Instant::now();
     let mut batches = Vec::new();
     let fed = feed(input, intake, &mut opened, &layout, None, &mut batches).await?;
+    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "refresh: fetched");
     if let Some(why) = intake.over_limit() {
         return Err(RunError::Quarantine(why));
     }
     let changes = goalpost_table::newest_per_key(&schema, batches, &layout)?;
-    // The merged keys, to look for copies of only them afterwards.
-    let merged_keys = match &changes {
-        Some(c) if layout.partition.is_some() => Some(
-            layout
-                .key
-                .iter()
-                .map(|k| c.schema().index_of(k))
-                .collect::<Result<Vec<usize>, _>>()
-                .and_then(|idx| c.project(&idx))
-                .map_err(|e| RunError::Internal(format!("table {table}: the merged keys: {e}")))?,
-        ),
-        _ => None,
-    };
-    let mut write = input
+    tracing::debug!(
+        seconds = began.elapsed().as_secs_f64(),
+        "refresh: one row per key"
+    );
+    let merged = input
         .store
         .merge(
             table,
@@ -261,12 +254,14 @@ async fn load_once(
             input.run_id,
         )
         .await?;
-    if layout.partition.is_some() && write.rows > 0 {
+    let mut write = merged.write;
+    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "refresh: merged");
+    if let Some(keys) = merged.to_settle {
         // Rows are matched within their partition; a record whose partition value changed
         // at the source was added to its new partition and is still in its old one.
         let settled = input
             .store
-            .dedupe_within(table, &layout, input.run_id, merged_keys)
+            .dedupe_within(table, &layout, input.run_id, Some(keys))
             .await
             // The merge is committed but may have left a moved record twice: the next run
             // loads everything again, and settles the whole table.
@@ -279,6 +274,7 @@ async fn load_once(
             write.version = fixed.version;
         }
     }
+    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "refresh: settled");
     Ok(loaded(LoadKind::Changes, write, fed, &opened))
 }
 

@@ -9,6 +9,7 @@
 //!   write is one atomic commit, so a failed run never leaves half a table, and every digest
 //!   can name the table version its figures were computed from.
 
+mod changes;
 pub mod checks;
 mod dedupe;
 mod intake;
@@ -29,7 +30,7 @@ pub use layout::Layout;
 pub use maintenance::{CompactReport, FileStats, VacuumReport};
 pub use mapping::{MapError, Mapped, Rejected, ValueError, map_page, raw_row_json};
 pub use snapshot::write_snapshot;
-pub use store::{AbortOnDrop, BatchResult, TableError, TableStore, TableWrite};
+pub use store::{AbortOnDrop, BatchResult, Merged, TableError, TableStore, TableWrite};
 
 /// Delta Lake, re-exported so callers open tables with the same crate version.
 pub use deltalake;

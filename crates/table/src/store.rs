@@ -127,6 +127,16 @@ pub struct TableWrite {
     pub files_added: u64,
 }
 
+/// What a [`TableStore::merge`] did.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub write: TableWrite,
+    /// On a partitioned table, the keys the merge added rather than matched in their
+    /// partition: a record that moved from another partition is now stored twice, and
+    /// [`TableStore::dedupe_within`] these keys settles it. `None` when nothing was added.
+    pub to_settle: Option<RecordBatch>,
+}
+
 /// Table properties every table is created with, so its history stays readable.
 ///
 /// After each commit delta-rs deletes commit files older than `delta.logRetentionDuration`
@@ -472,28 +482,69 @@ impl TableStore {
         batches: Vec<RecordBatch>,
         layout: &Layout,
         run_id: &str,
-    ) -> Result<TableWrite, TableError> {
+    ) -> Result<Merged, TableError> {
         if layout.key.is_empty() {
             return Err(TableError::NoKey {
                 table: table.to_string(),
             });
         }
         let handle = self.existing(table).await?;
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            // Nothing changed: no commit, the table stays at its version.
-            return Ok(TableWrite {
+        let unchanged = Merged {
+            write: TableWrite {
                 version: handle.version().unwrap_or(0),
                 ..Default::default()
-            });
+            },
+            to_settle: None,
+        };
+        let batch = arrow::compute::concat_batches(&schema, &batches)
+            .map_err(TableError::arrow("gathering the rows to merge"))?;
+        drop(batches);
+        if batch.num_rows() == 0 {
+            // Nothing changed: no commit, the table stays at its version.
+            return Ok(unchanged);
         }
-        let mut any_deletion = false;
-        for b in &batches {
-            if let Some(flags) = crate::dedupe::deleted_flags(b, layout)? {
-                any_deletion |= flags.true_count() > 0;
+        let (batch, added) = match self.stale_rows(table, &handle, &batch, layout).await? {
+            Some(compared) => {
+                let fresh = arrow::compute::not(&compared.stale)
+                    .map_err(TableError::arrow("leaving out the rows the table has"))?;
+                let keep = |b: &RecordBatch| {
+                    arrow::compute::filter_record_batch(b, &fresh)
+                        .map_err(TableError::arrow("leaving out the rows the table has"))
+                };
+                let added = arrow::compute::filter_record_batch(&batch, &compared.added)
+                    .map_err(TableError::arrow("finding the rows to add"))?;
+                tracing::debug!(
+                    table,
+                    fetched = batch.num_rows(),
+                    stale = compared.stale.true_count(),
+                    "compared the fetched rows' stamps with the stored ones"
+                );
+                (keep(&batch)?, Some(added))
             }
+            None => (batch, None),
+        };
+        if batch.num_rows() == 0 {
+            return Ok(unchanged);
         }
+        let any_deletion =
+            crate::dedupe::deleted_flags(&batch, layout)?.is_some_and(|f| f.true_count() > 0);
+        let key_columns = |b: &RecordBatch| -> Result<RecordBatch, TableError> {
+            let idx = layout
+                .key
+                .iter()
+                .map(|k| b.schema().index_of(k))
+                .collect::<Result<Vec<usize>, _>>()
+                .map_err(TableError::arrow("finding the key columns"))?;
+            b.project(&idx)
+                .map_err(TableError::arrow("finding the key columns"))
+        };
+        let (all_keys, added) = match (&layout.partition, added) {
+            (None, _) => (None, None),
+            (Some(_), Some(added)) => (None, Some(key_columns(&added)?)),
+            (Some(_), None) => (Some(key_columns(&batch)?), None),
+        };
         let source = SessionContext::new()
-            .read_batches(batches)
+            .read_batch(batch)
             .map_err(|e| self.err(table, e.into()))?;
         let predicate = merge_predicate(layout, !any_deletion);
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -522,7 +573,7 @@ impl TableStore {
         let newer = match &layout.updated {
             Some(c) => {
                 let c = quote(c);
-                format!("(target.{c} IS NULL OR source.{c} >= target.{c}) AND ({changed})")
+                format!("(target.{c} IS NULL OR source.{c} > target.{c}) AND ({changed})")
             }
             None => changed,
         };
@@ -549,15 +600,26 @@ impl TableStore {
             .map_err(|e| self.err(table, e))?;
         let inserted = metrics.num_target_rows_inserted as u64;
         let updated = metrics.num_target_rows_updated as u64;
-        Ok(TableWrite {
-            version: written.version().unwrap_or(0),
-            rows: inserted + updated,
-            inserted,
-            updated,
-            deleted: metrics.num_target_rows_deleted as u64,
-            files_scanned: metrics.num_target_files_scanned as u64,
-            files_rewritten: metrics.num_target_files_removed as u64,
-            files_added: metrics.num_target_files_added as u64,
+        // Rows matched in their partition were replaced in place; a row added may be a record
+        // that moved from another partition.
+        let to_settle = match (added, all_keys) {
+            _ if inserted == 0 => None,
+            (Some(added), _) => Some(added),
+            (None, all) => all,
+        }
+        .filter(|k| k.num_rows() > 0);
+        Ok(Merged {
+            write: TableWrite {
+                version: written.version().unwrap_or(0),
+                rows: inserted + updated,
+                inserted,
+                updated,
+                deleted: metrics.num_target_rows_deleted as u64,
+                files_scanned: metrics.num_target_files_scanned as u64,
+                files_rewritten: metrics.num_target_files_removed as u64,
+                files_added: metrics.num_target_files_added as u64,
+            },
+            to_settle,
         })
     }
 
@@ -848,7 +910,8 @@ pub(crate) mod tests {
                 "r2",
             )
             .await
-            .unwrap();
+            .unwrap()
+            .write;
         assert_eq!((w.version, w.inserted, w.updated), (1, 1, 1));
         let rows = contents(&store.open_version("t", 1).await.unwrap()).await;
         let expected: Vec<(i64, String)> = [(1, "a"), (2, "B"), (3, "c"), (4, "d")]
@@ -860,7 +923,8 @@ pub(crate) mod tests {
         let w = store
             .merge("t", schema, vec![], &layout, "r3")
             .await
-            .unwrap();
+            .unwrap()
+            .write;
         assert_eq!((w.version, w.rows), (1, 0));
     }
 }

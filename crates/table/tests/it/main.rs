@@ -6,4 +6,5 @@ mod dedupe;
 mod maintenance;
 mod merge;
 mod partitioned_merge;
+mod stamped_merge;
 mod writes;

@@ -64,7 +64,8 @@ async fn rows_marked_deleted_remove_their_key_and_are_never_inserted() {
     let w = store
         .merge("t", schema(), vec![batch(&changes)], &layout, "r2")
         .await
-        .unwrap();
+        .unwrap()
+        .write;
     assert_eq!(
         (w.version, w.inserted, w.updated, w.deleted, w.rows),
         (1, 1, 1, 1, 2)
@@ -122,7 +123,8 @@ async fn a_partitioned_merge_matches_records_in_the_null_partition_and_deletes_t
     let w = store
         .merge("t", schema(), vec![batch(&changes)], &layout, "r2")
         .await
-        .unwrap();
+        .unwrap()
+        .write;
     assert_eq!((w.inserted, w.updated, w.deleted), (1, 2, 1));
     assert_eq!(w.files_rewritten, 2, "the files of partitions a and NULL");
     let table = store.open_version("t", 1).await.unwrap();

@@ -142,7 +142,8 @@ async fn a_merge_rewrites_only_the_partitions_its_rows_fall_in() {
             "refresh",
         )
         .await
-        .unwrap();
+        .unwrap()
+        .write;
     assert_eq!(write.version, 1);
     assert_eq!(run_id(&store, "calls", 1).as_deref(), Some("refresh"));
     assert_eq!(
