@@ -10,7 +10,7 @@
 
 use crate::dedupe::deleted_flags;
 use crate::layout::Layout;
-use crate::store::{TableError, TableStore, quote, session};
+use crate::store::{TableError, TableStore, quote, session_with_partitions};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, UInt32Type};
 use arrow::error::ArrowError;
@@ -102,7 +102,9 @@ impl TableStore {
         )));
         let source = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
 
-        let ctx = session()?;
+        // Which rows match does not depend on the order they are read in: use every core.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let ctx = session_with_partitions(cores)?;
         handle.update_datafusion_session(&ctx.state())?;
         let provider = handle.table_provider().await?;
         let mut stored = ctx.read_table(provider)?.select_columns(&names)?;

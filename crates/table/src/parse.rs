@@ -70,6 +70,9 @@ impl<'a> TimestampParser<'a> {
         }
         // An explicit offset or Z wins over the column's zone.
         if has_offset(s) {
+            if let Some(us) = fast_offset(s) {
+                return Some(us);
+            }
             let zulu;
             let s = match s.strip_suffix(['Z', 'z']) {
                 Some(head) => {
@@ -170,6 +173,36 @@ fn fast_naive(s: &str) -> Option<NaiveDateTime> {
         return None;
     }
     date.and_hms_nano_opt(h, m, sec, nanos)
+}
+
+/// A [`fast_naive`] ISO form followed by `Z` or `±HH:MM` (the form JSON APIs write), as UTC
+/// microseconds. Anything else is `None` and left to chrono, which reads these the same way.
+fn fast_offset(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let n = b.len();
+    let (head, offset_seconds) = if matches!(b.last(), Some(b'Z' | b'z')) {
+        (&s[..n - 1], 0)
+    } else if n > 6 && matches!(b[n - 6], b'+' | b'-') && b[n - 3] == b':' {
+        let two = |i: usize| -> Option<i64> {
+            let (x, y) = (b[i], b[i + 1]);
+            (x.is_ascii_digit() && y.is_ascii_digit())
+                .then(|| i64::from(x - b'0') * 10 + i64::from(y - b'0'))
+        };
+        let (h, m) = (two(n - 5)?, two(n - 2)?);
+        if h >= 24 || m >= 60 {
+            return None;
+        }
+        let sign = if b[n - 6] == b'-' { -1 } else { 1 };
+        (&s[..n - 6], sign * (h * 3600 + m * 60))
+    } else {
+        return None;
+    };
+    // Only the ISO form: the US form never carries an offset.
+    if !head.as_bytes().get(4).is_some_and(|c| *c == b'-') {
+        return None;
+    }
+    let naive = fast_naive(head)?;
+    Some(naive.and_utc().timestamp_micros() - offset_seconds * 1_000_000)
 }
 
 /// Forms with an explicit offset (`Z` is handled as `+00:00`).
@@ -691,6 +724,25 @@ mod tests {
                 fast_naive("06/26/2018 01:05:00 PM"),
                 Some(t(2018, 6, 26, 13, 5, 0, 0))
             );
+            assert_eq!(
+                fast_offset("2018-06-26T10:58:54.5Z"),
+                Some(
+                    t(2018, 6, 26, 10, 58, 54, 500_000_000)
+                        .and_utc()
+                        .timestamp_micros()
+                )
+            );
+            assert_eq!(
+                fast_offset("2018-06-26 10:58:54-04:30"),
+                Some(t(2018, 6, 26, 15, 28, 54, 0).and_utc().timestamp_micros())
+            );
+            for other in [
+                "2018-06-26T10:58Z",
+                "06/26/2018 01:05:00 PMZ",
+                "2018-06-26T10:58:54+24:00",
+            ] {
+                assert_eq!(fast_offset(other), None, "{other}");
+            }
             for other in [
                 "2018-06-26T10:58:54Z",
                 "2018-02-30T10:58:54",
@@ -719,6 +771,20 @@ mod tests {
                     .iter()
                     .find_map(|f| NaiveDateTime::parse_from_str(&text, f).ok());
                 if let Some(fast) = fast_naive(&text) {
+                    prop_assert_eq!(Some(fast), chrono, "{}", text);
+                }
+            }
+
+            #[test]
+            fn the_fast_offset_form_reads_as_chrono_reads_it(
+                text in "20[0-9]{2}-(0[0-9]|1[0-3])-(0[0-9]|[123][0-9])[T ]([01][0-9]|2[0-5]):[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|z|[+-]([01][0-9]|2[0-5]):[0-6][0-9])",
+            ) {
+                let zulu = text.strip_suffix(['Z', 'z']).map(|h| format!("{h}+00:00"));
+                let chrono = OFFSET_FORMATS
+                    .iter()
+                    .find_map(|f| DateTime::parse_from_str(zulu.as_deref().unwrap_or(&text), f).ok())
+                    .map(|dt| dt.with_timezone(&Utc).timestamp_micros());
+                if let Some(fast) = fast_offset(&text) {
                     prop_assert_eq!(Some(fast), chrono, "{}", text);
                 }
             }

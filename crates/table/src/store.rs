@@ -175,9 +175,17 @@ pub(crate) fn writer_properties() -> WriterProperties {
 /// module docs). A write then runs on one thread, a small price on the two cores goalpost
 /// targets.
 pub(crate) fn session() -> Result<SessionContext, DeltaTableError> {
+    session_with_partitions(1)
+}
+
+/// A session reading with `partitions` threads, for queries whose result does not depend on
+/// the order rows are read in.
+pub(crate) fn session_with_partitions(
+    partitions: usize,
+) -> Result<SessionContext, DeltaTableError> {
     let overrides = HashMap::from([(
         "datafusion.execution.target_partitions".to_string(),
-        "1".to_string(),
+        partitions.max(1).to_string(),
     )]);
     Ok(DeltaSessionContext::new_with_session_overrides(&overrides)?.into_inner())
 }
