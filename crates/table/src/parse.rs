@@ -198,7 +198,7 @@ fn fast_offset(s: &str) -> Option<i64> {
         return None;
     };
     // Only the ISO form: the US form never carries an offset.
-    if !head.as_bytes().get(4).is_some_and(|c| *c == b'-') {
+    if head.as_bytes().get(4) != Some(&b'-') {
         return None;
     }
     let naive = fast_naive(head)?;
