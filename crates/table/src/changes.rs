@@ -8,20 +8,31 @@
 //! one's. The merge then reads and rewrites only the files a real change falls in, instead of
 //! every file a fetched row falls in.
 
-use crate::dedupe::deleted_flags;
+use crate::dedupe::{conform, deleted_flags, row_converter, rows_of};
 use crate::layout::Layout;
-use crate::store::{TableError, TableStore, quote, session_with_partitions};
+use crate::store::{
+    BatchResult, TableError, TableStore, TableWrite, commit_properties_with, merge_predicate,
+    quote, session, session_with_partitions,
+};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use arrow::datatypes::SchemaRef;
 use arrow::datatypes::{DataType, Field, Schema, UInt32Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use arrow::row::Row;
 use deltalake::datafusion::common::{DataFusionError, ScalarValue};
 use deltalake::datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use deltalake::datafusion::logical_expr::Accumulator;
 use deltalake::datafusion::prelude::{Expr, ident, lit};
+use deltalake::kernel::Action;
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::protocol::{DeltaOperation, MergePredicate};
 use deltalake::{DeltaTable, DeltaTableError};
-use std::collections::HashSet;
+use futures::TryStreamExt as _;
+use percent_encoding::percent_decode_str;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// The fetched rows' keys, partition, stamp and position while they are compared.
 const SOURCE_TABLE: &str = "__goalpost_fetched";
@@ -29,6 +40,9 @@ const SOURCE_TABLE: &str = "__goalpost_fetched";
 const STORED_TABLE: &str = "__goalpost_stored";
 /// A fetched row's position in its batch.
 const ROW_COLUMN: &str = "__goalpost_row";
+
+/// The data file of each stored row, as the scan names it.
+const FILE_COLUMN: &str = "__goalpost_file";
 
 /// What the stored rows say about each fetched row.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +53,14 @@ pub(crate) struct Compared {
     /// Rows the merge will add: neither stale nor matched by a stored row in their partition,
     /// nor marking a deletion.
     pub added: BooleanArray,
+    /// Rows that replace a stored row: not stale and matched.
+    pub replacing: BooleanArray,
+    /// The data files (as the scan names them) that hold a row a fetched row replaces.
+    pub files: BTreeSet<String>,
+    /// Every stored row a replacing row matches has a stamp, older than the row's: each of
+    /// them differs from the row (their stamps do) and is replaced whole, so the merge can
+    /// rewrite [`files`](Self::files) without looking at the other columns.
+    pub all_older: bool,
 }
 
 impl TableStore {
@@ -87,6 +109,8 @@ impl TableStore {
         if !names.contains(&updated) {
             names.push(updated);
         }
+        let mut stored_names = names.clone();
+        stored_names.push(FILE_COLUMN);
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
         for name in &names {
@@ -106,8 +130,11 @@ impl TableStore {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ctx = session_with_partitions(cores)?;
         handle.update_datafusion_session(&ctx.state())?;
-        let provider = handle.table_provider().await?;
-        let mut stored = ctx.read_table(provider)?.select_columns(&names)?;
+        let provider = handle
+            .table_provider()
+            .with_file_column(FILE_COLUMN)
+            .await?;
+        let mut stored = ctx.read_table(provider)?.select_columns(&stored_names)?;
         for filter in narrowing(&source, layout)? {
             stored = stored.filter(filter)?;
         }
@@ -121,41 +148,268 @@ impl TableStore {
     }
 }
 
-/// [`Compared`] from the comparison's rows: (fetched row, stale).
+impl TableStore {
+    /// Merge by rewriting: the files in `compared.files` are written again without the stored
+    /// rows that `fresh`'s `replacing` rows replace (same key, same partition), and `fresh` (the
+    /// replacing rows and the rows to add) goes into new files, all in one commit. This is
+    /// the merge delta-rs would do for these rows once [`Compared::all_older`] holds and no
+    /// row marks a deletion, without its scan of every file the fetched rows could match:
+    /// only the files a replaced row is in are read. `None` when a file the comparison named
+    /// is not among the table's (the caller then merges the usual way).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn merge_by_rewrite(
+        &self,
+        table: &str,
+        handle: &DeltaTable,
+        schema: &SchemaRef,
+        fresh: RecordBatch,
+        replacing: &BooleanArray,
+        compared: &Compared,
+        layout: &Layout,
+        run_id: &str,
+    ) -> Result<Option<TableWrite>, TableError> {
+        let err = |e: DeltaTableError| self.err(table, e);
+        let snapshot = handle.snapshot().map_err(err)?;
+        // The scan names a file by its URL, the table's URL joined with the path the log
+        // holds (itself percent-encoded): decoded twice it ends with the decoded path.
+        let named: Vec<String> = compared
+            .files
+            .iter()
+            .map(|f| {
+                let once = percent_decode_str(f).decode_utf8_lossy().to_string();
+                percent_decode_str(&once).decode_utf8_lossy().to_string()
+            })
+            .collect();
+        let mut removes = Vec::new();
+        for file in snapshot.log_data() {
+            let path = file.path();
+            let tail = format!("/{path}");
+            if named
+                .iter()
+                .any(|n| n.ends_with(&tail) || n == path.as_ref())
+            {
+                removes.push(Action::Remove(file.remove_action(true)));
+            }
+        }
+        if removes.len() != compared.files.len() {
+            tracing::debug!(
+                table,
+                named = compared.files.len(),
+                found = removes.len(),
+                "the files to rewrite are not all in the table; merging instead"
+            );
+            return Ok(None);
+        }
+
+        // What identifies a replaced row: its key and partition.
+        let mut identity = layout.key.clone();
+        if let Some(p) = &layout.partition
+            && !identity.contains(p)
+        {
+            identity.push(p.clone());
+        }
+        let replacing = arrow::compute::filter_record_batch(&fresh, replacing)
+            .map_err(TableError::arrow("finding the replacing rows"))?;
+        let replaced_rows = rows_of(&replacing, &identity, "key")?;
+        let replaced: HashSet<Row<'_>> = replaced_rows.iter().collect();
+        let converter = row_converter(
+            identity
+                .iter()
+                .map(|c| {
+                    Ok(schema
+                        .field_with_name(c)
+                        .map_err(TableError::arrow("the key columns"))?
+                        .data_type()
+                        .clone())
+                })
+                .collect::<Result<Vec<_>, TableError>>()?,
+        )?;
+
+        let ctx = session().map_err(err)?;
+        handle
+            .update_datafusion_session(&ctx.state())
+            .map_err(err)?;
+        let mut stream = if compared.files.is_empty() {
+            // Only rows to add: nothing to read.
+            None
+        } else {
+            let provider = handle
+                .table_provider()
+                .with_file_paths(compared.files.iter().cloned())
+                .await
+                .map_err(|e| err(e.into()))?;
+            Some(
+                ctx.read_table(provider)
+                    .map_err(|e| err(e.into()))?
+                    .execute_stream()
+                    .await
+                    .map_err(|e| err(e.into()))?,
+            )
+        };
+
+        let (tx, rx) = mpsc::channel::<BatchResult>(4);
+        let writer = self.write_files(table, handle, schema, rx, layout);
+        let mut copied = 0u64;
+        let producer = async {
+            let mut read = async || -> Result<(), TableError> {
+                while let Some(stream) = stream.as_mut()
+                    && let Some(batch) = stream.try_next().await.map_err(|e| err(e.into()))?
+                {
+                    let batch = conform(&batch, schema)?;
+                    let ids: Vec<ArrayRef> = identity
+                        .iter()
+                        .map(|c| batch.column_by_name(c).cloned().expect("conformed"))
+                        .collect();
+                    let encoded = converter
+                        .convert_columns(&ids)
+                        .map_err(TableError::arrow("encoding the stored keys"))?;
+                    let keep: BooleanArray = encoded
+                        .iter()
+                        .map(|r| Some(!replaced.contains(&r)))
+                        .collect();
+                    let kept = arrow::compute::filter_record_batch(&batch, &keep)
+                        .map_err(TableError::arrow("leaving out the replaced rows"))?;
+                    copied += kept.num_rows() as u64;
+                    if kept.num_rows() > 0 && tx.send(Ok(kept)).await.is_err() {
+                        // The writer stopped; its error is the one to report.
+                        return Ok(());
+                    }
+                }
+                let _ = tx.send(Ok(fresh.clone())).await;
+                Ok(())
+            };
+            let result = read().await;
+            if let Err(e) = &result {
+                let _ = tx.send(Err(e.to_string())).await;
+            }
+            drop(tx);
+            result
+        };
+        let (read, written) = tokio::join!(producer, writer);
+        let (adds, rows) = written?;
+        read?;
+        goalpost_spec::pause_point("table-write");
+
+        let updated = replacing.num_rows() as u64;
+        let inserted = fresh.num_rows() as u64 - updated;
+        let files_added = adds.len() as u64;
+        let files_rewritten = removes.len() as u64;
+        let mut actions = removes;
+        actions.extend(adds.into_iter().map(Action::Add));
+        let properties = commit_properties_with(
+            run_id,
+            [(
+                "operationMetrics".to_string(),
+                serde_json::json!({
+                    "num_source_rows": fresh.num_rows(),
+                    "num_target_rows_inserted": inserted,
+                    "num_target_rows_updated": updated,
+                    "num_target_rows_copied": copied,
+                    "num_output_rows": rows,
+                    "num_target_files_scanned": files_rewritten,
+                    "num_target_files_removed": files_rewritten,
+                    "num_target_files_added": files_added,
+                }),
+            )],
+        );
+        let operation = DeltaOperation::Merge {
+            predicate: None,
+            merge_predicate: Some(merge_predicate(layout, true)),
+            matched_predicates: vec![MergePredicate {
+                action_type: "update".to_string(),
+                predicate: layout
+                    .updated
+                    .as_ref()
+                    .map(|u| format!("target.{u} < source.{u}", u = quote(u))),
+            }],
+            not_matched_predicates: vec![MergePredicate {
+                action_type: "insert".to_string(),
+                predicate: None,
+            }],
+            not_matched_by_source_predicates: Vec::new(),
+        };
+        let committed = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), handle.log_store(), operation)
+            .await
+            .map_err(err)?;
+        Ok(Some(TableWrite {
+            version: committed.version as u64,
+            rows: inserted + updated,
+            inserted,
+            updated,
+            deleted: 0,
+            files_scanned: files_rewritten,
+            files_rewritten,
+            files_added,
+        }))
+    }
+}
+
+/// [`Compared`] from the comparison's rows: one per stored match of a fetched row (its
+/// position, whether the match is as new or newer, whether it is older, its file).
 fn stamps_compared(
     batch: &RecordBatch,
     layout: &Layout,
     found: &[RecordBatch],
 ) -> Result<Compared, TableError> {
     let rows = batch.num_rows();
-    let mut stale = vec![false; rows];
+    // Per fetched row: matched, every match as new or newer.
     let mut matched = vec![false; rows];
+    let mut stale = vec![true; rows];
+    let mut matches: Vec<(usize, bool, String)> = Vec::new();
     for b in found {
-        let row = b.column(0).as_primitive_opt::<UInt32Type>();
-        let old = b.column(1).as_boolean_opt();
-        let (Some(row), Some(old)) = (row, old) else {
-            return Err(TableError::Arrow {
-                context: "comparing the fetched rows' stamps with the stored ones",
-                source: ArrowError::SchemaError(format!(
-                    "the comparison gave columns of types {} and {}",
-                    b.column(0).data_type(),
-                    b.column(1).data_type()
-                )),
-            });
+        let wrong = || TableError::Arrow {
+            context: "comparing the fetched rows' stamps with the stored ones",
+            source: ArrowError::SchemaError(format!(
+                "the comparison gave columns of types {:?}",
+                b.columns()
+                    .iter()
+                    .map(|c| c.data_type())
+                    .collect::<Vec<_>>()
+            )),
         };
+        let row = b
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(wrong)?;
+        let (Some(newer_kept), Some(older)) =
+            (b.column(1).as_boolean_opt(), b.column(2).as_boolean_opt())
+        else {
+            return Err(wrong());
+        };
+        let file = arrow::compute::cast(b.column(3), &DataType::Utf8)
+            .map_err(TableError::arrow("reading the stored rows' files"))?;
+        let file = file.as_string::<i32>();
         for i in 0..b.num_rows() {
             let r = row.value(i) as usize;
             matched[r] = true;
-            stale[r] = old.is_valid(i) && old.value(i);
+            stale[r] &= newer_kept.is_valid(i) && newer_kept.value(i);
+            let older = older.is_valid(i) && older.value(i);
+            matches.push((r, older, file.value(i).to_string()));
         }
     }
     let deleted = deleted_flags(batch, layout)?;
     let deleted = |r: usize| deleted.as_ref().is_some_and(|d| d.value(r));
+    let stale: Vec<bool> = (0..rows)
+        .map(|r| matched[r] && stale[r] && !deleted(r))
+        .collect();
+    let mut files = BTreeSet::new();
+    let mut all_older = true;
+    for (r, older, file) in matches {
+        if !stale[r] {
+            all_older &= older;
+            files.insert(file);
+        }
+    }
     Ok(Compared {
-        stale: (0..rows).map(|r| Some(stale[r] && !deleted(r))).collect(),
         added: (0..rows)
             .map(|r| Some(!matched[r] && !deleted(r)))
             .collect(),
+        replacing: (0..rows).map(|r| Some(matched[r] && !stale[r])).collect(),
+        stale: stale.into_iter().map(Some).collect(),
+        files,
+        all_older,
     })
 }
 
@@ -224,9 +478,11 @@ fn compare_sql(layout: &Layout, updated: &str) -> String {
     }
     let u = quote(updated);
     format!(
-        "SELECT s.{row}, bool_and(t.{u} IS NOT NULL AND (s.{u} IS NULL OR s.{u} <= t.{u})) \
-         FROM {SOURCE_TABLE} s JOIN {STORED_TABLE} t ON {on} GROUP BY s.{row}",
+        "SELECT s.{row}, t.{u} IS NOT NULL AND (s.{u} IS NULL OR s.{u} <= t.{u}), \
+         t.{u} IS NOT NULL AND s.{u} > t.{u}, t.{file} \
+         FROM {SOURCE_TABLE} s JOIN {STORED_TABLE} t ON {on}",
         row = quote(ROW_COLUMN),
+        file = quote(FILE_COLUMN),
         on = on.join(" AND "),
     )
 }
@@ -245,10 +501,10 @@ mod tests {
         };
         assert_eq!(
             compare_sql(&layout, "at"),
-            "SELECT s.\"__goalpost_row\", bool_and(t.\"at\" IS NOT NULL AND (s.\"at\" IS NULL \
-             OR s.\"at\" <= t.\"at\")) FROM __goalpost_fetched s JOIN __goalpost_stored t ON \
-             t.\"id\" = s.\"id\" AND t.\"m\" IS NOT DISTINCT FROM s.\"m\" GROUP BY \
-             s.\"__goalpost_row\""
+            "SELECT s.\"__goalpost_row\", t.\"at\" IS NOT NULL AND (s.\"at\" IS NULL \
+             OR s.\"at\" <= t.\"at\"), t.\"at\" IS NOT NULL AND s.\"at\" > t.\"at\", \
+             t.\"__goalpost_file\" FROM __goalpost_fetched s JOIN __goalpost_stored t ON \
+             t.\"id\" = s.\"id\" AND t.\"m\" IS NOT DISTINCT FROM s.\"m\""
         );
     }
 }

@@ -137,7 +137,9 @@ pub(crate) fn unknown_column(role: &'static str, column: &str, schema: &Schema) 
 }
 
 /// The columns as comparable rows: ascending, NULL first (lowest).
-fn row_converter(types: impl IntoIterator<Item = DataType>) -> Result<RowConverter, TableError> {
+pub(crate) fn row_converter(
+    types: impl IntoIterator<Item = DataType>,
+) -> Result<RowConverter, TableError> {
     let fields = types
         .into_iter()
         .map(|t| {
@@ -153,7 +155,7 @@ fn row_converter(types: impl IntoIterator<Item = DataType>) -> Result<RowConvert
     RowConverter::new(fields).map_err(TableError::arrow("encoding rows for comparison"))
 }
 
-fn rows_of(
+pub(crate) fn rows_of(
     batch: &RecordBatch,
     columns: &[String],
     role: &'static str,
@@ -169,7 +171,7 @@ fn rows_of(
 
 /// `batch` with exactly `schema`'s columns, cast to its types (a scan hands back strings as
 /// views and partition values dictionary-encoded).
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
+pub(crate) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
     let columns = schema
         .fields()
         .iter()

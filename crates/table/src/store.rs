@@ -23,6 +23,7 @@
 
 use crate::layout::Layout;
 use crate::sink::Sink;
+use arrow::array::AsArray as _;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -377,10 +378,30 @@ impl TableStore {
         run_id: &str,
     ) -> Result<TableWrite, TableError> {
         let handle = self.handle(table).await?;
+        let (adds, count) = self
+            .write_files(table, &handle, &schema, rows, layout)
+            .await?;
+        goalpost_spec::pause_point("table-write");
+        self.commit_replace(table, &schema, layout, adds, count, run_id)
+            .await
+    }
+
+    /// Write the batches arriving on `rows` into new data files of `handle`'s table, split by
+    /// `layout`'s partition column, without committing them: the files written and the rows
+    /// they hold. An `Err` on the channel, or a failed write, deletes the files written so
+    /// far.
+    pub(crate) async fn write_files(
+        &self,
+        table: &str,
+        handle: &DeltaTable,
+        schema: &SchemaRef,
+        rows: mpsc::Receiver<BatchResult>,
+        layout: &Layout,
+    ) -> Result<(Vec<deltalake::kernel::Add>, u64), TableError> {
         let properties = handle.snapshot().ok().map(|s| s.table_config().clone());
         let sink = Sink::new(
             handle.log_store().object_store(None),
-            &schema,
+            schema,
             layout,
             properties.as_ref(),
         )?;
@@ -409,11 +430,9 @@ impl TableStore {
             sink.abort().await;
             return Err(self.err(table, e));
         }
-        goalpost_spec::pause_point("table-write");
         let count = sink.rows();
         let adds = sink.close().await.map_err(|e| self.err(table, e))?;
-        self.commit_replace(table, &schema, layout, adds, count, run_id)
-            .await
+        Ok((adds, count))
     }
 
     /// The [`TableWrite`] of a plain write that committed `rows` rows.
@@ -511,25 +530,28 @@ impl TableStore {
             // Nothing changed: no commit, the table stays at its version.
             return Ok(unchanged);
         }
-        let (batch, added) = match self.stale_rows(table, &handle, &batch, layout).await? {
+        let (batch, added, compared) = match self.stale_rows(table, &handle, &batch, layout).await?
+        {
             Some(compared) => {
                 let fresh = arrow::compute::not(&compared.stale)
                     .map_err(TableError::arrow("leaving out the rows the table has"))?;
-                let keep = |b: &RecordBatch| {
-                    arrow::compute::filter_record_batch(b, &fresh)
-                        .map_err(TableError::arrow("leaving out the rows the table has"))
-                };
                 let added = arrow::compute::filter_record_batch(&batch, &compared.added)
                     .map_err(TableError::arrow("finding the rows to add"))?;
+                let replacing = arrow::compute::filter(&compared.replacing, &fresh)
+                    .map_err(TableError::arrow("finding the replacing rows"))?
+                    .as_boolean()
+                    .clone();
                 tracing::debug!(
                     table,
                     fetched = batch.num_rows(),
                     stale = compared.stale.true_count(),
                     "compared the fetched rows' stamps with the stored ones"
                 );
-                (keep(&batch)?, Some(added))
+                let batch = arrow::compute::filter_record_batch(&batch, &fresh)
+                    .map_err(TableError::arrow("leaving out the rows the table has"))?;
+                (batch, Some(added), Some((compared, replacing)))
             }
-            None => (batch, None),
+            None => (batch, None, None),
         };
         if batch.num_rows() == 0 {
             return Ok(unchanged);
@@ -551,6 +573,42 @@ impl TableStore {
             (Some(_), Some(added)) => (None, Some(key_columns(&added)?)),
             (Some(_), None) => (Some(key_columns(&batch)?), None),
         };
+        let to_settle = |inserted: u64, added: Option<RecordBatch>, all: Option<RecordBatch>| {
+            // Rows matched in their partition were replaced in place; a row added may be a
+            // record that moved from another partition.
+            match (added, all) {
+                _ if inserted == 0 => None,
+                (Some(added), _) => Some(added),
+                (None, all) => all,
+            }
+            .filter(|k| k.num_rows() > 0)
+        };
+        if let Some((compared, replacing)) = &compared
+            && compared.all_older
+            && !any_deletion
+            && same_columns(&handle, &schema)
+        {
+            // The stamps say which stored rows each fetched row replaces, and that each of
+            // them differs: rewrite the files they are in, read nothing else.
+            if let Some(write) = self
+                .merge_by_rewrite(
+                    table,
+                    &handle,
+                    &schema,
+                    batch.clone(),
+                    replacing,
+                    compared,
+                    layout,
+                    run_id,
+                )
+                .await?
+            {
+                return Ok(Merged {
+                    to_settle: to_settle(write.inserted, added, all_keys),
+                    write,
+                });
+            }
+        }
         let source = SessionContext::new()
             .read_batch(batch)
             .map_err(|e| self.err(table, e.into()))?;
@@ -560,12 +618,20 @@ impl TableStore {
             .deletes
             .as_ref()
             .map(|(column, values)| deleted_sql(&format!("source.{}", quote(column)), values));
+        let parts: usize = std::env::var("GP_MERGE_PARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let mut builder = handle
             .merge(source, predicate)
             .with_source_alias("source")
             .with_target_alias("target")
             .with_writer_properties(writer_properties())
-            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
+            .with_session_state(Arc::new(
+                session_with_partitions(parts)
+                    .map_err(|e| self.err(table, e))?
+                    .state(),
+            ))
             .with_commit_properties(commit_properties(run_id));
         // The first matching clause wins: a row marked deleted deletes, any other updates.
         if let Some(deleted) = &deleted {
@@ -608,14 +674,7 @@ impl TableStore {
             .map_err(|e| self.err(table, e))?;
         let inserted = metrics.num_target_rows_inserted as u64;
         let updated = metrics.num_target_rows_updated as u64;
-        // Rows matched in their partition were replaced in place; a row added may be a record
-        // that moved from another partition.
-        let to_settle = match (added, all_keys) {
-            _ if inserted == 0 => None,
-            (Some(added), _) => Some(added),
-            (None, all) => all,
-        }
-        .filter(|k| k.num_rows() > 0);
+        let to_settle = to_settle(inserted, added, all_keys);
         Ok(Merged {
             write: TableWrite {
                 version: written.version().unwrap_or(0),
@@ -668,6 +727,20 @@ impl TableStore {
     }
 }
 
+/// Whether the table's columns are `schema`'s (names and types, in order).
+fn same_columns(handle: &DeltaTable, schema: &SchemaRef) -> bool {
+    let Ok(snapshot) = handle.snapshot() else {
+        return false;
+    };
+    let stored = snapshot.snapshot().arrow_schema();
+    stored.fields().len() == schema.fields().len()
+        && stored
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+}
+
 /// [`HISTORY_PROPERTIES`] as a write's table configuration (used when the write creates the
 /// table).
 pub(crate) fn history_configuration() -> Vec<(String, Option<String>)> {
@@ -704,7 +777,7 @@ impl<T> Drop for AbortOnDrop<T> {
 /// comparison must be a plain binary expression between the two column references (no
 /// function or OR around it) for delta-rs to recognise it. `IS NOT DISTINCT FROM` is such a
 /// comparison and also matches a record whose partition value is NULL.
-fn merge_predicate(layout: &Layout, prune: bool) -> String {
+pub(crate) fn merge_predicate(layout: &Layout, prune: bool) -> String {
     let mut terms: Vec<String> = layout
         .key
         .iter()
