@@ -48,7 +48,7 @@ struct RunArgs {
     /// The goalpost binary (build it with `cargo build --release`).
     #[arg(long, default_value = "target/release/goalpost")]
     goalpost: PathBuf,
-    /// Runs of each stage; the median is reported (the refresh runs once).
+    /// Runs of each stage; the median is reported.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// A Python with the `duckdb` package (`just bench` makes a venv for it).
@@ -451,6 +451,72 @@ fn goalpost_runs(
     Ok((median(&runs), last))
 }
 
+/// The Socrata pipeline's refresh, `times` times, each from the table and watermark the full
+/// load left (they are copied aside first and put back before each run): the median
+/// figures and the last run's output.
+fn refresh_runs(
+    args: &RunArgs,
+    project: &Path,
+    times: usize,
+) -> Result<(BTreeMap<String, Figure>, String)> {
+    let data = project.join("data");
+    let table = data.join("tables/requests_soda");
+    let saved = project.join("before-refresh");
+    if saved.exists() {
+        std::fs::remove_dir_all(&saved)?;
+    }
+    copy_dir(&table, &saved.join("requests_soda"))?;
+    let state: Vec<PathBuf> = std::fs::read_dir(&data)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("state.sqlite"))
+        })
+        .collect();
+    for f in &state {
+        std::fs::copy(f, saved.join(f.file_name().context("a state file")?))?;
+    }
+    let mut runs = Vec::new();
+    let mut last = String::new();
+    for k in 0..times.max(1) {
+        if k > 0 {
+            std::fs::remove_dir_all(&table)?;
+            copy_dir(&saved.join("requests_soda"), &table)?;
+            for f in std::fs::read_dir(&data)?.filter_map(|e| e.ok().map(|e| e.path())) {
+                if f.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("state.sqlite"))
+                {
+                    std::fs::remove_file(&f)?;
+                }
+            }
+            for f in &state {
+                let name = f.file_name().context("a state file")?;
+                std::fs::copy(saved.join(name), f)?;
+            }
+        }
+        let (stages, out) = goalpost_run(args, project, "requests-soda", false)?;
+        runs.push(stages);
+        last = out;
+    }
+    std::fs::remove_dir_all(&saved)?;
+    Ok((median(&runs), last))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Run `goalpost run <id> --timings`; the stage figures it printed.
 fn goalpost_run(
     args: &RunArgs,
@@ -635,7 +701,7 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
     eprintln!("[{rows}] goalpost: refresh with 1 % of rows changed …");
     // The same address: the source (and its saved watermark) is named by its URL.
     let (mut server, _) = start_server(&data, true, url.trim_start_matches("http://"))?;
-    let refresh = goalpost_run(args, &project, "requests-soda", false);
+    let refresh = refresh_runs(args, &project, args.repeat);
     server.kill()?;
     server.wait()?;
     let (stages, stdout) = refresh?;
@@ -726,7 +792,11 @@ fn save(report: &str) -> Result<PathBuf> {
     let dir = PathBuf::from("bench/results");
     std::fs::create_dir_all(&dir)?;
     let date = chrono::Utc::now().format("%Y-%m-%d");
-    let path = dir.join(format!("{date}.md"));
+    // A second run on one day does not replace the first: `<date>-2.md`, `<date>-3.md`, …
+    let path = std::iter::once(dir.join(format!("{date}.md")))
+        .chain((2..).map(|n| dir.join(format!("{date}-{n}.md"))))
+        .find(|p| !p.exists())
+        .expect("an unused name");
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
