@@ -170,28 +170,29 @@ impl TableStore {
     ) -> Result<Option<TableWrite>, TableError> {
         let err = |e: DeltaTableError| self.err(table, e);
         let snapshot = handle.snapshot().map_err(err)?;
-        // The scan names a file by its URL, the table's URL joined with the path the log
-        // holds (itself percent-encoded): decoded twice it ends with the decoded path.
+        // The scan names a file by its URL: the table's URL joined with the path the log
+        // holds, encoded once more. Decoded once, it ends with the path as the log's file
+        // list gives it (partition values still escaped as in the folder name).
         let named: Vec<String> = compared
             .files
             .iter()
-            .map(|f| {
-                let once = percent_decode_str(f).decode_utf8_lossy().to_string();
-                percent_decode_str(&once).decode_utf8_lossy().to_string()
-            })
+            .map(|f| percent_decode_str(f).decode_utf8_lossy().to_string())
             .collect();
         let mut removes = Vec::new();
+        let mut found = BTreeSet::new();
         for file in snapshot.log_data() {
             let path = file.path();
             let tail = format!("/{path}");
-            if named
-                .iter()
-                .any(|n| n.ends_with(&tail) || n == path.as_ref())
+            let hits: Vec<usize> = (0..named.len())
+                .filter(|i| named[*i].ends_with(&tail) || named[*i] == path.as_ref())
+                .collect();
+            if let [i] = hits[..]
+                && found.insert(i)
             {
                 removes.push(Action::Remove(file.remove_action(true)));
             }
         }
-        if removes.len() != compared.files.len() {
+        if found.len() != named.len() || removes.len() != named.len() {
             tracing::debug!(
                 table,
                 named = compared.files.len(),

@@ -530,8 +530,15 @@ impl TableStore {
             // Nothing changed: no commit, the table stays at its version.
             return Ok(unchanged);
         }
-        let (batch, added, compared) = match self.stale_rows(table, &handle, &batch, layout).await?
-        {
+        // The comparison only saves work: if it fails, the merge compares the rows itself.
+        let compared = self
+            .stale_rows(table, &handle, &batch, layout)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(table, error = %e, "could not compare the fetched rows' stamps with the stored ones first");
+                None
+            });
+        let (batch, added, compared) = match compared {
             Some(compared) => {
                 let fresh = arrow::compute::not(&compared.stale)
                     .map_err(TableError::arrow("leaving out the rows the table has"))?;
@@ -586,7 +593,7 @@ impl TableStore {
         if let Some((compared, replacing)) = &compared
             && compared.all_older
             && !any_deletion
-            && same_columns(&handle, &schema)
+            && same_columns(&handle, &schema, layout)
         {
             // The stamps say which stored rows each fetched row replaces, and that each of
             // them differs: rewrite the files they are in, read nothing else.
@@ -618,20 +625,12 @@ impl TableStore {
             .deletes
             .as_ref()
             .map(|(column, values)| deleted_sql(&format!("source.{}", quote(column)), values));
-        let parts: usize = std::env::var("GP_MERGE_PARTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
         let mut builder = handle
             .merge(source, predicate)
             .with_source_alias("source")
             .with_target_alias("target")
             .with_writer_properties(writer_properties())
-            .with_session_state(Arc::new(
-                session_with_partitions(parts)
-                    .map_err(|e| self.err(table, e))?
-                    .state(),
-            ))
+            .with_session_state(session_state().map_err(|e| self.err(table, e))?)
             .with_commit_properties(commit_properties(run_id));
         // The first matching clause wins: a row marked deleted deletes, any other updates.
         if let Some(deleted) = &deleted {
@@ -727,13 +726,15 @@ impl TableStore {
     }
 }
 
-/// Whether the table's columns are `schema`'s (names and types, in order).
-fn same_columns(handle: &DeltaTable, schema: &SchemaRef) -> bool {
+/// Whether the table's columns are `schema`'s (names and types, in order) and its files are
+/// split by `layout`'s partition column.
+fn same_columns(handle: &DeltaTable, schema: &SchemaRef, layout: &Layout) -> bool {
     let Ok(snapshot) = handle.snapshot() else {
         return false;
     };
     let stored = snapshot.snapshot().arrow_schema();
-    stored.fields().len() == schema.fields().len()
+    snapshot.metadata().partition_columns() == &layout.partition_columns()
+        && stored.fields().len() == schema.fields().len()
         && stored
             .fields()
             .iter()
