@@ -733,7 +733,7 @@ fn same_columns(handle: &DeltaTable, schema: &SchemaRef, layout: &Layout) -> boo
         return false;
     };
     let stored = snapshot.snapshot().arrow_schema();
-    snapshot.metadata().partition_columns() == &layout.partition_columns()
+    snapshot.metadata().partition_columns() == layout.partition_columns()
         && stored.fields().len() == schema.fields().len()
         && stored
             .fields()
