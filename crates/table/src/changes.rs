@@ -8,7 +8,7 @@
 //! one's. The merge then reads and rewrites only the files a real change falls in, instead of
 //! every file a fetched row falls in.
 
-use crate::dedupe::{conform, deleted_flags, row_converter, rows_of};
+use crate::dedupe::{conform, deleted_flags, one_of, row_converter, rows_of};
 use crate::layout::Layout;
 use crate::store::{
     BatchResult, TableError, TableStore, TableWrite, commit_properties_with, merge_predicate,
@@ -426,25 +426,14 @@ fn narrowing(source: &RecordBatch, layout: &Layout) -> Result<Vec<Expr>, DataFus
             .column_by_name(p)
             .expect("the partition was gathered");
         let mut seen = HashSet::new();
-        let mut listed = Vec::new();
-        let mut null = false;
+        let mut distinct = Vec::new();
         for i in 0..values.len() {
             let v = ScalarValue::try_from_array(values, i)?;
-            if v.is_null() {
-                null = true;
-            } else if seen.insert(v.clone()) {
-                listed.push(lit(v));
+            if seen.insert(v.clone()) {
+                distinct.push(v);
             }
         }
-        let mut e = if listed.is_empty() {
-            lit(false)
-        } else {
-            ident(p).in_list(listed, false)
-        };
-        if null {
-            e = e.or(ident(p).is_null());
-        }
-        filters.push(e);
+        filters.push(one_of(p, &distinct));
     }
     for k in &layout.key {
         let values = source.column_by_name(k).expect("the key was gathered");

@@ -567,7 +567,8 @@ fn partitions_found(
 }
 
 /// `column` is one of `values` (NULL included when listed).
-fn one_of(column: &str, values: &[ScalarValue]) -> Expr {
+/// `column` is one of `values` (a NULL among them matches NULL).
+pub(crate) fn one_of(column: &str, values: &[ScalarValue]) -> Expr {
     let listed: Vec<Expr> = values
         .iter()
         .filter(|v| !v.is_null())
