@@ -466,13 +466,17 @@ fn refresh_runs(
         std::fs::remove_dir_all(&saved)?;
     }
     copy_dir(&table, &saved.join("requests_soda"))?;
-    let state: Vec<PathBuf> = std::fs::read_dir(&data)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("state.sqlite"))
-        })
-        .collect();
+    // The state database and its journal files, if any.
+    let state_files = || -> Result<Vec<PathBuf>> {
+        Ok(std::fs::read_dir(&data)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("state.sqlite"))
+            })
+            .collect())
+    };
+    let state = state_files()?;
     for f in &state {
         std::fs::copy(f, saved.join(f.file_name().context("a state file")?))?;
     }
@@ -482,12 +486,8 @@ fn refresh_runs(
         if k > 0 {
             std::fs::remove_dir_all(&table)?;
             copy_dir(&saved.join("requests_soda"), &table)?;
-            for f in std::fs::read_dir(&data)?.filter_map(|e| e.ok().map(|e| e.path())) {
-                if f.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("state.sqlite"))
-                {
-                    std::fs::remove_file(&f)?;
-                }
+            for f in state_files()? {
+                std::fs::remove_file(&f)?;
             }
             for f in &state {
                 let name = f.file_name().context("a state file")?;

@@ -8,7 +8,7 @@
 //! one's. The merge then reads and rewrites only the files a real change falls in, instead of
 //! every file a fetched row falls in.
 
-use crate::dedupe::{conform, deleted_flags, one_of, row_converter, rows_of};
+use crate::dedupe::{conform, deleted_flags, one_of, row_converter};
 use crate::layout::Layout;
 use crate::store::{
     BatchResult, TableError, TableStore, TableWrite, commit_properties_with, merge_predicate,
@@ -149,13 +149,13 @@ impl TableStore {
 }
 
 impl TableStore {
-    /// Merge by rewriting: the files in `compared.files` are written again without the stored
+    /// Merge by rewriting: `files` (as the comparison names them) are written again without the stored
     /// rows that `fresh`'s `replacing` rows replace (same key, same partition), and `fresh` (the
     /// replacing rows and the rows to add) goes into new files, all in one commit. This is
     /// the merge delta-rs would do for these rows once [`Compared::all_older`] holds and no
     /// row marks a deletion, without its scan of every file the fetched rows could match:
-    /// only the files a replaced row is in are read. `None` when a file the comparison named
-    /// is not among the table's (the caller then merges the usual way).
+    /// only the files a replaced row is in are read. `None` when a file named is not among
+    /// the table's (the caller then merges the usual way).
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn merge_by_rewrite(
         &self,
@@ -164,7 +164,7 @@ impl TableStore {
         schema: &SchemaRef,
         fresh: RecordBatch,
         replacing: &BooleanArray,
-        compared: &Compared,
+        files: &BTreeSet<String>,
         layout: &Layout,
         run_id: &str,
     ) -> Result<Option<TableWrite>, TableError> {
@@ -173,8 +173,7 @@ impl TableStore {
         // The scan names a file by its URL: the table's URL joined with the path the log
         // holds, encoded once more. Decoded once, it ends with the path as the log's file
         // list gives it (partition values still escaped as in the folder name).
-        let named: Vec<String> = compared
-            .files
+        let named: Vec<String> = files
             .iter()
             .map(|f| percent_decode_str(f).decode_utf8_lossy().to_string())
             .collect();
@@ -192,11 +191,11 @@ impl TableStore {
                 removes.push(Action::Remove(file.remove_action(true)));
             }
         }
-        if found.len() != named.len() || removes.len() != named.len() {
+        if found.len() != named.len() {
             tracing::debug!(
                 table,
-                named = compared.files.len(),
-                found = removes.len(),
+                named = named.len(),
+                found = found.len(),
                 "the files to rewrite are not all in the table; merging instead"
             );
             return Ok(None);
@@ -211,8 +210,6 @@ impl TableStore {
         }
         let replacing = arrow::compute::filter_record_batch(&fresh, replacing)
             .map_err(TableError::arrow("finding the replacing rows"))?;
-        let replaced_rows = rows_of(&replacing, &identity, "key")?;
-        let replaced: HashSet<Row<'_>> = replaced_rows.iter().collect();
         let converter = row_converter(
             identity
                 .iter()
@@ -225,18 +222,35 @@ impl TableStore {
                 })
                 .collect::<Result<Vec<_>, TableError>>()?,
         )?;
+        // Both sides are typed as `schema` says, so one encoding compares them.
+        let identities = |batch: &RecordBatch| {
+            let columns: Vec<ArrayRef> = identity
+                .iter()
+                .map(|c| {
+                    batch
+                        .column_by_name(c)
+                        .cloned()
+                        .expect("typed as the table")
+                })
+                .collect();
+            converter
+                .convert_columns(&columns)
+                .map_err(TableError::arrow("encoding the keys"))
+        };
+        let replaced_rows = identities(&replacing)?;
+        let replaced: HashSet<Row<'_>> = replaced_rows.iter().collect();
 
         let ctx = session().map_err(err)?;
         handle
             .update_datafusion_session(&ctx.state())
             .map_err(err)?;
-        let mut stream = if compared.files.is_empty() {
+        let mut stream = if files.is_empty() {
             // Only rows to add: nothing to read.
             None
         } else {
             let provider = handle
                 .table_provider()
-                .with_file_paths(compared.files.iter().cloned())
+                .with_file_paths(files.iter().cloned())
                 .await
                 .map_err(|e| err(e.into()))?;
             Some(
@@ -257,14 +271,7 @@ impl TableStore {
                     && let Some(batch) = stream.try_next().await.map_err(|e| err(e.into()))?
                 {
                     let batch = conform(&batch, schema)?;
-                    let ids: Vec<ArrayRef> = identity
-                        .iter()
-                        .map(|c| batch.column_by_name(c).cloned().expect("conformed"))
-                        .collect();
-                    let encoded = converter
-                        .convert_columns(&ids)
-                        .map_err(TableError::arrow("encoding the stored keys"))?;
-                    let keep: BooleanArray = encoded
+                    let keep: BooleanArray = identities(&batch)?
                         .iter()
                         .map(|r| Some(!replaced.contains(&r)))
                         .collect();

@@ -155,7 +155,7 @@ pub(crate) fn row_converter(
     RowConverter::new(fields).map_err(TableError::arrow("encoding rows for comparison"))
 }
 
-pub(crate) fn rows_of(
+fn rows_of(
     batch: &RecordBatch,
     columns: &[String],
     role: &'static str,

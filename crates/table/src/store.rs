@@ -575,20 +575,17 @@ impl TableStore {
             b.project(&idx)
                 .map_err(TableError::arrow("finding the key columns"))
         };
-        let (all_keys, added) = match (&layout.partition, added) {
-            (None, _) => (None, None),
-            (Some(_), Some(added)) => (None, Some(key_columns(&added)?)),
-            (Some(_), None) => (Some(key_columns(&batch)?), None),
+        // Rows matched in their partition are replaced in place; a row added may be a record
+        // that moved from another partition. Which rows are added is known after a comparison;
+        // without one, any of them may be.
+        let may_move = match &layout.partition {
+            Some(_) => Some(key_columns(added.as_ref().unwrap_or(&batch))?),
+            None => None,
         };
-        let to_settle = |inserted: u64, added: Option<RecordBatch>, all: Option<RecordBatch>| {
-            // Rows matched in their partition were replaced in place; a row added may be a
-            // record that moved from another partition.
-            match (added, all) {
-                _ if inserted == 0 => None,
-                (Some(added), _) => Some(added),
-                (None, all) => all,
-            }
-            .filter(|k| k.num_rows() > 0)
+        let to_settle = |inserted: u64| {
+            may_move
+                .clone()
+                .filter(|k| inserted > 0 && k.num_rows() > 0)
         };
         if let Some((compared, replacing)) = &compared
             && compared.all_older
@@ -604,14 +601,14 @@ impl TableStore {
                     &schema,
                     batch.clone(),
                     replacing,
-                    compared,
+                    &compared.files,
                     layout,
                     run_id,
                 )
                 .await?
             {
                 return Ok(Merged {
-                    to_settle: to_settle(write.inserted, added, all_keys),
+                    to_settle: to_settle(write.inserted),
                     write,
                 });
             }
@@ -673,7 +670,7 @@ impl TableStore {
             .map_err(|e| self.err(table, e))?;
         let inserted = metrics.num_target_rows_inserted as u64;
         let updated = metrics.num_target_rows_updated as u64;
-        let to_settle = to_settle(inserted, added, all_keys);
+        let to_settle = to_settle(inserted);
         Ok(Merged {
             write: TableWrite {
                 version: written.version().unwrap_or(0),
