@@ -11,6 +11,7 @@
 
 mod changes;
 pub mod checks;
+mod datafile;
 mod dedupe;
 mod intake;
 mod layout;
@@ -19,6 +20,7 @@ mod mapping;
 mod parse;
 mod sink;
 mod snapshot;
+mod stats;
 mod store;
 
 pub use checks::{

@@ -21,10 +21,11 @@
 //!
 //! Nothing is visible until [`TableStore::commit_replace`] commits the files in one version.
 
+use crate::datafile::{FileConfig, FileWriter};
 use crate::layout::Layout;
 use crate::store::{
-    ROW_GROUP_ROWS, TableError, TableStore, TableWrite, commit_properties_with,
-    history_configuration, writer_properties,
+    TableError, TableStore, TableWrite, commit_properties_with, history_configuration,
+    writer_properties,
 };
 use arrow::array::{Array, ArrayRef, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -35,7 +36,6 @@ use delta_kernel::engine::arrow_conversion::TryIntoKernel as _;
 use delta_kernel::expressions::Scalar;
 use delta_kernel::schema::StructType;
 use delta_kernel::table_properties::{DataSkippingNumIndexedCols, TableProperties};
-use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
 use deltalake::kernel::scalars::ScalarExt as _;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, Add, Metadata};
@@ -69,7 +69,7 @@ const MAX_SLICES: usize = 32;
 struct OpenFile {
     /// The partition's folder (`name=value`, or empty for an unpartitioned table).
     folder: String,
-    writer: PartitionWriter,
+    writer: FileWriter,
     /// Rows written to the file.
     rows: usize,
     /// The number of the last batch that gave it rows.
@@ -206,23 +206,18 @@ impl Sink {
             .map(|v| (self.partition_name.clone(), v))
             .into_iter()
             .collect();
-        let config = PartitionWriterConfig::try_new(
-            self.file_schema.clone(),
-            values,
-            Some(writer_properties()),
-            Some(self.target_file_size),
-            None,
-            Some(UPLOADS_IN_FLIGHT),
-            Some(prefix),
-        )?
         // A new file starts only between row groups, so none ends in a short one.
-        .with_roll_on_row_group_boundary(true);
-        let writer = PartitionWriter::try_with_config(
-            self.store.clone(),
-            config,
-            self.num_indexed_cols,
-            self.stats_columns.clone(),
-        )?;
+        let writer = FileWriter::new(FileConfig {
+            store: self.store.clone(),
+            schema: self.file_schema.clone(),
+            properties: writer_properties(),
+            partition_values: values,
+            prefix,
+            target_file_size: self.target_file_size.get(),
+            uploads_in_flight: UPLOADS_IN_FLIGHT,
+            num_indexed_cols: self.num_indexed_cols,
+            stats_columns: self.stats_columns.clone(),
+        });
         Ok(OpenFile {
             folder,
             writer,
@@ -302,7 +297,7 @@ impl Sink {
             let buffered: usize = self
                 .open
                 .iter()
-                .map(|f| (f.rows % ROW_GROUP_ROWS) * width)
+                .map(|f| f.writer.buffered_rows() * width)
                 .sum();
             if buffered <= self.bound {
                 return Ok(());
@@ -316,7 +311,7 @@ impl Sink {
                 .open
                 .iter()
                 .enumerate()
-                .min_by_key(|(_, f)| (f.last_batch, std::cmp::Reverse(f.rows % ROW_GROUP_ROWS)))
+                .min_by_key(|(_, f)| (f.last_batch, std::cmp::Reverse(f.writer.buffered_rows())))
                 .map(|(at, _)| at);
             if let Some(at) = oldest {
                 self.finish(at).await?;
@@ -346,9 +341,7 @@ impl Sink {
     /// was committed, so no version lists them; what cannot be deleted now, a vacuum does.
     pub(crate) async fn abort(self) {
         for file in self.open {
-            if let Err(e) = file.writer.abort().await {
-                tracing::debug!(error = %e, "stopping an unfinished data file");
-            }
+            file.writer.abort().await;
         }
         let paths: Vec<_> = self
             .adds
@@ -473,6 +466,7 @@ fn with_columns(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::ROW_GROUP_ROWS;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
