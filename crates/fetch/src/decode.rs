@@ -197,6 +197,77 @@ impl<R: BufRead> Decoder<R> {
     }
 }
 
+/// A document's pages read on a blocking thread one page ahead: the next page is being read
+/// while the caller types and writes the one it was given, so reading overlaps the rest of a
+/// load instead of taking turns with it.
+pub(crate) struct PagesAhead<R: BufRead + Send + 'static> {
+    /// The document's name in messages.
+    origin: std::path::PathBuf,
+    page_size: usize,
+    /// The number of the next page to hand out (from 0).
+    next_index: usize,
+    /// The decoder, when no page is being read and the document is not done.
+    decoder: Option<Box<Decoder<R>>>,
+    ahead: Option<Reading<R>>,
+}
+
+/// A page being read: the decoder comes back with it.
+type Reading<R> = tokio::task::JoinHandle<(Box<Decoder<R>>, Result<Option<RawPage>, FetchError>)>;
+
+impl<R: BufRead + Send + 'static> PagesAhead<R> {
+    pub(crate) fn new(decoder: Decoder<R>, origin: &Path, page_size: usize) -> Self {
+        Self {
+            origin: origin.to_path_buf(),
+            page_size: page_size.max(1),
+            next_index: 0,
+            decoder: Some(Box::new(decoder)),
+            ahead: None,
+        }
+    }
+
+    /// The next page, or none at the end of the document.
+    pub(crate) async fn next(&mut self) -> Result<Option<RawPage>, FetchError> {
+        self.read_ahead();
+        let Some(reading) = self.ahead.take() else {
+            return Ok(None);
+        };
+        let (decoder, result) = reading.await.map_err(|e| FetchError::Decode {
+            origin: self.origin.display().to_string(),
+            message: format!("reader task failed: {e}"),
+        })?;
+        if !decoder.is_done() {
+            self.decoder = Some(decoder);
+        }
+        let page = result?;
+        if page.is_some() {
+            self.next_index += 1;
+            self.read_ahead();
+        }
+        Ok(page)
+    }
+
+    /// The whole document was read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.decoder.is_none() && self.ahead.is_none()
+    }
+
+    /// Start reading the next page, unless one is being read or the document is done.
+    fn read_ahead(&mut self) {
+        if self.ahead.is_some() {
+            return;
+        }
+        let Some(mut decoder) = self.decoder.take() else {
+            return;
+        };
+        let origin = self.origin.clone();
+        let (page_size, index) = (self.page_size, self.next_index);
+        self.ahead = Some(tokio::task::spawn_blocking(move || {
+            let r = decoder.read_page(&origin, page_size, index);
+            (decoder, r)
+        }));
+    }
+}
+
 /// The array at a dotted `path` inside a JSON document.
 pub(crate) fn take_records(
     value: Value,

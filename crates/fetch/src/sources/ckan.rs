@@ -37,7 +37,7 @@
 //!   column is passed through but never required. Field names are the original column labels
 //!   (`Received DtTm`).
 
-use crate::decode::{Decoder, guess_format};
+use crate::decode::{Decoder, PagesAhead, guess_format};
 use crate::http::{HttpClient, Problem, Request, Response, excerpt};
 use crate::page::RawPage;
 use crate::{
@@ -85,7 +85,7 @@ enum Phase {
     Download {
         /// The downloaded file, deleted when dropped.
         file: tempfile::NamedTempFile,
-        decoder: Box<Decoder<BufReader<File>>>,
+        pages: PagesAhead<BufReader<File>>,
     },
     Done,
 }
@@ -374,7 +374,7 @@ impl Ckan {
         })??;
         self.phase = Phase::Download {
             file,
-            decoder: Box::new(decoder),
+            pages: PagesAhead::new(decoder, &PathBuf::from(&self.describe), self.page_size),
         };
         Ok(())
     }
@@ -494,27 +494,13 @@ impl Ckan {
     async fn download_page(
         &mut self,
         file: tempfile::NamedTempFile,
-        decoder: Box<Decoder<BufReader<File>>>,
+        mut pages: PagesAhead<BufReader<File>>,
     ) -> Result<Option<RawPage>, FetchError> {
-        let origin = PathBuf::from(&self.describe);
-        let page_size = self.page_size;
-        let index = self.next_index;
-        let (decoder, result) = tokio::task::spawn_blocking(move || {
-            let mut decoder = decoder;
-            let r = decoder.read_page(&origin, page_size, index);
-            (decoder, r)
-        })
-        .await
-        .map_err(|e| FetchError::Decode {
-            origin: self.describe.clone(),
-            message: format!("reader task failed: {e}"),
-        })?;
-        let page = result?;
-        if !decoder.is_done() && page.is_some() {
-            self.phase = Phase::Download { file, decoder };
+        let page = pages.next().await?;
+        if !pages.is_done() && page.is_some() {
+            self.phase = Phase::Download { file, pages };
         }
         if let Some(p) = &page {
-            self.next_index += 1;
             self.received += p.num_rows() as u64;
         }
         Ok(page)
@@ -532,8 +518,8 @@ impl Source for Ckan {
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Resolve => self.start().await?,
                 Phase::Search(cursor) => return self.search_page(cursor).await,
-                Phase::Download { file, decoder } => {
-                    return self.download_page(file, decoder).await;
+                Phase::Download { file, pages } => {
+                    return self.download_page(file, pages).await;
                 }
                 Phase::Done => return Ok(None),
             }

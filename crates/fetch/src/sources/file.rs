@@ -1,7 +1,7 @@
 //! The `file` source: a CSV file with a header row, a JSON array of objects (the shape of a
 //! Socrata `.json` response), newline-delimited JSON or GeoJSON, read from disk in pages.
 
-use crate::decode::{Decoder, guess_format};
+use crate::decode::{Decoder, PagesAhead, guess_format};
 use crate::page::RawPage;
 use crate::{FetchError, Source};
 use async_trait::async_trait;
@@ -10,11 +10,10 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+/// Reads a file page by page; each page is read while the one before is typed and written.
 pub struct FileReader {
     path: PathBuf,
-    page_size: usize,
-    next_index: usize,
-    decoder: Option<Box<Decoder<BufReader<File>>>>,
+    pages: PagesAhead<BufReader<File>>,
 }
 
 impl FileReader {
@@ -30,10 +29,8 @@ impl FileReader {
         })?;
         let decoder = Decoder::open(BufReader::new(file), format, &path, None)?;
         Ok(Self {
+            pages: PagesAhead::new(decoder, &path, cfg.page_size),
             path,
-            page_size: cfg.page_size.max(1),
-            next_index: 0,
-            decoder: Some(Box::new(decoder)),
         })
     }
 }
@@ -45,30 +42,7 @@ impl Source for FileReader {
     }
 
     async fn next_page(&mut self) -> Result<Option<RawPage>, FetchError> {
-        let Some(mut decoder) = self.decoder.take() else {
-            return Ok(None);
-        };
-        let path = self.path.clone();
-        let page_size = self.page_size;
-        let index = self.next_index;
-        let (decoder, result) = tokio::task::spawn_blocking(move || {
-            let r = decoder.read_page(&path, page_size, index);
-            (decoder, r)
-        })
-        .await
-        .map_err(|e| FetchError::Decode {
-            origin: self.path.display().to_string(),
-            message: format!("reader task failed: {e}"),
-        })?;
-        if !decoder.is_done() {
-            self.decoder = Some(decoder);
-        }
-        let page = result?;
-        if page.is_some() {
-            self.next_index += 1;
-            tracing::debug!(source = %self.path.display(), page = index, "read page");
-        }
-        Ok(page)
+        self.pages.next().await
     }
 }
 
@@ -147,6 +121,29 @@ mod tests {
             err.contains("a.csv:3: row has 1 fields; expected 2"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn pages_read_ahead_come_in_order_and_a_bad_row_later_still_stops_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // 25 good rows, then a ragged one on line 27 (the header is line 1).
+        let mut csv = String::from("id,x\n");
+        for i in 0..25 {
+            csv.push_str(&format!("{i},v{i}\n"));
+        }
+        csv.push_str("99\n");
+        std::fs::write(dir.path().join("a.csv"), csv).unwrap();
+        let mut src = FileReader::open(&cfg("a.csv", 10), dir.path()).unwrap();
+        for first in [0, 10] {
+            let page = src.next_page().await.unwrap().unwrap();
+            assert_eq!(page.num_rows(), 10);
+            assert_eq!(page.index, first / 10);
+            assert_eq!(page.locate(0), format!("line {}", first + 2));
+            let ids = page.batch.column(0).as_string::<i32>();
+            assert_eq!(ids.value(9), (first + 9).to_string());
+        }
+        let err = src.next_page().await.unwrap_err().to_string();
+        assert!(err.contains("a.csv:27: row has 1 fields; expected 2"), "{err}");
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@
 //! - `auth_env` names an environment variable whose value is sent as `Authorization`, and
 //!   only to the document's own host.
 
-use crate::decode::{Decoder, guess_format};
+use crate::decode::{Decoder, PagesAhead, guess_format};
 use crate::http::{HttpClient, Request};
 use crate::page::RawPage;
 use crate::{FetchError, LoadKind, Source, SourceContext, SourceState, secret_from_env};
@@ -38,8 +38,7 @@ pub struct HttpDocument {
     state: SourceState,
     started: bool,
     download: Option<tempfile::NamedTempFile>,
-    decoder: Option<Box<Decoder<BufReader<File>>>>,
-    next_index: usize,
+    pages: Option<PagesAhead<BufReader<File>>>,
 }
 
 impl HttpDocument {
@@ -58,8 +57,7 @@ impl HttpDocument {
             state: SourceState::default(),
             started: false,
             download: None,
-            decoder: None,
-            next_index: 0,
+            pages: None,
         })
     }
 
@@ -124,7 +122,11 @@ impl HttpDocument {
             message: format!("reader task failed: {e}"),
         })??;
         self.download = Some(file);
-        self.decoder = Some(Box::new(decoder));
+        self.pages = Some(PagesAhead::new(
+            decoder,
+            &PathBuf::from(self.url.as_str()),
+            PAGE_ROWS,
+        ));
         Ok(true)
     }
 }
@@ -153,29 +155,14 @@ impl Source for HttpDocument {
                 return Ok(None);
             }
         }
-        let Some(mut decoder) = self.decoder.take() else {
+        let Some(pages) = &mut self.pages else {
             return Ok(None);
         };
-        let index = self.next_index;
-        let origin = PathBuf::from(self.url.as_str());
-        let (decoder, result) = tokio::task::spawn_blocking(move || {
-            let r = decoder.read_page(&origin, PAGE_ROWS, index);
-            (decoder, r)
-        })
-        .await
-        .map_err(|e| FetchError::Decode {
-            origin: self.url.to_string(),
-            message: format!("reader task failed: {e}"),
-        })?;
-        if decoder.is_done() {
+        let page = pages.next().await?;
+        if pages.is_done() {
             // The temporary copy is no longer needed.
+            self.pages = None;
             self.download = None;
-        } else {
-            self.decoder = Some(decoder);
-        }
-        let page = result?;
-        if page.is_some() {
-            self.next_index += 1;
         }
         Ok(page)
     }
