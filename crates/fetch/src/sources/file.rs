@@ -143,7 +143,10 @@ mod tests {
             assert_eq!(ids.value(9), (first + 9).to_string());
         }
         let err = src.next_page().await.unwrap_err().to_string();
-        assert!(err.contains("a.csv:27: row has 1 fields; expected 2"), "{err}");
+        assert!(
+            err.contains("a.csv:27: row has 1 fields; expected 2"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
