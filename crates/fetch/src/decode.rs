@@ -209,6 +209,8 @@ pub(crate) struct PagesAhead<R: BufRead + Send + 'static> {
     /// The decoder, when no page is being read and the document is not done.
     decoder: Option<Box<Decoder<R>>>,
     ahead: Option<Reading<R>>,
+    /// The reading task failed and the decoder went with it: the document cannot go on.
+    lost: bool,
 }
 
 /// A page being read: the decoder comes back with it.
@@ -222,18 +224,27 @@ impl<R: BufRead + Send + 'static> PagesAhead<R> {
             next_index: 0,
             decoder: Some(Box::new(decoder)),
             ahead: None,
+            lost: false,
         }
     }
 
-    /// The next page, or none at the end of the document.
+    /// The next page, or none at the end of the document. Cancel-safe: a call dropped while
+    /// it waits leaves the page being read for the next call.
     pub(crate) async fn next(&mut self) -> Result<Option<RawPage>, FetchError> {
+        let origin = self.origin.display().to_string();
+        let failed = |message: String| FetchError::Decode { origin, message };
+        if self.lost {
+            return Err(failed("an earlier page could not be read".into()));
+        }
         self.read_ahead();
-        let Some(reading) = self.ahead.take() else {
+        let Some(reading) = self.ahead.as_mut() else {
             return Ok(None);
         };
-        let (decoder, result) = reading.await.map_err(|e| FetchError::Decode {
-            origin: self.origin.display().to_string(),
-            message: format!("reader task failed: {e}"),
+        let joined = reading.await;
+        self.ahead = None;
+        let (decoder, result) = joined.map_err(|e| {
+            self.lost = true;
+            failed(format!("reader task failed: {e}"))
         })?;
         if !decoder.is_done() {
             self.decoder = Some(decoder);
@@ -248,7 +259,7 @@ impl<R: BufRead + Send + 'static> PagesAhead<R> {
 
     /// The whole document was read.
     pub(crate) fn is_done(&self) -> bool {
-        self.decoder.is_none() && self.ahead.is_none()
+        self.decoder.is_none() && self.ahead.is_none() && !self.lost
     }
 
     /// Start reading the next page, unless one is being read or the document is done.

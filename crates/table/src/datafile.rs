@@ -24,7 +24,6 @@ use delta_kernel::expressions::Scalar;
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
 use deltalake::kernel::Add;
 use deltalake::logstore::ObjectStoreRef;
-use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::logstore::object_store::buffered::BufWriter;
 use deltalake::parquet::arrow::ArrowWriter;
 use deltalake::parquet::arrow::arrow_writer::{
@@ -37,6 +36,7 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::parquet::file::writer::SerializedFileWriter;
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::{DeltaTableError, Path};
+use futures::StreamExt as _;
 use indexmap::IndexMap;
 use std::ops::Range;
 use tokio::io::AsyncWriteExt as _;
@@ -184,79 +184,87 @@ impl FileWriter {
         })
     }
 
-    /// End the open file: its last row group and its footer are written and uploaded.
+    /// End the open file: its last row group and its footer are written and uploaded. On an
+    /// error nothing of the file is left behind (but what a store keeps of an upload that
+    /// failed to complete, until its own expiry).
     async fn finish_file(&mut self) -> Result<(), DeltaTableError> {
         let Some(mut file) = self.open.take() else {
             return Ok(());
         };
-        let finished = async {
+        // Everything but completing the upload: the `add` is made first, so no file can be
+        // complete in storage without one.
+        let written = async {
             if file.group_rows > 0 {
                 file.end_row_group(self.threads).await?;
             }
             let metadata = file.writer.finish()?;
             file.writer.flush().map_err(ParquetError::from)?;
             file.send().await?;
-            file.upload.shutdown().await.map_err(ParquetError::from)?;
-            Ok::<_, DeltaTableError>(metadata)
+            let size = file.writer.bytes_written() as i64;
+            add_action(
+                &self.config.partition_values,
+                file.path.to_string(),
+                size,
+                &metadata,
+                self.config.num_indexed_cols,
+                self.config.stats_columns.as_deref(),
+            )
         }
         .await;
-        let metadata = match finished {
-            Ok(metadata) => metadata,
+        let add = match written {
+            Ok(add) => add,
             Err(e) => {
-                abort_upload(&mut file.upload).await;
+                if let Err(a) = file.upload.abort().await {
+                    tracing::debug!(error = %a, "stopping a data file's upload");
+                }
                 return Err(e);
             }
         };
-        let size = file.writer.bytes_written() as i64;
-        tracing::trace!(path = %file.path, size, row_groups = file.row_groups, "wrote a data file");
-        self.adds.push(add_action(
-            &self.config.partition_values,
-            file.path.to_string(),
-            size,
-            &metadata,
-            self.config.num_indexed_cols,
-            self.config.stats_columns.as_deref(),
-        )?);
+        if let Err(e) = file.upload.shutdown().await {
+            // The upload cannot be stopped once its completion began; whatever of it became a
+            // file goes.
+            delete_files(&self.config.store, std::slice::from_ref(&add)).await;
+            return Err(ParquetError::from(e).into());
+        }
+        tracing::trace!(path = %file.path, size = add.size, row_groups = file.row_groups, "wrote a data file");
+        self.adds.push(add);
         Ok(())
     }
 
-    /// End the open file; the `add` actions of every file written, in order.
+    /// End the open file; the `add` actions of every file written, in order. On an error
+    /// the files already written are deleted.
     pub(crate) async fn close(mut self) -> Result<Vec<Add>, DeltaTableError> {
-        self.finish_file().await?;
+        if let Err(e) = self.finish_file().await {
+            self.abort().await;
+            return Err(e);
+        }
         Ok(self.adds)
     }
 
     /// Give up: the open file's upload is stopped and the finished files are deleted (no
     /// version lists them; what cannot be deleted now, a vacuum does).
     pub(crate) async fn abort(mut self) {
-        if let Some(mut file) = self.open.take() {
-            abort_upload(&mut file.upload).await;
+        if let Some(mut file) = self.open.take()
+            && let Err(e) = file.upload.abort().await
+        {
+            tracing::debug!(error = %e, "stopping a data file's upload");
         }
-        for add in &self.adds {
-            match Path::parse(&add.path) {
-                Ok(path) => {
-                    if let Err(e) = self.config.store.delete(&path).await {
-                        tracing::debug!(error = %e, "deleting a data file of an aborted write");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "a data file's path"),
-            }
-        }
+        delete_files(&self.config.store, &self.adds).await;
     }
 }
 
-/// Stop an upload; a failure only leaves parts for the store's own expiry.
-async fn abort_upload(upload: &mut BufWriter) {
-    // `BufWriter::abort` panics once a shutdown has begun, and a failed shutdown is one
-    // way here: nothing can be stopped then.
-    use futures::FutureExt as _;
-    match std::panic::AssertUnwindSafe(upload.abort())
-        .catch_unwind()
-        .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(error = %e, "stopping a data file's upload"),
-        Err(_) => tracing::debug!("a data file's upload could not be stopped"),
+/// Delete the files of `adds` from `store`, as far as it goes: files no version lists.
+pub(crate) async fn delete_files(store: &ObjectStoreRef, adds: &[Add]) {
+    let paths: Vec<_> = adds
+        .iter()
+        .filter_map(|a| Path::parse(&a.path).ok())
+        .map(Ok)
+        .collect();
+    let mut deleted = store.delete_stream(futures::stream::iter(paths).boxed());
+    while let Some(result) = deleted.next().await {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "deleting a data file of an aborted write");
+        }
     }
 }
 
@@ -431,9 +439,9 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use deltalake::datafile::writer::{PartitionWriter, PartitionWriterConfig};
     use deltalake::logstore::object_store::ObjectStore;
+    use deltalake::logstore::object_store::ObjectStoreExt as _;
     use deltalake::logstore::object_store::memory::InMemory;
     use deltalake::parquet::file::properties::EnabledStatistics;
-    use futures::StreamExt as _;
     use std::sync::Arc;
 
     /// Columns of every type goalpost writes, each with nulls, and values that put the
@@ -721,6 +729,8 @@ mod tests {
             stats_columns: None,
         });
         writer.write(&data.slice(0, 2_500)).await.unwrap();
+        let before: Vec<_> = store.list(None).collect().await;
+        assert_eq!(before.len(), 2, "a file per finished row group: {before:?}");
         writer.abort().await;
         let left: Vec<_> = store.list(None).collect().await;
         assert!(left.is_empty(), "{left:?}");

@@ -21,7 +21,7 @@
 //!
 //! Nothing is visible until [`TableStore::commit_replace`] commits the files in one version.
 
-use crate::datafile::{FileConfig, FileWriter};
+use crate::datafile::{FileConfig, FileWriter, delete_files};
 use crate::layout::Layout;
 use crate::store::{
     TableError, TableStore, TableWrite, commit_properties_with, history_configuration,
@@ -43,8 +43,7 @@ use deltalake::logstore::ObjectStoreRef;
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::table::config::TablePropertiesExt as _;
-use deltalake::{DeltaTableError, ObjectStore as _, Path};
-use futures::StreamExt as _;
+use deltalake::{DeltaTableError, Path};
 use indexmap::IndexMap;
 use std::collections::HashMap;
 
@@ -256,8 +255,14 @@ impl Sink {
             if values < DICTIONARY_SAMPLE {
                 continue;
             }
-            let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())])?;
-            let rows = converter.convert_columns(std::slice::from_ref(column))?;
+            // A type the row format cannot hold keeps its dictionary.
+            let Ok(converter) = RowConverter::new(vec![SortField::new(column.data_type().clone())])
+            else {
+                continue;
+            };
+            let Ok(rows) = converter.convert_columns(std::slice::from_ref(column)) else {
+                continue;
+            };
             let distinct: std::collections::HashSet<&[u8]> = (0..rows.num_rows())
                 .filter(|r| column.is_valid(*r))
                 .map(|r| rows.row(r).data())
@@ -376,7 +381,11 @@ impl Sink {
     /// within each partition.
     pub(crate) async fn close(mut self) -> Result<Vec<Add>, DeltaTableError> {
         while !self.open.is_empty() {
-            self.finish(0).await?;
+            if let Err(e) = self.finish(0).await {
+                // The file that failed cleaned up after itself; the others go too.
+                self.abort().await;
+                return Err(e);
+            }
         }
         self.adds.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(self.adds)
@@ -388,20 +397,7 @@ impl Sink {
         for file in self.open {
             file.writer.abort().await;
         }
-        let paths: Vec<_> = self
-            .adds
-            .into_iter()
-            .filter_map(|a| Path::parse(&a.path).ok())
-            .map(Ok)
-            .collect();
-        let mut deleted = self
-            .store
-            .delete_stream(futures::stream::iter(paths).boxed());
-        while let Some(result) = deleted.next().await {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "deleting a data file of an aborted write");
-            }
-        }
+        delete_files(&self.store, &self.adds).await;
     }
 }
 

@@ -150,6 +150,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_read_given_up_while_waiting_loses_no_page() {
+        // Poll a call once, then drop it.
+        fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+            let mut f = std::pin::pin!(f);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let csv: String = std::iter::once("id\n".to_string())
+            .chain((0..30).map(|i| format!("{i}\n")))
+            .collect();
+        std::fs::write(dir.path().join("a.csv"), csv).unwrap();
+        let mut src = FileReader::open(&cfg("a.csv", 10), dir.path()).unwrap();
+        let mut firsts = Vec::new();
+        loop {
+            // Each call is first polled once and dropped (a timeout that fired, say), then
+            // made again: the page being read must come with the second call, if not the first.
+            let page = match poll_once(src.next_page()) {
+                Some(page) => page.unwrap(),
+                None => src.next_page().await.unwrap(),
+            };
+            let Some(page) = page else { break };
+            firsts.push(page.batch.column(0).as_string::<i32>().value(0).to_string());
+        }
+        assert_eq!(firsts, ["0", "10", "20"]);
+    }
+
+    #[tokio::test]
     async fn json_that_is_not_an_array_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.json"), r#"{"code":"x"}"#).unwrap();
