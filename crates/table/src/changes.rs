@@ -11,8 +11,8 @@
 use crate::dedupe::{conform, deleted_flags, one_of, row_converter};
 use crate::layout::Layout;
 use crate::store::{
-    BatchResult, TableError, TableStore, TableWrite, commit_properties_with, merge_predicate,
-    quote, session, session_with_partitions,
+    BatchResult, TableError, TableStore, TableWrite, commit_properties_with, cores,
+    merge_predicate, quote, session, session_with_partitions,
 };
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use arrow::datatypes::SchemaRef;
@@ -127,8 +127,7 @@ impl TableStore {
         let source = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
 
         // Which rows match does not depend on the order they are read in: use every core.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let ctx = session_with_partitions(cores)?;
+        let ctx = session_with_partitions(cores())?;
         handle.update_datafusion_session(&ctx.state())?;
         let provider = handle
             .table_provider()
@@ -365,7 +364,11 @@ fn stamps_compared(
     // Per fetched row: matched, every match as new or newer.
     let mut matched = vec![false; rows];
     let mut stale = vec![true; rows];
-    let mut matches: Vec<(usize, bool, String)> = Vec::new();
+    // Per match: the fetched row, whether the stored row is older, and where its file is
+    // named (a batch of `file_names`, a row in it): only the files of rows that are not
+    // stale are wanted, and those are few.
+    let mut matches: Vec<(usize, bool, usize, usize)> = Vec::new();
+    let mut file_names: Vec<ArrayRef> = Vec::with_capacity(found.len());
     for b in found {
         let wrong = || TableError::Arrow {
             context: "comparing the fetched rows' stamps with the stored ones",
@@ -386,16 +389,17 @@ fn stamps_compared(
         else {
             return Err(wrong());
         };
-        let file = arrow::compute::cast(b.column(3), &DataType::Utf8)
-            .map_err(TableError::arrow("reading the stored rows' files"))?;
-        let file = file.as_string::<i32>();
         for i in 0..b.num_rows() {
             let r = row.value(i) as usize;
             matched[r] = true;
             stale[r] &= newer_kept.is_valid(i) && newer_kept.value(i);
             let older = older.is_valid(i) && older.value(i);
-            matches.push((r, older, file.value(i).to_string()));
+            matches.push((r, older, file_names.len(), i));
         }
+        file_names.push(
+            arrow::compute::cast(b.column(3), &DataType::Utf8)
+                .map_err(TableError::arrow("reading the stored rows' files"))?,
+        );
     }
     let deleted = deleted_flags(batch, layout)?;
     let deleted = |r: usize| deleted.as_ref().is_some_and(|d| d.value(r));
@@ -404,10 +408,10 @@ fn stamps_compared(
         .collect();
     let mut files = BTreeSet::new();
     let mut all_older = true;
-    for (r, older, file) in matches {
+    for (r, older, batch, i) in matches {
         if !stale[r] {
             all_older &= older;
-            files.insert(file);
+            files.insert(file_names[batch].as_string::<i32>().value(i).to_string());
         }
     }
     Ok(Compared {
@@ -460,27 +464,16 @@ fn narrowing(source: &RecordBatch, layout: &Layout) -> Result<Vec<Expr>, DataFus
 }
 
 /// Per fetched row with a match: its position, and whether every match is as new or newer.
-/// The join is the merge's (see `merge_predicate` in `store.rs`): keys equal, partition not
-/// distinct.
+/// The join is the merge's own ([`merge_predicate`]): keys equal, partition not distinct.
 fn compare_sql(layout: &Layout, updated: &str) -> String {
-    let mut on: Vec<String> = layout
-        .key
-        .iter()
-        .map(|k| format!("t.{k} = s.{k}", k = quote(k)))
-        .collect();
-    if let Some(p) = &layout.partition
-        && !layout.key.contains(p)
-    {
-        on.push(format!("t.{p} IS NOT DISTINCT FROM s.{p}", p = quote(p)));
-    }
     let u = quote(updated);
     format!(
-        "SELECT s.{row}, t.{u} IS NOT NULL AND (s.{u} IS NULL OR s.{u} <= t.{u}), \
-         t.{u} IS NOT NULL AND s.{u} > t.{u}, t.{file} \
-         FROM {SOURCE_TABLE} s JOIN {STORED_TABLE} t ON {on}",
+        "SELECT source.{row}, target.{u} IS NOT NULL AND (source.{u} IS NULL OR source.{u} <= target.{u}), \
+         target.{u} IS NOT NULL AND source.{u} > target.{u}, target.{file} \
+         FROM {SOURCE_TABLE} source JOIN {STORED_TABLE} target ON {on}",
         row = quote(ROW_COLUMN),
         file = quote(FILE_COLUMN),
-        on = on.join(" AND "),
+        on = merge_predicate(layout, true),
     )
 }
 
@@ -498,10 +491,11 @@ mod tests {
         };
         assert_eq!(
             compare_sql(&layout, "at"),
-            "SELECT s.\"__goalpost_row\", t.\"at\" IS NOT NULL AND (s.\"at\" IS NULL \
-             OR s.\"at\" <= t.\"at\"), t.\"at\" IS NOT NULL AND s.\"at\" > t.\"at\", \
-             t.\"__goalpost_file\" FROM __goalpost_fetched s JOIN __goalpost_stored t ON \
-             t.\"id\" = s.\"id\" AND t.\"m\" IS NOT DISTINCT FROM s.\"m\""
+            "SELECT source.\"__goalpost_row\", target.\"at\" IS NOT NULL AND \
+             (source.\"at\" IS NULL OR source.\"at\" <= target.\"at\"), target.\"at\" IS NOT \
+             NULL AND source.\"at\" > target.\"at\", target.\"__goalpost_file\" FROM \
+             __goalpost_fetched source JOIN __goalpost_stored target ON \
+             target.\"id\" = source.\"id\" AND target.\"m\" IS NOT DISTINCT FROM source.\"m\""
         );
     }
 }

@@ -96,7 +96,7 @@ impl FileWriter {
     pub(crate) fn new(config: FileConfig) -> Self {
         Self {
             config,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads: crate::store::cores(),
             writer_id: uuid::Uuid::new_v4().to_string(),
             files: 0,
             open: None,

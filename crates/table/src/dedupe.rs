@@ -566,7 +566,6 @@ fn partitions_found(
     Ok(parts)
 }
 
-/// `column` is one of `values` (NULL included when listed).
 /// `column` is one of `values` (a NULL among them matches NULL).
 pub(crate) fn one_of(column: &str, values: &[ScalarValue]) -> Expr {
     let listed: Vec<Expr> = values

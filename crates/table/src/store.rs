@@ -172,6 +172,11 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// The cores this machine gives the process (at least one).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// A DataFusion session with one partition: scans and writes keep rows in order (see the
 /// module docs). A write then runs on one thread, a small price on the two cores goalpost
 /// targets.
