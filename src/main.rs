@@ -9,7 +9,7 @@ mod init;
 mod progress;
 
 use goalpost_runner::{Configured, RunOptions, Runner, SystemClock};
-use goalpost_spec::{Config, load_pipelines};
+use goalpost_spec::{Config, Location, load_pipelines};
 use goalpost_state::StateStore;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -299,7 +299,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             pipeline,
             json,
         } => checks(&config, run.as_deref(), pipeline.as_deref(), json),
-        Command::Explain { id, period } => explain(&config, &id, period.as_deref()),
+        Command::Explain { id, period } => explain(&config, &id, period.as_deref()).await,
         Command::Quarantine {
             pipeline,
             run,
@@ -309,8 +309,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Compact { table } => compact(config, table.as_deref()).await,
         Command::Vacuum { table, dry_run } => vacuum(config, table.as_deref(), dry_run).await,
         Command::Recompute { run, out } => recompute(config, &run, &out).await,
-        Command::Publish { rollback } => publish(&config, rollback),
-        Command::News { action } => news(config, action),
+        Command::Publish { rollback } => publish(&config, rollback).await,
+        Command::News { action } => news(config, action).await,
         Command::Init {
             address,
             kind,
@@ -382,7 +382,7 @@ async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Resul
             Some(r) => r.pipeline,
             None => bail!("no run {run_id:?} in the run history (see `goalpost runs`)"),
         };
-        let dir = config.data_dir.join("raw").join(&pipeline).join(run_id);
+        let dir = config.work_dir.join("raw").join(&pipeline).join(run_id);
         if !dir.join("responses.ndjson").is_file() {
             bail!(
                 "run {run_id} has no raw recording at {} (file sources are not recorded, and only the newest [fetch] keep_raw_runs recordings are kept)",
@@ -500,17 +500,29 @@ async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Resul
             }
         }
     }
-    let current = runner.config().publish_dir.join("current");
-    if succeeded > 0 {
-        let shown = current.canonicalize().unwrap_or(current.clone());
-        out!("Digest: {}", current.join("digest.json").display());
-        out!("Site:   {}", current.join("index.html").display());
-        out!("        (current -> {})", shown.display());
-    } else if current.exists() {
-        out!(
+    let publisher = runner.publisher()?;
+    let current = publisher.current_version().await.ok().flatten();
+    match (&runner.config().publish_dir, current) {
+        (_, None) => {}
+        (Location::Local(dir), Some(id)) if succeeded > 0 => {
+            let current = dir.join("current");
+            out!("Digest: {}", current.join("digest.json").display());
+            out!("Site:   {}", current.join("index.html").display());
+            out!(
+                "        (current -> {})",
+                dir.join("versions").join(&id).display()
+            );
+        }
+        (Location::Remote(_), Some(id)) if succeeded > 0 => {
+            let at = publisher.version_location(&id);
+            out!("Digest: {at}/digest.json");
+            out!("Site:   {at}/index.html");
+            out!("        (current.json -> {id})");
+        }
+        (_, Some(id)) => out!(
             "Nothing published; the previous digest stays at {}",
-            current.display()
-        );
+            publisher.version_location(&id)
+        ),
     }
     Ok(if failed > 0 {
         eprintln!("{failed} of {} pipeline(s) failed", failed + succeeded);
@@ -818,7 +830,7 @@ fn upkeep_pipelines(config: &Config) -> Result<Vec<goalpost_spec::Pipeline>> {
     Ok(loaded.pipelines)
 }
 
-fn news(config: Config, action: NewsAction) -> Result<ExitCode> {
+async fn news(config: Config, action: NewsAction) -> Result<ExitCode> {
     let runner = Runner::new(config, Arc::new(SystemClock));
     match action {
         NewsAction::List { status, json } => {
@@ -855,13 +867,13 @@ fn news(config: Config, action: NewsAction) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        NewsAction::Approve { id } => review(&runner, &id, true),
-        NewsAction::Reject { id } => review(&runner, &id, false),
+        NewsAction::Approve { id } => review(&runner, &id, true).await,
+        NewsAction::Reject { id } => review(&runner, &id, false).await,
     }
 }
 
-fn review(runner: &Runner, id: &str, approve: bool) -> Result<ExitCode> {
-    let (item, version) = runner.review_news(id, approve)?;
+async fn review(runner: &Runner, id: &str, approve: bool) -> Result<ExitCode> {
+    let (item, version) = runner.review_news(id, approve).await?;
     out!(
         "{}: {}{}",
         item.id,
@@ -877,33 +889,30 @@ fn review(runner: &Runner, id: &str, approve: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn publish(config: &Config, rollback: bool) -> Result<ExitCode> {
-    let publisher = goalpost_publish::Publisher::new(&config.publish_dir, config.keep_versions);
+async fn publish(config: &Config, rollback: bool) -> Result<ExitCode> {
+    let publisher = goalpost_runner::publisher_for(config)?;
     if !rollback {
-        match publisher.current_version()? {
+        match publisher.current_version().await? {
             Some(v) => out!(
                 "current: {v}\nkept: {}",
-                publisher.kept_versions()?.join(", ")
+                publisher.kept_versions().await?.join(", ")
             ),
-            None => out!(
-                "nothing is published yet in {}",
-                config.publish_dir.display()
-            ),
+            None => out!("nothing is published yet in {}", config.publish_dir),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let (from, to) = publisher.rollback()?;
+    let (from, to) = publisher.rollback().await?;
     out!("current now points at {to} (was {from}); {} is kept", from);
     Ok(ExitCode::SUCCESS)
 }
 
-fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> {
-    use goalpost_publish::{IndicatorDigest, PipelineDigest, Publisher};
-    let publisher = Publisher::new(&config.publish_dir, config.keep_versions);
-    let Some(digest) = publisher.current_digest()? else {
+async fn explain(config: &Config, id: &str, period: Option<&str>) -> Result<ExitCode> {
+    use goalpost_publish::{IndicatorDigest, PipelineDigest};
+    let publisher = goalpost_runner::publisher_for(config)?;
+    let Some(digest) = publisher.current_digest().await? else {
         bail!(
             "nothing is published yet in {}; run `goalpost run` first",
-            config.publish_dir.display()
+            config.publish_dir
         );
     };
     let (only, wanted) = match id.split_once('/') {

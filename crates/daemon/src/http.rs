@@ -127,13 +127,23 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     if !matches!(state, Ok(Ok(_))) {
         problems.push("the state store cannot be read".to_string());
     }
-    let current = s.loaded().config.publish_dir.join("current");
-    let version = std::fs::read_link(&current)
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    if !current.join("digest.json").is_file() {
-        problems.push("nothing is published yet".to_string());
-    }
+    let version = match s.loaded().runner.publisher() {
+        Ok(p) => match p.current_version().await {
+            Ok(Some(v)) if p.version_has(&v, "digest.json").await.unwrap_or(false) => Some(v),
+            Ok(_) => {
+                problems.push("nothing is published yet".to_string());
+                None
+            }
+            Err(e) => {
+                problems.push(format!("the publish location cannot be read: {e}"));
+                None
+            }
+        },
+        Err(e) => {
+            problems.push(format!("the publish location cannot be reached: {e}"));
+            None
+        }
+    };
     if problems.is_empty() {
         json_response(
             StatusCode::OK,
@@ -314,8 +324,19 @@ async fn trigger(
 /// separators smuggled inside a segment.
 fn resolve(version_dir: &std::path::Path, path: &str) -> Option<PathBuf> {
     let mut out = version_dir.to_path_buf();
-    let trimmed = path.trim_start_matches('/');
-    for raw in trimmed.split('/') {
+    for seg in segments(path)? {
+        out.push(seg);
+    }
+    if out.is_dir() {
+        out.push("index.html");
+    }
+    Some(out)
+}
+
+/// A request path's segments, each percent-decoded once and a plain name.
+fn segments(path: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for raw in path.trim_start_matches('/').split('/') {
         if raw.is_empty() {
             continue;
         }
@@ -325,12 +346,89 @@ fn resolve(version_dir: &std::path::Path, path: &str) -> Option<PathBuf> {
         if seg.starts_with('.') || seg.contains('/') || seg.contains('\\') || seg.contains('\0') {
             return None;
         }
-        out.push(seg.as_ref());
-    }
-    if out.is_dir() {
-        out.push("index.html");
+        out.push(seg.into_owned());
     }
     Some(out)
+}
+
+/// The site from a bucket: the version `current.json` names, one object per request.
+async fn site_from_bucket(s: &Shared, uri_path: &str, if_none_match: Option<String>) -> Response {
+    let publisher = match s.loaded().runner.publisher() {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let version = match publisher.current_version().await {
+        Ok(Some(v)) => v,
+        Ok(None) => return error(StatusCode::SERVICE_UNAVAILABLE, "nothing is published yet"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the current version");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                "the publish location cannot be read",
+            );
+        }
+    };
+    let Some(segs) = segments(uri_path) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let path = segs.join("/");
+    // A folder's page is its index.html; without a trailing slash, a name may be either.
+    let mut tries = Vec::new();
+    if path.is_empty() || uri_path.ends_with('/') {
+        tries.push(
+            format!("{path}/index.html")
+                .trim_start_matches('/')
+                .to_string(),
+        );
+    } else {
+        tries.push(path.clone());
+        tries.push(format!("{path}/index.html"));
+    }
+    for inside in tries {
+        let bytes = match publisher.version_file(&version, &inside).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a published file");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "the publish location cannot be read",
+                );
+            }
+        };
+        // A version's files never change: its id and the path name the bytes.
+        let etag = format!("W/\"{:x}\"", {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&version, &inside, bytes.len()).hash(&mut h);
+            h.finish()
+        });
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            headers.insert(header::ETAG, v);
+        }
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if if_none_match
+            .as_deref()
+            .is_some_and(|v| etag_matches(v, &etag))
+        {
+            return (StatusCode::NOT_MODIFIED, headers).into_response();
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            content_type(std::path::Path::new(&inside)),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        return (StatusCode::OK, headers, Body::from(bytes)).into_response();
+    }
+    error(StatusCode::NOT_FOUND, "not found")
 }
 
 async fn site(State(s): State<Arc<Shared>>, req: Request) -> Response {
@@ -340,7 +438,19 @@ async fn site(State(s): State<Arc<Shared>>, req: Request) -> Response {
             "only GET and HEAD are served here",
         );
     }
-    let publish_dir = s.loaded().config.publish_dir.clone();
+    let publish_dir = match &s.loaded().config.publish_dir {
+        goalpost_spec::Location::Local(dir) => dir.clone(),
+        goalpost_spec::Location::Remote(_) => {
+            let if_none_match = req
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let path = req.uri().path().to_string();
+            drop(req);
+            return site_from_bucket(&s, &path, if_none_match).await;
+        }
+    };
     // One version for the whole response: `current` is read once, and the version folder
     // it names is never changed once published.
     let Ok(link) = std::fs::read_link(publish_dir.join("current")) else {

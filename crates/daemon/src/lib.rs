@@ -406,17 +406,21 @@ fn catch_up(shared: &Arc<Shared>) {
 /// this often.
 const NEWS_UPKEEP: Duration = Duration::from_secs(300);
 
-fn news_upkeep(shared: &Arc<Shared>) {
+async fn news_upkeep(shared: &Arc<Shared>) {
     let loaded = shared.loaded();
     let now = shared.clock.now();
-    let publisher =
-        goalpost_publish::Publisher::new(&loaded.config.publish_dir, loaded.config.keep_versions);
-    let ended = match publisher.current_news() {
-        Ok(Some(news)) => news.iter().any(|n| !n.archived && n.until <= now),
-        _ => false,
+    let ended = match loaded.runner.publisher() {
+        Ok(publisher) => match publisher.current_news().await {
+            Ok(Some(news)) => news.iter().any(|n| !n.archived && n.until <= now),
+            _ => false,
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reach the publish location");
+            false
+        }
     };
     if ended {
-        match loaded.runner.republish(now) {
+        match loaded.runner.republish(now).await {
             Ok(Some(v)) => {
                 tracing::info!(version = %v, "published again: news items whose window ended are archived")
             }
@@ -527,7 +531,7 @@ pub async fn run(
             loop {
                 every.tick().await;
                 let s = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || news_upkeep(&s)).await;
+                news_upkeep(&s).await;
             }
         })
     };

@@ -101,7 +101,7 @@ pub fn sparkline(points: &[(NaiveDate, Option<f64>)], label: &str) -> String {
 /// Text made safe for XML character data and attribute values: markup characters become
 /// references, and control characters (other than tab and newline) and the two
 /// noncharacters XML forbids are dropped.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -2,10 +2,12 @@
 //!
 //! [`Digest`] is the published model: every goal with its latest figure, status, baseline,
 //! target, series and provenance, and every indicator's series. [`Publisher`] renders it to a
-//! new version folder (`publish/versions/<id>/`: `digest.json` and its JSON Schema
-//! `digest.schema.json`, `indicators.parquet` and `indicators.csv`, `index.html`) and only then points `publish/current` at it with one atomic rename, so a
-//! reader sees either the previous complete version or the new complete version, never a mix.
-//! A failure before that rename leaves `current` untouched.
+//! new version folder (`versions/<id>/`: `digest.json` and its JSON Schema
+//! `digest.schema.json`, `indicators.parquet` and `indicators.csv`, `index.html` …) in a
+//! local folder or an object-storage bucket, and only then points at it: the `current` link
+//! (one atomic rename, in a folder) and `current.json`. A reader sees either the previous
+//! complete version or the new complete version, never a mix; a failure before the switch
+//! leaves the current version untouched.
 
 mod chart;
 mod csv_out;
@@ -26,4 +28,7 @@ pub use digest::{
     Hold, IndicatorDigest, LatestFigure, NewsItem, PipelineDigest, Provenance, Refresh,
     SeriesPoint, SiteInfo, SourceInfo, Summary, TableInfo, TableRead, TargetInfo, TrendInfo,
 };
-pub use publisher::{PublishError, Publisher, write_digest_files};
+pub use publisher::{
+    Attached, CurrentPointer, PublishError, PublishLock, Publisher, content_type,
+    write_digest_files,
+};

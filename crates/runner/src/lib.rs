@@ -111,8 +111,8 @@ pub struct RunReport {
     pub held: Option<String>,
     pub indicators: usize,
     pub summary: Summary,
-    /// The published version's folder.
-    pub published: PathBuf,
+    /// The published version's address (a folder, or a prefix in object storage).
+    pub published: String,
     /// Each stage's time (and peak memory, when measured), in order.
     pub stages: Vec<StageTiming>,
 }
@@ -122,6 +122,8 @@ pub struct Runner {
     clock: Arc<dyn Clock>,
     progress: Arc<dyn Progress>,
     sleep: Option<goalpost_fetch::http::SleepFn>,
+    /// Built on first use: a bucket's store reads its credentials then.
+    publisher: std::sync::OnceLock<Publisher>,
 }
 
 impl Runner {
@@ -131,6 +133,7 @@ impl Runner {
             clock,
             progress: Arc::new(LogProgress::default()),
             sleep: None,
+            publisher: std::sync::OnceLock::new(),
         }
     }
 
@@ -148,7 +151,7 @@ impl Runner {
 
     /// Where a run's raw responses are kept.
     pub fn raw_dir(&self, pipeline: &str, run_id: &str) -> PathBuf {
-        self.config.data_dir.join("raw").join(pipeline).join(run_id)
+        self.config.work_dir.join("raw").join(pipeline).join(run_id)
     }
 
     pub fn config(&self) -> &Config {
@@ -165,8 +168,13 @@ impl Runner {
         TableStore::new(self.config.data_dir.join("quarantine"))
     }
 
-    fn publisher(&self) -> Publisher {
-        Publisher::new(&self.config.publish_dir, self.config.keep_versions)
+    /// The publish location.
+    pub fn publisher(&self) -> Result<Publisher, RunError> {
+        if let Some(p) = self.publisher.get() {
+            return Ok(p.clone());
+        }
+        let p = publisher_for(&self.config)?;
+        Ok(self.publisher.get_or_init(|| p).clone())
     }
 
     fn state(&self) -> Result<StateStore, StateError> {
@@ -261,7 +269,7 @@ impl Runner {
         watch.start("plan");
         // Plan the indicator SQL first: a typo should fail before any table is touched.
         let store = self.tables();
-        let current = self.publisher().current_digest()?;
+        let current = self.publisher()?.current_digest().await?;
         let lookups = lookups::open(&store, pipeline, configured, current.as_ref()).await?;
         let problems = goalpost_indicators::check_sql(pipeline, &lookups.schemas).await;
         if !problems.is_empty() {
@@ -507,7 +515,7 @@ impl Runner {
         }
         if options.replay.is_none()
             && let Err(e) = goalpost_fetch::prune_recordings(
-                &self.config.data_dir.join("raw").join(&pipeline.id),
+                &self.config.work_dir.join("raw").join(&pipeline.id),
                 self.config.fetch.keep_raw_runs,
             )
         {
@@ -531,16 +539,17 @@ impl Runner {
         // The table version's snapshot is written before the publish lock is taken: other
         // publishes need not wait for it.
         watch.start("publish");
-        let snapshot_dir = self.config.data_dir.join("snapshots");
+        let snapshot_dir = self.config.work_dir.join("snapshots");
         if hold.is_none() && table_spec.publish {
             snapshots::prepare(&store, &snapshot_dir, pipeline, write.version).await?;
         }
 
         // Merge into the current digest and publish, under the publish lock.
-        let publisher = self.publisher();
-        let _lock = publisher.lock()?;
+        let publisher = self.publisher()?;
+        let lock = publisher.lock().await?;
         let mut pipelines = publisher
-            .current_digest()?
+            .current_digest()
+            .await?
             .map(|d| d.pipelines)
             .unwrap_or_default();
         let previous = pipelines.iter().find(|p| p.id == pipeline.id).cloned();
@@ -599,19 +608,20 @@ impl Runner {
         };
         let mut digest = digest;
         let files = snapshots::attach(&store, &snapshot_dir, &mut digest, pipeline).await?;
-        let published = publisher.publish_with(&digest, &files)?;
+        let published = publisher.publish_with(&digest, &files).await?;
+        lock.release().await;
         match state.add_news(&fresh) {
             Ok(added) if !added.is_empty() => tracing::info!(items = ?added, "news"),
             Ok(_) => {}
             // Published, but not recorded: the next run announces the same ids again.
             Err(e) => tracing::error!(error = %e, "could not record the news items"),
         }
-        let kept: Vec<Digest> = publisher
-            .kept_versions()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| publisher.version_digest(v).ok().flatten())
-            .collect();
+        let mut kept: Vec<Digest> = Vec::new();
+        for v in publisher.kept_versions().await.unwrap_or_default() {
+            if let Ok(Some(d)) = publisher.version_digest(&v).await {
+                kept.push(d);
+            }
+        }
         snapshots::prune(&snapshot_dir, &kept);
         Ok(RunReport {
             run_id: run_id.to_string(),
@@ -800,4 +810,17 @@ fn refresh_history(
         });
     }
     Ok(out)
+}
+
+/// The publisher for `config`'s `publish_dir`: a folder, or a bucket reached with the
+/// credentials in the environment.
+pub fn publisher_for(config: &Config) -> Result<Publisher, RunError> {
+    Ok(match &config.publish_dir {
+        goalpost_spec::Location::Local(dir) => Publisher::new(dir, config.keep_versions),
+        goalpost_spec::Location::Remote(url) => Publisher::remote(
+            goalpost_table::object_store(url)?,
+            url.to_string(),
+            config.keep_versions,
+        ),
+    })
 }

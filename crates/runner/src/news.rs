@@ -1,8 +1,8 @@
 //! From announcements to the news ledger, and from the ledger to the digest.
 
 use chrono::{DateTime, Utc};
-use goalpost_publish::NewsItem;
 use goalpost_publish::news::Announcement;
+use goalpost_publish::{Attached, NewsItem};
 use goalpost_state::NewsRecord;
 
 /// Ledger entries for this run's announcements: published now for their window, or drafts
@@ -74,7 +74,7 @@ impl crate::Runner {
     /// Approve (publish now, for its window) or reject a draft, then publish the current
     /// digest again with the news as the ledger now has it. Returns the item and the new
     /// published version (none when nothing was published yet).
-    pub fn review_news(
+    pub async fn review_news(
         &self,
         id: &str,
         approve: bool,
@@ -82,37 +82,45 @@ impl crate::Runner {
         let now = self.clock.now();
         let item = self.state()?.review_news(id, approve, now)?;
         // A rejected draft was never shown: nothing published changes.
-        let version = if approve { self.republish(now)? } else { None };
+        let version = if approve {
+            self.republish(now).await?
+        } else {
+            None
+        };
         Ok((item, version))
     }
 
     /// Publish the current digest again as a new version, with the news brought up to date
     /// (items whose window has ended become archived). Nothing else changes.
-    pub fn republish(&self, now: DateTime<Utc>) -> Result<Option<String>, crate::RunError> {
-        let publisher = self.publisher();
-        let _lock = publisher.lock()?;
-        let Some(mut digest) = publisher.current_digest()? else {
+    pub async fn republish(&self, now: DateTime<Utc>) -> Result<Option<String>, crate::RunError> {
+        let publisher = self.publisher()?;
+        let lock = publisher.lock().await?;
+        let Some(mut digest) = publisher.current_digest().await? else {
             return Ok(None);
         };
-        let current = publisher.current_dir();
+        let current = digest.version.clone();
         digest.version = self.new_run_id("news", now);
         digest.schema_version = goalpost_publish::DIGEST_SCHEMA_VERSION;
         digest.generated_at = now;
         digest.news = digest_items(&self.state()?.news(Some("published"))?, now);
         // The data files of the current version are linked into the new one; one that is
         // missing is no longer offered.
-        let mut files: Vec<(String, std::path::PathBuf)> = Vec::new();
+        let mut files: Vec<(String, Attached)> = Vec::new();
         for p in &mut digest.pipelines {
             if let Some(d) = p.table.download.clone() {
-                let from = current.join(&d);
-                if from.is_file() {
+                if publisher.version_has(&current, &d).await? {
+                    let from = Attached::Published {
+                        version: current.clone(),
+                        path: d.clone(),
+                    };
                     files.push((d, from));
                 } else {
                     p.table.download = None;
                 }
             }
         }
-        publisher.publish_with(&digest, &files)?;
+        publisher.publish_with(&digest, &files).await?;
+        lock.release().await;
         Ok(Some(digest.version))
     }
 }

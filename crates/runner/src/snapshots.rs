@@ -1,12 +1,13 @@
 //! The data behind a digest: each table, at the version its figures come from, published as
 //! `data/<table>.parquet` beside the digest.
 //!
-//! A version is written out once, into `data/snapshots/<table>/v<version>.parquet`, and every
-//! published version that needs it links to that file. Snapshots no kept digest names are
+//! A version is written out once, into `snapshots/<table>/v<version>.parquet` in the work
+//! folder, and every published version that needs it links to (or, in a bucket, uploads) that
+//! file. Snapshots no kept digest names are
 //! removed.
 
 use crate::RunError;
-use goalpost_publish::Digest;
+use goalpost_publish::{Attached, Digest};
 use goalpost_spec::Pipeline;
 use goalpost_table::TableStore;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ pub(crate) async fn attach(
     dir: &Path,
     digest: &mut Digest,
     own: &Pipeline,
-) -> Result<Vec<(String, PathBuf)>, RunError> {
+) -> Result<Vec<(String, Attached)>, RunError> {
     let mut files = Vec::new();
     for part in &mut digest.pipelines {
         let wanted = if part.id == own.id {
@@ -60,7 +61,7 @@ pub(crate) async fn attach(
         }
         let published = format!("data/{name}.parquet");
         part.table.download = Some(published.clone());
-        files.push((published, path));
+        files.push((published, Attached::File(path)));
     }
     Ok(files)
 }

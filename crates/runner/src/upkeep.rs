@@ -54,7 +54,7 @@ impl Runner {
         let settings = &self.config().tables;
         let mut out = Vec::new();
         for (pipeline, name) in table_names(pipelines, table)? {
-            if !store.table_exists(&name) {
+            if !store.table_exists(&name).await? {
                 continue;
             }
             let lock = self.upkeep_lock(&pipeline, run_id)?;
@@ -86,7 +86,7 @@ impl Runner {
         dry_run: bool,
     ) -> Result<Vec<Vacuumed>, RunError> {
         let store = self.tables();
-        let needed = self.versions_needed()?;
+        let needed = self.versions_needed().await?;
         let id = format!("vacuum-{}", self.clock.now().format("%Y%m%dT%H%M%SZ"));
         let mut out = Vec::new();
         for (pipeline, name) in table_names(pipelines, table)? {
@@ -126,11 +126,11 @@ impl Runner {
     }
 
     /// The oldest version of each table that a kept published digest names.
-    fn versions_needed(&self) -> Result<BTreeMap<String, u64>, RunError> {
-        let publisher = self.publisher();
+    async fn versions_needed(&self) -> Result<BTreeMap<String, u64>, RunError> {
+        let publisher = self.publisher()?;
         let mut needed: BTreeMap<String, u64> = BTreeMap::new();
-        for id in publisher.kept_versions()? {
-            let Some(digest) = publisher.version_digest(&id)? else {
+        for id in publisher.kept_versions().await? {
+            let Some(digest) = publisher.version_digest(&id).await? else {
                 continue;
             };
             for p in &digest.pipelines {
@@ -155,12 +155,12 @@ impl Runner {
         run_id: &str,
         out: &Path,
     ) -> Result<Recomputed, RunError> {
-        let publisher = self.publisher();
-        let Some(recorded) = publisher.version_digest(run_id)? else {
-            let kept = publisher.kept_versions()?;
+        let publisher = self.publisher()?;
+        let Some(recorded) = publisher.version_digest(run_id).await? else {
+            let kept = publisher.kept_versions().await?;
             return Err(RunError::Internal(format!(
                 "no published version {run_id:?} is kept in {} (the newest {} are kept besides the current one); kept: {}",
-                self.config().publish_dir.join("versions").display(),
+                publisher.location("versions"),
                 self.config().keep_versions,
                 if kept.is_empty() {
                     "none".into()
@@ -173,15 +173,19 @@ impl Runner {
         std::fs::create_dir_all(out)
             .map_err(|e| RunError::Internal(format!("cannot create {}: {e}", out.display())))?;
         let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-        let publish_dir = canonical(&self.config().publish_dir);
-        if canonical(out).starts_with(&publish_dir) {
+        if let Some(publish_dir) = self.config().publish_dir.local().map(canonical)
+            && canonical(out).starts_with(&publish_dir)
+        {
             return Err(RunError::Internal(format!(
                 "--out {} is inside the publish folder {}; recompute writes elsewhere so nothing published changes",
                 out.display(),
                 publish_dir.display()
             )));
         }
-        let published = std::fs::read(publisher.version_dir(run_id).join("indicators.parquet"));
+        let published = publisher
+            .version_file(run_id, "indicators.parquet")
+            .await
+            .map(Option::unwrap_or_default);
         let store = self.tables();
         let mut digest: Digest = recorded.clone();
         let mut tables = Vec::new();
@@ -272,7 +276,8 @@ impl Runner {
         }
         goalpost_publish::write_digest_files(&digest, out)?;
         let mine = std::fs::read(out.join("indicators.parquet"));
-        let parquet_identical = matches!((published, mine), (Ok(a), Ok(b)) if a == b);
+        let parquet_identical =
+            matches!((published, mine), (Ok(a), Ok(b)) if !a.is_empty() && a == b);
         Ok(Recomputed {
             run_id: run_id.to_string(),
             out: out.to_path_buf(),

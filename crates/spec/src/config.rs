@@ -1,4 +1,5 @@
 use crate::diagnostic::{SourceFile, SpecError};
+use crate::location::Location;
 use crate::source::duration;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,15 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
-    pub data_dir: PathBuf,
-    pub publish_dir: PathBuf,
+    /// The tables and the quarantine: a folder, or an object-storage prefix.
+    pub data_dir: Location,
+    /// The published versions: a folder, or an object-storage prefix.
+    pub publish_dir: Location,
     pub pipelines_dir: PathBuf,
     pub state_db: PathBuf,
+    /// A folder on this machine for the raw recordings and the snapshot cache: `data_dir`
+    /// when that is local, otherwise the folder that holds `state_db`.
+    pub work_dir: PathBuf,
     /// Published versions kept besides the current one.
     pub keep_versions: usize,
     pub site: SiteSpec,
@@ -29,6 +35,7 @@ struct ConfigFile {
     publish_dir: String,
     pipelines_dir: String,
     state_db: Option<String>,
+    work_dir: Option<String>,
     #[serde(default = "default_keep")]
     keep_versions: usize,
     #[serde(default)]
@@ -221,15 +228,50 @@ impl Config {
                     .collect(),
             ));
         }
-        let data_dir = resolve(&raw.data_dir);
+        let invalid = |key: &str, message: String| {
+            SpecError::Invalid(vec![
+                file.diagnostic(key_span(&file.text, key), format!("{key}: {message}")),
+            ])
+        };
+        let location = |key: &str, text: &str| {
+            Location::parse(text, |p| resolve(&p.to_string_lossy())).map_err(|m| invalid(key, m))
+        };
+        let local = |key: &str, text: &str| match location(key, text)? {
+            Location::Local(path) => Ok(path),
+            Location::Remote(_) => Err(invalid(
+                key,
+                format!("{text:?} is in object storage; {key} must be a folder on this machine"),
+            )),
+        };
+        let data_dir = location("data_dir", &raw.data_dir)?;
+        let publish_dir = location("publish_dir", &raw.publish_dir)?;
+        let state_db = match (&raw.state_db, &data_dir) {
+            (Some(db), _) => local("state_db", db)?,
+            (None, Location::Local(dir)) => dir.join("state.sqlite"),
+            (None, Location::Remote(_)) => {
+                return Err(invalid(
+                    "data_dir",
+                    format!(
+                        "{} is in object storage, where SQLite cannot live; set state_db to a \
+                         file on this machine, e.g. state_db = \"/var/lib/goalpost/state.sqlite\"",
+                        data_dir
+                    ),
+                ));
+            }
+        };
+        let work_dir = match (&raw.work_dir, &data_dir) {
+            (Some(dir), _) => local("work_dir", dir)?,
+            (None, Location::Local(dir)) => dir.clone(),
+            (None, Location::Remote(_)) => state_db
+                .parent()
+                .map_or_else(|| base.to_path_buf(), Path::to_path_buf),
+        };
         Ok(Self {
             file: path.to_path_buf(),
-            state_db: raw
-                .state_db
-                .as_deref()
-                .map_or_else(|| data_dir.join("state.sqlite"), resolve),
-            publish_dir: resolve(&raw.publish_dir),
-            pipelines_dir: resolve(&raw.pipelines_dir),
+            state_db,
+            work_dir,
+            publish_dir,
+            pipelines_dir: local("pipelines_dir", &raw.pipelines_dir)?,
             data_dir,
             keep_versions: raw.keep_versions,
             site: raw.site,
@@ -345,13 +387,61 @@ mod tests {
         std::fs::write(&file, "data_dir = \"../data\"\npublish_dir = \"/srv/site\"\npipelines_dir = \"../pipelines\"\n").unwrap();
         let c = Config::load(&file).unwrap();
         let root = dir.canonicalize().unwrap();
-        assert_eq!(c.data_dir, root.join("data"));
+        assert_eq!(c.data_dir, Location::Local(root.join("data")));
         assert_eq!(c.state_db, root.join("data/state.sqlite"));
-        assert_eq!(c.publish_dir, PathBuf::from("/srv/site"));
+        assert_eq!(c.work_dir, root.join("data"));
+        assert_eq!(c.publish_dir, Location::Local(PathBuf::from("/srv/site")));
         assert_eq!(c.keep_versions, 10);
         std::fs::write(&file, "data_dir = 1\n").unwrap();
         let err = Config::load(&file).unwrap_err().to_string();
         assert!(err.contains("goalpost.toml:1:12"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn object_storage_needs_a_local_state_db_and_names_the_key_when_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("goalpost.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(&file)
+        };
+        let root = dir.path().canonicalize().unwrap();
+        let c = load(
+            "data_dir = \"s3://city/goalpost/data\"\npublish_dir = \"s3://city/site/\"\n\
+             pipelines_dir = \"p\"\nstate_db = \"state/goalpost.sqlite\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir.to_string(), "s3://city/goalpost/data");
+        assert_eq!(c.publish_dir.to_string(), "s3://city/site");
+        assert_eq!(c.state_db, root.join("state/goalpost.sqlite"));
+        assert_eq!(c.work_dir, root.join("state"), "beside the state database");
+
+        let err =
+            load("data_dir = \"s3://city/data\"\npublish_dir = \"site\"\npipelines_dir = \"p\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("goalpost.toml:1:1: data_dir: s3://city/data is in object storage"),
+            "{err}"
+        );
+        assert!(err.contains("set state_db"), "{err}");
+
+        let err =
+            load("data_dir = \"d\"\npublish_dir = \"ftp://host/site\"\npipelines_dir = \"p\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("goalpost.toml:2:1: publish_dir: ftp:// is not a storage"),
+            "{err}"
+        );
+
+        let err = load("data_dir = \"d\"\npublish_dir = \"site\"\npipelines_dir = \"gs://b/p\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pipelines_dir must be a folder on this machine"),
+            "{err}"
+        );
     }
 }

@@ -13,6 +13,7 @@
 pub mod check;
 mod config;
 mod diagnostic;
+mod location;
 pub mod measure;
 pub mod news;
 pub mod period;
@@ -25,6 +26,7 @@ mod validate;
 pub use check::{CheckKind, CheckSpec, Severity};
 pub use config::{Config, DaemonSettings, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
+pub use location::{Location, OBJECT_STORE_SCHEMES};
 pub use measure::{Measure, combined_sql, same_grouping, structured_sql};
 pub use news::{NewsEvent, NewsRule};
 pub use pipeline::{

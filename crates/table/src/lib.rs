@@ -32,7 +32,9 @@ pub use layout::Layout;
 pub use maintenance::{CompactReport, FileStats, VacuumReport};
 pub use mapping::{MapError, Mapped, Rejected, ValueError, map_page, raw_row_json};
 pub use snapshot::write_snapshot;
-pub use store::{AbortOnDrop, BatchResult, Merged, TableError, TableStore, TableWrite};
+pub use store::{
+    AbortOnDrop, BatchResult, Merged, TableError, TableStore, TableWrite, object_store,
+};
 
 /// Delta Lake, re-exported so callers open tables with the same crate version.
 pub use deltalake;

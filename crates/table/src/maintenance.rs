@@ -224,7 +224,7 @@ impl TableStore {
             .and_then(serde_json::Value::as_i64)
             .ok_or_else(|| TableError::Log {
                 table: table.to_string(),
-                path: self.path(table).join("_delta_log"),
+                path: self.path(table).join("_delta_log").to_string(),
                 version: keep_from_version,
                 detail: "its commitInfo has no timestamp".into(),
             })?;

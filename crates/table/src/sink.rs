@@ -785,7 +785,7 @@ mod tests {
             .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
             .collect();
         assert!(parquet.is_empty(), "{parquet:?}");
-        assert!(!store.table_exists("t"));
+        assert!(!store.table_exists("t").await.unwrap());
     }
 
     fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -37,6 +37,7 @@ use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use goalpost_spec::Location;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,10 +52,17 @@ pub type BatchResult = Result<RecordBatch, String>;
 pub enum TableError {
     #[error("table {table} does not exist yet")]
     Missing { table: String },
-    #[error("table {table} at {}: {source}", path.display())]
+    #[error("table {table} at {path}: {source}")]
     Delta {
         table: String,
-        path: PathBuf,
+        path: String,
+        #[source]
+        source: Box<DeltaTableError>,
+    },
+    /// Object storage could not be reached with the settings in the environment.
+    #[error("{path}: {source}")]
+    Store {
+        path: String,
         #[source]
         source: Box<DeltaTableError>,
     },
@@ -90,10 +98,10 @@ pub enum TableError {
         latest: u64,
     },
     /// A commit in the table's Delta log could not be read as expected.
-    #[error("table {table}: commit {version} in {}: {detail}", path.display())]
+    #[error("table {table}: commit {version} in {path}: {detail}")]
     Log {
         table: String,
-        path: PathBuf,
+        path: String,
         version: u64,
         detail: String,
     },
@@ -242,33 +250,56 @@ pub(crate) fn deleted_sql(column: &str, values: &[String]) -> String {
     )
 }
 
-/// The folder that holds every table.
+/// The folder, or object-storage prefix, that holds every table.
 #[derive(Debug, Clone)]
 pub struct TableStore {
-    root: PathBuf,
+    root: Location,
 }
 
 impl TableStore {
-    /// A store of tables under `root` (one folder per table).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+    /// A store of tables under `root` (one folder or prefix per table). Object storage is
+    /// reached through delta-rs's object stores, with credentials from the environment.
+    pub fn new(root: impl Into<Location>) -> Self {
         Self { root: root.into() }
     }
 
-    /// The folder of `table`.
-    pub fn path(&self, table: &str) -> PathBuf {
+    /// Where `table` is kept.
+    pub fn path(&self, table: &str) -> Location {
         self.root.join(table)
+    }
+
+    fn url(&self, table: &str) -> Result<url::Url, TableError> {
+        let location = self.path(table);
+        match &location {
+            Location::Local(path) => deltalake::ensure_table_uri(path.to_string_lossy()),
+            Location::Remote(url) => Ok(url.clone()),
+        }
+        .map_err(|e| self.err(table, e))
     }
 
     pub(crate) fn err(&self, table: &str, source: DeltaTableError) -> TableError {
         TableError::Delta {
             table: table.to_string(),
-            path: self.path(table),
+            path: self.path(table).to_string(),
             source: Box::new(source),
         }
     }
 
-    pub(crate) fn exists(&self, table: &str) -> bool {
-        self.path(table).join("_delta_log").is_dir()
+    /// Whether the table has a Delta log: a folder on disk, a listing in object storage.
+    pub(crate) async fn exists(&self, table: &str) -> Result<bool, TableError> {
+        match self.path(table) {
+            Location::Local(path) => Ok(path.join("_delta_log").is_dir()),
+            Location::Remote(_) => {
+                let handle = DeltaTableBuilder::from_url(self.url(table)?)
+                    .and_then(|b| b.build())
+                    .map_err(|e| self.err(table, e))?;
+                handle
+                    .log_store()
+                    .is_delta_table_location()
+                    .await
+                    .map_err(|e| self.err(table, e))
+            }
+        }
     }
 
     pub(crate) fn missing(&self, table: &str) -> TableError {
@@ -280,9 +311,8 @@ impl TableStore {
     /// A handle on the table: loaded at its latest version when it exists, otherwise an
     /// uninitialised one that a first write creates.
     pub(crate) async fn handle(&self, table: &str) -> Result<DeltaTable, TableError> {
-        let url = deltalake::ensure_table_uri(self.path(table).to_string_lossy())
-            .map_err(|e| self.err(table, e))?;
-        if self.exists(table) {
+        let url = self.url(table)?;
+        if self.exists(table).await? {
             deltalake::open_table(url)
                 .await
                 .map_err(|e| self.err(table, e))
@@ -295,7 +325,7 @@ impl TableStore {
 
     /// The handle of a table that must exist.
     pub(crate) async fn existing(&self, table: &str) -> Result<DeltaTable, TableError> {
-        if !self.exists(table) {
+        if !self.exists(table).await? {
             return Err(self.missing(table));
         }
         self.handle(table).await
@@ -311,7 +341,7 @@ impl TableStore {
     ) -> Result<serde_json::Value, TableError> {
         let log_error = |detail: String| TableError::Log {
             table: table.to_string(),
-            path: self.path(table).join("_delta_log"),
+            path: self.path(table).join("_delta_log").to_string(),
             version,
             detail,
         };
@@ -693,7 +723,7 @@ impl TableStore {
 
     /// The table's current Arrow schema, or `None` when it does not exist yet.
     pub async fn schema(&self, table: &str) -> Result<Option<SchemaRef>, TableError> {
-        if !self.exists(table) {
+        if !self.exists(table).await? {
             return Ok(None);
         }
         let handle = self.handle(table).await?;
@@ -703,29 +733,40 @@ impl TableStore {
 
     /// The table's latest version, or `None` when it does not exist yet.
     pub async fn latest_version(&self, table: &str) -> Result<Option<u64>, TableError> {
-        if !self.exists(table) {
+        if !self.exists(table).await? {
             return Ok(None);
         }
         Ok(self.handle(table).await?.version())
     }
 
     /// Whether the table has been created.
-    pub fn table_exists(&self, table: &str) -> bool {
-        self.exists(table)
+    pub async fn table_exists(&self, table: &str) -> Result<bool, TableError> {
+        self.exists(table).await
     }
 
     /// Open a table as it was at `version` (Delta time travel), so figures are computed from
     /// exactly the version their provenance names even if another write has landed since.
     pub async fn open_version(&self, table: &str, version: u64) -> Result<DeltaTable, TableError> {
-        if !self.exists(table) {
+        if !self.exists(table).await? {
             return Err(self.missing(table));
         }
-        let url = deltalake::ensure_table_uri(self.path(table).to_string_lossy())
-            .map_err(|e| self.err(table, e))?;
+        let url = self.url(table)?;
         deltalake::open_table_with_version(url, version)
             .await
             .map_err(|e| self.err(table, e))
     }
+}
+
+/// The object store at `url` (`s3://`, `gs://`, `az://` …), rooted at its path, built the way
+/// delta-rs builds a table's store: credentials and settings from the usual environment
+/// variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
+pub fn object_store(url: &url::Url) -> Result<deltalake::logstore::ObjectStoreRef, TableError> {
+    deltalake::logstore::store_for(url, std::iter::empty::<(String, String)>()).map_err(|e| {
+        TableError::Store {
+            path: url.to_string(),
+            source: Box::new(e),
+        }
+    })
 }
 
 /// Whether the table's columns are `schema`'s (names and types, in order) and its files are

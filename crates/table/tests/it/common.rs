@@ -89,6 +89,8 @@ pub fn by_partition(files: &[DataFile]) -> BTreeMap<Option<String>, Vec<DataFile
 pub fn run_id(store: &goalpost_table::TableStore, table: &str, version: u64) -> Option<String> {
     let path = store
         .path(table)
+        .local()
+        .unwrap()
         .join("_delta_log")
         .join(format!("{version:020}.json"));
     std::fs::read_to_string(path)

@@ -98,7 +98,7 @@ async fn vacuum_deletes_only_files_that_no_kept_version_needs() {
         key: vec!["id".into()],
         ..Default::default()
     };
-    let on_disk = |path: &str| store.path("t").join(path).exists();
+    let on_disk = |path: &str| store.path("t").local().unwrap().join(path).exists();
 
     // v0: file A. v1: + file B. v2: a merge rewrites A as A'. v3: a replace removes A', B.
     store
@@ -224,6 +224,8 @@ async fn vacuum_keeps_what_kept_versions_need_even_when_commit_times_disagree() 
     // back before version 2 was written): by time alone, B, removed at version 2, would go.
     let log = store
         .path("t")
+        .local()
+        .unwrap()
         .join("_delta_log")
         .join(format!("{:020}.json", 1));
     let text = std::fs::read_to_string(&log).unwrap();
@@ -250,7 +252,10 @@ async fn vacuum_keeps_what_kept_versions_need_even_when_commit_times_disagree() 
             .collect::<BTreeSet<_>>(),
         a
     );
-    assert!(b.iter().all(|p| store.path("t").join(p).exists()));
+    assert!(
+        b.iter()
+            .all(|p| store.path("t").local().unwrap().join(p).exists())
+    );
     let v1 = store.open_version("t", 1).await.unwrap();
     assert_eq!(
         rows(&v1, "SELECT v FROM t WHERE id = 10").await,
@@ -274,7 +279,7 @@ async fn vacuum_removes_files_of_failed_writes_older_than_the_kept_versions_only
     // writing now (newer than every commit).
     let now = std::time::SystemTime::now();
     let orphan = |name: &str, at: std::time::SystemTime| {
-        let path = store.path("t").join(name);
+        let path = store.path("t").local().unwrap().join(name);
         std::fs::write(&path, b"PAR1 not really").unwrap();
         std::fs::File::options()
             .write(true)

@@ -37,7 +37,10 @@ async fn append_creates_the_table_then_adds_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = TableStore::new(dir.path());
     assert_eq!(store.append("q", vec![], "r0").await.unwrap(), None);
-    assert!(!store.table_exists("q"), "nothing to add creates nothing");
+    assert!(
+        !store.table_exists("q").await.unwrap(),
+        "nothing to add creates nothing"
+    );
 
     let first = store
         .append("q", vec![batch(0..10)], "r1")
@@ -81,7 +84,7 @@ async fn file_bytes(store: &TableStore, table: &str) -> BTreeMap<Option<String>,
         .map(|(part, fs)| {
             let mut bytes: Vec<Vec<u8>> = fs
                 .iter()
-                .map(|f| std::fs::read(store.path(table).join(&f.path)).unwrap())
+                .map(|f| std::fs::read(store.path(table).local().unwrap().join(&f.path)).unwrap())
                 .collect();
             bytes.sort();
             (part, bytes)

@@ -1,7 +1,7 @@
-//! Real server software for connector tests: Datasette ([`datasette`]) and Koop serving an
-//! ArcGIS FeatureServer ([`koop`]).
+//! Real server software for tests: Datasette ([`datasette`]), Koop serving an ArcGIS
+//! FeatureServer ([`koop`]) and moto's S3-compatible server ([`moto`]).
 //!
-//! Both are installed outside Cargo by `tools/install-test-servers` into the workspace's
+//! All are installed outside Cargo by `tools/install-test-servers` into the workspace's
 //! `.tools/` directory (or `$GOALPOST_TEST_TOOLS`). Each server runs as a child process bound
 //! to 127.0.0.1 on a port the OS picks, is killed when its handle drops, and is ready when
 //! `start` returns: readiness is read from the child's output and confirmed with a request,
@@ -31,6 +31,7 @@
 
 pub mod datasette;
 pub mod koop;
+pub mod moto;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
