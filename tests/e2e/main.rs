@@ -11,6 +11,7 @@ mod failures;
 mod hostile;
 mod measures;
 mod news;
+mod object_storage;
 mod quality;
 mod reproduce;
 mod site;

@@ -22,6 +22,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,10 +100,10 @@ pub enum Attached {
     Published { version: String, path: String },
 }
 
-/// How long a bucket's publish lock may be held before another publisher takes it over, and
-/// how long a publisher waits for it.
-const LEASE: Duration = Duration::from_secs(15 * 60);
-const LOCK_WAIT: Duration = Duration::from_secs(20 * 60);
+/// In a bucket: how long the publish lock of a publisher that stopped renewing it (it died)
+/// keeps others out, and how long a publisher waits for a lock that is being renewed.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+const LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 
 /// The publish location: `versions/<id>/`, the `current` link (in a folder), `current.json`
 /// and the root `index.html`.
@@ -143,33 +144,102 @@ pub struct PublishLock {
 enum Held {
     /// Locked while open.
     File { _open: File },
+    /// The lease object, renewed in the background until let go of.
     Lease {
         store: Arc<dyn ObjectStore>,
         path: ObjectPath,
+        lost: Arc<AtomicBool>,
+        renew: tokio::task::JoinHandle<()>,
     },
 }
 
 impl PublishLock {
+    /// Whether another publisher took the lock over (this one failed to renew it in time):
+    /// nothing may be made current under it any more.
+    pub fn lost(&self) -> bool {
+        match &self.held {
+            Some(Held::Lease { lost, .. }) => lost.load(Ordering::SeqCst),
+            _ => false,
+        }
+    }
+
     /// Let go of the lock now.
     pub async fn release(mut self) {
-        if let Some(Held::Lease { store, path }) = self.held.take()
-            && let Err(e) = store.delete(&path).await
+        if let Some(Held::Lease {
+            store,
+            path,
+            lost,
+            renew,
+        }) = self.held.take()
         {
-            tracing::warn!(error = %e, "could not remove the publish lock; it lapses on its own");
+            renew.abort();
+            if !lost.load(Ordering::SeqCst)
+                && let Err(e) = store.delete(&path).await
+            {
+                tracing::warn!(error = %e, "could not remove the publish lock; it lapses on its own");
+            }
         }
     }
 }
 
 impl Drop for PublishLock {
     fn drop(&mut self) {
-        if let Some(Held::Lease { store, path }) = self.held.take() {
+        if let Some(Held::Lease {
+            store,
+            path,
+            lost,
+            renew,
+        }) = self.held.take()
+        {
+            renew.abort();
             // Dropped without release (an error on the way): remove it in the background, or
             // leave it to lapse.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if !lost.load(Ordering::SeqCst)
+                && let Ok(rt) = tokio::runtime::Handle::try_current()
+            {
                 rt.spawn(async move {
                     let _ = store.delete(&path).await;
                 });
             }
+        }
+    }
+}
+
+/// Renew the lease at `path` every `every`, each time conditional on the version written
+/// last; once that fails because another publisher took it over, mark it `lost` and stop.
+async fn renew_lease(
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    holder: String,
+    mut version: UpdateVersion,
+    every: Duration,
+    lost: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let put = store
+            .put_opts(
+                &path,
+                PutPayload::from(holder.clone()),
+                PutMode::Update(version.clone()).into(),
+            )
+            .await;
+        match put {
+            Ok(done) => {
+                version = UpdateVersion {
+                    e_tag: done.e_tag,
+                    version: done.version,
+                }
+            }
+            Err(object_store::Error::Precondition { .. })
+            | Err(object_store::Error::NotFound { .. }) => {
+                tracing::error!("the publish lock was taken over by another publisher");
+                lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            // A passing failure: the lease holds until it lapses, and the next renewal may
+            // get through.
+            Err(e) => tracing::warn!(error = %e, "could not renew the publish lock"),
         }
     }
 }
@@ -181,7 +251,7 @@ impl Publisher {
         Self {
             place: Place::Local(dir.into()),
             keep,
-            lease: LEASE,
+            lease: DEFAULT_LEASE,
             lock_wait: LOCK_WAIT,
         }
     }
@@ -194,14 +264,20 @@ impl Publisher {
                 url: url.into().trim_end_matches('/').to_string(),
             },
             keep,
-            lease: LEASE,
+            lease: DEFAULT_LEASE,
             lock_wait: LOCK_WAIT,
         }
     }
 
-    /// In a bucket: take over a lock older than `lease`; give up after waiting `wait`.
-    pub fn with_lease(mut self, lease: Duration, wait: Duration) -> Self {
+    /// In a bucket: the lock is renewed every quarter of `lease` while held, and one not
+    /// renewed for `lease` is taken over.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// In a bucket: give up waiting for a lock that is being renewed after `wait`.
+    pub fn with_lock_wait(mut self, wait: Duration) -> Self {
         self.lock_wait = wait;
         self
     }
@@ -244,9 +320,9 @@ impl Publisher {
         }
     }
 
-    /// The lease: `.lock`, created only if absent. One older than [`LEASE`] was left by a
-    /// publisher that is gone, and is taken over with a PUT conditional on its ETag, so of
-    /// two publishers taking it over only one succeeds.
+    /// The lease: `.lock`, created only if absent and renewed while held. One not renewed
+    /// for the lease's length was left by a publisher that is gone, and is taken over with a
+    /// PUT conditional on its ETag, so of two publishers taking it over only one succeeds.
     async fn take_lease(&self, store: &Arc<dyn ObjectStore>) -> Result<PublishLock, PublishError> {
         let path = ObjectPath::from(".lock");
         let holder = format!(
@@ -265,14 +341,30 @@ impl Publisher {
                     PutMode::Create.into(),
                 )
                 .await;
-            let held = || PublishLock {
-                held: Some(Held::Lease {
-                    store: store.clone(),
-                    path: path.clone(),
-                }),
+            let held = |done: object_store::PutResult| {
+                let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let renew = tokio::spawn(renew_lease(
+                    store.clone(),
+                    path.clone(),
+                    holder.clone(),
+                    UpdateVersion {
+                        e_tag: done.e_tag,
+                        version: done.version,
+                    },
+                    self.lease / 4,
+                    lost.clone(),
+                ));
+                PublishLock {
+                    held: Some(Held::Lease {
+                        store: store.clone(),
+                        path: path.clone(),
+                        lost,
+                        renew,
+                    }),
+                }
             };
             match put {
-                Ok(_) => return Ok(held()),
+                Ok(done) => return Ok(held(done)),
                 Err(object_store::Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(self.store_error(".lock", e)),
             }
@@ -304,9 +396,9 @@ impl Publisher {
                     )
                     .await
                 {
-                    Ok(_) => {
-                        tracing::warn!(previous = %other, "took over a publish lock left {age:?} ago");
-                        return Ok(held());
+                    Ok(done) => {
+                        tracing::warn!(previous = %other, "took over a publish lock not renewed for {age:?}");
+                        return Ok(held(done));
                     }
                     Err(object_store::Error::Precondition { .. })
                     | Err(object_store::Error::NotFound { .. }) => continue,
@@ -517,15 +609,20 @@ impl Publisher {
     ///
     /// Any error before the switch leaves the current version as it was.
     pub async fn publish(&self, digest: &Digest) -> Result<String, PublishError> {
-        self.publish_with(digest, &[]).await
+        let lock = self.lock().await?;
+        let published = self.publish_with(&lock, digest, &[]).await;
+        lock.release().await;
+        published
     }
 
     /// [`Self::publish`], with more files in the version: `(path inside the version, where
     /// to take it from)`. In a folder, each is hard-linked when the file system allows
     /// (published versions are never changed, so versions can share a file) and copied
     /// otherwise; in a bucket, a published one is copied inside the bucket.
+    /// `lock` is the publish lock, taken before the current digest was read.
     pub async fn publish_with(
         &self,
+        lock: &PublishLock,
         digest: &Digest,
         files: &[(String, Attached)],
     ) -> Result<String, PublishError> {
@@ -541,7 +638,7 @@ impl Publisher {
         })?;
         match &self.place {
             Place::Local(dir) => self.publish_local(dir, digest, files)?,
-            Place::Remote { store, .. } => self.publish_remote(store, digest, files).await?,
+            Place::Remote { store, .. } => self.publish_remote(store, lock, digest, files).await?,
         }
         self.log(&format!("publish {}", digest.version)).await;
         self.prune(&digest.version).await;
@@ -581,6 +678,7 @@ impl Publisher {
     async fn publish_remote(
         &self,
         store: &Arc<dyn ObjectStore>,
+        lock: &PublishLock,
         digest: &Digest,
         files: &[(String, Attached)],
     ) -> Result<(), PublishError> {
@@ -617,6 +715,17 @@ impl Publisher {
         self.put(store, &path, Bytes::from(last.1.clone()), IMMUTABLE)
             .await?;
         goalpost_spec::pause_point("publish");
+        if lock.lost() {
+            return Err(PublishError::Render {
+                path: self.location(".lock"),
+                message: format!(
+                    "the publish lock was taken over by another publisher before version {} \
+                     was made current (it could not be renewed within its lease); the \
+                     version is left for the next publish to remove",
+                    digest.version
+                ),
+            });
+        }
         self.point_at(CurrentPointer::to(digest), &digest.site.title)
             .await
     }
@@ -1359,7 +1468,8 @@ mod tests {
         let snapshot = dir.path().join("t.parquet");
         fs::write(&snapshot, b"PAR1 rows PAR1").unwrap();
         let files = [("data/t.parquet".to_string(), Attached::File(snapshot))];
-        p.publish_with(&digest("v1"), &files).await.unwrap();
+        let lock = p.lock().await.unwrap();
+        p.publish_with(&lock, &digest("v1"), &files).await.unwrap();
         let carried = [(
             "data/t.parquet".to_string(),
             Attached::Published {
@@ -1367,7 +1477,10 @@ mod tests {
                 path: "data/t.parquet".into(),
             },
         )];
-        p.publish_with(&digest("v2"), &carried).await.unwrap();
+        p.publish_with(&lock, &digest("v2"), &carried)
+            .await
+            .unwrap();
+        lock.release().await;
         assert_eq!(
             p.version_file("v2", "data/t.parquet")
                 .await
@@ -1382,32 +1495,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_bucket_lock_is_a_lease_that_lapses() {
+    async fn the_bucket_lock_is_a_lease_renewed_while_held_that_lapses_when_not() {
         let (store, p) = bucket();
+        let p = p.with_lease(Duration::from_secs(2));
         let lock = p.lock().await.unwrap();
         assert!(
             text(&store, ".lock")
                 .await
                 .contains(&format!("pid {}", std::process::id()))
         );
-        // Held, and not yet lapsed: a second publisher gives up after its wait.
-        let waiting = p
-            .clone()
-            .with_lease(Duration::from_secs(3600), Duration::ZERO);
+        // Held: a second publisher waits, and gives up after its wait (shorter than the
+        // lease, so this holds however late the renewals are), saying who holds it.
+        let waiting = p.clone().with_lock_wait(Duration::from_millis(500));
         let err = waiting.lock().await.err().unwrap().to_string();
         assert!(
             err.contains("another publisher holds the publish lock"),
             "{err}"
         );
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         assert!(err.contains("s3://city/site/.lock"), "{err}");
+        assert!(!lock.lost());
         lock.release().await;
         assert!(names(&store, ".lock").await.is_empty());
-        // Left by a publisher that is gone: taken over once the lease has run out.
-        let _gone = p.lock().await.unwrap();
-        let taking = p
+
+        // Left by a publisher that is gone (no longer renewed): taken over once the lease
+        // has run out.
+        let gone = p.lock().await.unwrap();
+        if let Some(Held::Lease { renew, .. }) = &gone.held {
+            renew.abort();
+        }
+        let lock = p
             .clone()
-            .with_lease(Duration::ZERO, Duration::from_secs(60));
-        let lock = taking.lock().await.unwrap();
+            .with_lock_wait(Duration::from_secs(30))
+            .lock()
+            .await
+            .unwrap();
         lock.release().await;
+        drop(gone);
     }
 }

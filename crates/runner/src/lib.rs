@@ -608,7 +608,7 @@ impl Runner {
         };
         let mut digest = digest;
         let files = snapshots::attach(&store, &snapshot_dir, &mut digest, pipeline).await?;
-        let published = publisher.publish_with(&digest, &files).await?;
+        let published = publisher.publish_with(&lock, &digest, &files).await?;
         lock.release().await;
         match state.add_news(&fresh) {
             Ok(added) if !added.is_empty() => tracing::info!(items = ?added, "news"),
@@ -821,6 +821,7 @@ pub fn publisher_for(config: &Config) -> Result<Publisher, RunError> {
             goalpost_table::object_store(url)?,
             url.to_string(),
             config.keep_versions,
-        ),
+        )
+        .with_lease(config.publish_lease),
     })
 }

@@ -119,7 +119,7 @@ impl crate::Runner {
                 }
             }
         }
-        publisher.publish_with(&digest, &files).await?;
+        publisher.publish_with(&lock, &digest, &files).await?;
         lock.release().await;
         Ok(Some(digest.version))
     }

@@ -22,6 +22,9 @@ pub struct Config {
     pub work_dir: PathBuf,
     /// Published versions kept besides the current one.
     pub keep_versions: usize,
+    /// When `publish_dir` is in object storage: the publish lock is renewed while held, and
+    /// one not renewed for this long (its process died) is taken over.
+    pub publish_lease: Duration,
     pub site: SiteSpec,
     pub fetch: FetchSettings,
     pub tables: TableSettings,
@@ -38,6 +41,8 @@ struct ConfigFile {
     work_dir: Option<String>,
     #[serde(default = "default_keep")]
     keep_versions: usize,
+    #[serde(default = "default_lease", deserialize_with = "duration")]
+    publish_lease: Duration,
     #[serde(default)]
     site: SiteSpec,
     #[serde(default)]
@@ -98,6 +103,10 @@ impl Default for TableSettings {
 
 fn default_keep() -> usize {
     10
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// What the published site says about who publishes it.
@@ -274,6 +283,7 @@ impl Config {
             pipelines_dir: local("pipelines_dir", &raw.pipelines_dir)?,
             data_dir,
             keep_versions: raw.keep_versions,
+            publish_lease: raw.publish_lease,
             site: raw.site,
             fetch: raw.fetch,
             tables: raw.tables,
@@ -320,6 +330,7 @@ fn check_settings(raw: &ConfigFile) -> Vec<(&'static str, String)> {
         ("backoff_max", f.backoff_max, DAY),
         ("retry_after_floor", f.retry_after_floor, DAY),
         ("grace_period", raw.daemon.grace_period, DAY),
+        ("publish_lease", raw.publish_lease, DAY),
     ] {
         if value > most {
             out.push((
@@ -331,6 +342,12 @@ fn check_settings(raw: &ConfigFile) -> Vec<(&'static str, String)> {
                 ),
             ));
         }
+    }
+    if raw.publish_lease < Duration::from_secs(1) {
+        out.push((
+            "publish_lease",
+            "publish_lease is under 1s; expected a duration such as \"2m\"".into(),
+        ));
     }
     if f.timeout.is_zero() {
         out.push((
