@@ -500,29 +500,31 @@ async fn run(config: Config, mut ids: Vec<String>, options: RunOptions) -> Resul
             }
         }
     }
-    let publisher = runner.publisher()?;
-    let current = publisher.current_version().await.ok().flatten();
-    match (&runner.config().publish_dir, current) {
-        (_, None) => {}
-        (Location::Local(dir), Some(id)) if succeeded > 0 => {
-            let current = dir.join("current");
-            out!("Digest: {}", current.join("digest.json").display());
-            out!("Site:   {}", current.join("index.html").display());
-            out!(
-                "        (current -> {})",
-                dir.join("versions").join(&id).display()
-            );
+    // Where the digest is; a publish location that cannot be reached was reported above.
+    if let Ok(publisher) = runner.publisher() {
+        let current = publisher.current_version().await.ok().flatten();
+        match (&runner.config().publish_dir, current) {
+            (_, None) => {}
+            (Location::Local(dir), Some(id)) if succeeded > 0 => {
+                let current = dir.join("current");
+                out!("Digest: {}", current.join("digest.json").display());
+                out!("Site:   {}", current.join("index.html").display());
+                out!(
+                    "        (current -> {})",
+                    dir.join("versions").join(&id).display()
+                );
+            }
+            (Location::Remote(_), Some(id)) if succeeded > 0 => {
+                let at = publisher.version_location(&id);
+                out!("Digest: {at}/digest.json");
+                out!("Site:   {at}/index.html");
+                out!("        (current.json -> {id})");
+            }
+            (_, Some(id)) => out!(
+                "Nothing published; the previous digest stays at {}",
+                publisher.version_location(&id)
+            ),
         }
-        (Location::Remote(_), Some(id)) if succeeded > 0 => {
-            let at = publisher.version_location(&id);
-            out!("Digest: {at}/digest.json");
-            out!("Site:   {at}/index.html");
-            out!("        (current.json -> {id})");
-        }
-        (_, Some(id)) => out!(
-            "Nothing published; the previous digest stays at {}",
-            publisher.version_location(&id)
-        ),
     }
     Ok(if failed > 0 {
         eprintln!("{failed} of {} pipeline(s) failed", failed + succeeded);

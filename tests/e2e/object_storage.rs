@@ -288,6 +288,45 @@ async fn the_demo_runs_with_tables_and_digest_in_a_bucket() {
     // The lock was let go of.
     assert!(s3.get("goalpost/site/.lock").await.is_none());
 
+    // The daemon serves the current version from the bucket.
+    let mut daemon = s3
+        .command(&["daemon", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(daemon.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("goalpost daemon listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+    let (status, _, body) = crate::daemon::http(&addr, "GET", "/readyz", &[]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(ready["published_version"], version.as_str());
+    let (status, headers, body) = crate::daemon::http(&addr, "GET", "/digest.json", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        digest
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v == "application/json")
+    );
+    let (status, _, body) = crate::daemon::http(&addr, "GET", "/", &[]);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("Test &lt;city&gt; &amp; goals"));
+    let (status, _, _) = crate::daemon::http(&addr, "GET", "/../../data/tables/", &[]);
+    assert_eq!(status, 404);
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
     // The figures recompute byte for byte from the table versions in the bucket.
     let re = s3.project.path().join("re");
     let out = s3.ok(&[
