@@ -348,6 +348,16 @@ async fn the_demo_runs_with_tables_and_digest_in_a_bucket() {
     assert!(out.contains("table service_requests v1"), "{out}");
     let second = s3.current_complete().await;
     assert_ne!(second, version);
+    // Each version offers every table's data: the refreshed one anew, the others as they
+    // were.
+    let data = |v: &str, table: &str| format!("goalpost/site/versions/{v}/data/{table}.parquet");
+    for table in ["service_requests", "fire_ems_responses", "bicycle_counts"] {
+        assert!(s3.get(&data(&second, table)).await.is_some(), "{table}");
+    }
+    assert_eq!(
+        s3.get(&data(&second, "fire_ems_responses")).await,
+        s3.get(&data(&version, "fire_ems_responses")).await
+    );
     let listed = s3.ok(&["publish"]);
     assert!(listed.contains(&format!("current: {second}")), "{listed}");
     assert!(listed.contains(&version), "{listed}");

@@ -547,10 +547,10 @@ impl Runner {
         // Merge into the current digest and publish, under the publish lock.
         let publisher = self.publisher()?;
         let lock = publisher.lock().await?;
-        let mut pipelines = publisher
-            .current_digest()
-            .await?
-            .map(|d| d.pipelines)
+        let current = publisher.current_digest().await?;
+        let mut pipelines = current
+            .as_ref()
+            .map(|d| d.pipelines.clone())
             .unwrap_or_default();
         let previous = pipelines.iter().find(|p| p.id == pipeline.id).cloned();
         let built = digest_build::Built {
@@ -607,7 +607,21 @@ impl Runner {
             news,
         };
         let mut digest = digest;
-        let files = snapshots::attach(&store, &snapshot_dir, &mut digest, pipeline).await?;
+        // In a bucket, a snapshot the current version already has is copied there, not
+        // uploaded again.
+        let carry = match &self.config.publish_dir {
+            goalpost_spec::Location::Remote(_) => current.as_ref(),
+            goalpost_spec::Location::Local(_) => None,
+        };
+        let files = snapshots::attach(
+            &store,
+            &snapshot_dir,
+            &mut digest,
+            pipeline,
+            carry,
+            &publisher,
+        )
+        .await?;
         let published = publisher.publish_with(&lock, &digest, &files).await?;
         lock.release().await;
         match state.add_news(&fresh) {

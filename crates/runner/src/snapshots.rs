@@ -7,7 +7,7 @@
 //! removed.
 
 use crate::RunError;
-use goalpost_publish::{Attached, Digest};
+use goalpost_publish::{Attached, Digest, Publisher};
 use goalpost_spec::Pipeline;
 use goalpost_table::TableStore;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,15 @@ use std::path::{Path, PathBuf};
 /// files to publish. `own`'s table is published unless its `[table] publish = false`; another
 /// pipeline's as it was (only when its part offered it). A snapshot of `own`'s table that
 /// cannot be written fails the run; one of another pipeline's only warns and is left out.
+/// A snapshot that `carry` (the current digest) already published at the same table version
+/// is taken from there instead.
 pub(crate) async fn attach(
     store: &TableStore,
     dir: &Path,
     digest: &mut Digest,
     own: &Pipeline,
+    carry: Option<&Digest>,
+    publisher: &Publisher,
 ) -> Result<Vec<(String, Attached)>, RunError> {
     let mut files = Vec::new();
     for part in &mut digest.pipelines {
@@ -42,6 +46,24 @@ pub(crate) async fn attach(
             continue;
         }
         let name = part.table.name.clone();
+        let published = format!("data/{name}.parquet");
+        if let Some(current) = carry
+            && current.pipelines.iter().any(|p| {
+                p.table.name == name
+                    && p.table.version == part.table.version
+                    && p.table.download.as_deref() == Some(published.as_str())
+            })
+            && publisher.version_has(&current.version, &published).await?
+        {
+            tracing::debug!(table = %name, from = %current.version, "snapshot carried over");
+            part.table.download = Some(published.clone());
+            let from = Attached::Published {
+                version: current.version.clone(),
+                path: published.clone(),
+            };
+            files.push((published, from));
+            continue;
+        }
         let path = cache_path(dir, &name, part.table.version);
         if !path.is_file() {
             let mine = part.id == own.id;
@@ -59,7 +81,6 @@ pub(crate) async fn attach(
                 }
             }
         }
-        let published = format!("data/{name}.parquet");
         part.table.download = Some(published.clone());
         files.push((published, Attached::File(path)));
     }
