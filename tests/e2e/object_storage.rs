@@ -322,6 +322,12 @@ async fn the_demo_runs_with_tables_and_digest_in_a_bucket() {
     let (status, _, body) = crate::daemon::http(&addr, "GET", "/", &[]);
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("Test &lt;city&gt; &amp; goals"));
+    // A table's data, streamed from the bucket as it downloads.
+    let (status, _, body) =
+        crate::daemon::http(&addr, "GET", "/data/service_requests.parquet", &[]);
+    assert_eq!(status, 200);
+    let key = format!("goalpost/site/versions/{version}/data/service_requests.parquet");
+    assert_eq!(Some(body), s3.get(&key).await);
     let (status, _, _) = crate::daemon::http(&addr, "GET", "/../../data/tables/", &[]);
     assert_eq!(status, 404);
     daemon.kill().unwrap();

@@ -385,8 +385,8 @@ async fn site_from_bucket(s: &Shared, uri_path: &str, if_none_match: Option<Stri
         tries.push(format!("{path}/index.html"));
     }
     for inside in tries {
-        let bytes = match publisher.version_file(&version, &inside).await {
-            Ok(Some(b)) => b,
+        let (size, body) = match publisher.stream_version_file(&version, &inside).await {
+            Ok(Some(found)) => found,
             Ok(None) => continue,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read a published file");
@@ -400,7 +400,7 @@ async fn site_from_bucket(s: &Shared, uri_path: &str, if_none_match: Option<Stri
         let etag = format!("W/\"{:x}\"", {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&version, &inside, bytes.len()).hash(&mut h);
+            (&version, &inside, size).hash(&mut h);
             h.finish()
         });
         let mut headers = HeaderMap::new();
@@ -425,8 +425,8 @@ async fn site_from_bucket(s: &Shared, uri_path: &str, if_none_match: Option<Stri
             header::CONTENT_TYPE,
             content_type(std::path::Path::new(&inside)),
         );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        return (StatusCode::OK, headers, Body::from(bytes)).into_response();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+        return (StatusCode::OK, headers, Body::from_stream(body)).into_response();
     }
     error(StatusCode::NOT_FOUND, "not found")
 }

@@ -13,6 +13,7 @@
 
 use crate::digest::Digest;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload,
@@ -45,8 +46,8 @@ pub enum PublishError {
     Corrupt { path: String, message: String },
     #[error(
         "{path}: another publisher holds the publish lock ({holder}) and did not let go \
-         within {waited:?}; if that process is gone, the lock is taken over once it is \
-         {lease:?} old"
+         within {waited:?}; a lock whose process is gone is taken over once it has not been \
+         renewed for {lease:?} (publish_lease)"
     )]
     Locked {
         path: String,
@@ -459,6 +460,36 @@ impl Publisher {
         self.read(&format!("versions/{id}/{path}")).await
     }
 
+    /// A file of a kept version as a stream of chunks, with its size; `None` when it is not
+    /// there. From a bucket the chunks arrive as they are downloaded (a table's snapshot
+    /// can be large); from a folder the file is read whole.
+    pub async fn stream_version_file(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<Option<(u64, BoxStream<'static, std::io::Result<Bytes>>)>, PublishError> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        let inside = format!("versions/{id}/{path}");
+        match &self.place {
+            Place::Local(_) => Ok(self.read(&inside).await?.map(|bytes| {
+                let size = bytes.len() as u64;
+                let one = futures::stream::once(async move { Ok(Bytes::from(bytes)) });
+                (size, one.boxed())
+            })),
+            Place::Remote { store, .. } => {
+                match store.get(&ObjectPath::from(inside.as_str())).await {
+                    Ok(got) => {
+                        let size = got.meta.size;
+                        let stream = got.into_stream().map_err(std::io::Error::other).boxed();
+                        Ok(Some((size, stream)))
+                    }
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(self.store_error(&inside, e)),
+                }
+            }
+        }
+    }
+
     /// Whether a kept version holds `path`.
     pub async fn version_has(&self, id: &str, path: &str) -> Result<bool, PublishError> {
         let inside = format!("versions/{id}/{path}");
@@ -523,11 +554,24 @@ impl Publisher {
             return Ok(None);
         };
         let path = format!("versions/{id}/digest.json");
-        let Some(bytes) = self.read(&path).await? else {
-            return Ok(None);
+        let news = match &self.place {
+            // Streamed from the file: the rest of the digest is never held.
+            Place::Local(dir) => {
+                let file = match File::open(dir.join(&path)) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(io(&dir.join(&path))(e)),
+                };
+                serde_json::from_reader::<_, NewsOnly>(std::io::BufReader::new(file))
+            }
+            Place::Remote { .. } => {
+                let Some(bytes) = self.read(&path).await? else {
+                    return Ok(None);
+                };
+                serde_json::from_slice::<NewsOnly>(&bytes)
+            }
         };
-        serde_json::from_slice::<NewsOnly>(&bytes)
-            .map(|d| Some(d.news))
+        news.map(|d| Some(d.news))
             .map_err(|e| PublishError::Corrupt {
                 path: self.location(&path),
                 message: e.to_string(),

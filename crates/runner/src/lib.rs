@@ -623,7 +623,6 @@ impl Runner {
         )
         .await?;
         let published = publisher.publish_with(&lock, &digest, &files).await?;
-        lock.release().await;
         match state.add_news(&fresh) {
             Ok(added) if !added.is_empty() => tracing::info!(items = ?added, "news"),
             Ok(_) => {}
@@ -637,6 +636,7 @@ impl Runner {
             }
         }
         snapshots::prune(&snapshot_dir, &kept);
+        lock.release().await;
         Ok(RunReport {
             run_id: run_id.to_string(),
             pipeline: pipeline.id.clone(),
