@@ -173,7 +173,7 @@ pub fn map_page(
         };
         if spec.required {
             for i in 0..rows {
-                if raw.is_null(i) || raw.value(i).trim().is_empty() {
+                if raw.is_null(i) || parse::is_blank(raw.value(i)) {
                     report(i, None, "");
                 }
             }
@@ -418,7 +418,7 @@ fn typed<T>(
     mut push: impl FnMut(Option<T>),
 ) {
     for i in 0..raw.len() {
-        if raw.is_null(i) || raw.value(i).trim().is_empty() {
+        if raw.is_null(i) || parse::is_blank(raw.value(i)) {
             push(None);
             continue;
         }

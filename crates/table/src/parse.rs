@@ -1,6 +1,8 @@
 //! Parsers for the text forms open-data portals use.
 
-use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeDelta, TimeZone, Utc};
+use chrono::{
+    DateTime, LocalResult, NaiveDate, NaiveDateTime, Offset as _, TimeDelta, TimeZone, Utc,
+};
 use chrono_tz::Tz;
 
 /// Timestamp forms tried in order when a column names no `format`.
@@ -18,11 +20,19 @@ const NAIVE_FORMATS: &[&str] = &[
 pub(crate) const TIMESTAMP_FORMS: &str = "ISO 8601 (with or without an offset), \
     MM/DD/YYYY hh:mm:ss AM, or a date";
 
-/// Parses timestamps; remembers which form matched last, since a column rarely mixes forms.
+/// Parses timestamps; remembers which form matched last, since a column rarely mixes forms,
+/// and the zone's offset in the local hour read last, since neighbouring rows fall in few
+/// hours.
 pub(crate) struct TimestampParser<'a> {
     tz: Tz,
     format: Option<&'a str>,
     last: usize,
+    /// `(local hour, seconds to subtract)`: the hour's one offset from UTC.
+    hour: Option<(i64, i64)>,
+    /// The local hour of the last value looked up in the zone's rules.
+    looked_up: i64,
+    /// The instants dates can be written in, as microseconds.
+    range: std::ops::RangeInclusive<i64>,
 }
 
 impl<'a> TimestampParser<'a> {
@@ -31,18 +41,21 @@ impl<'a> TimestampParser<'a> {
             tz,
             format,
             last: 0,
+            hour: None,
+            looked_up: i64::MIN,
+            range: DateTime::<Utc>::MIN_UTC.timestamp_micros()
+                ..=DateTime::<Utc>::MAX_UTC.timestamp_micros(),
         }
     }
 
     /// Microseconds since the epoch (UTC); `None` for text that is not a timestamp or an
     /// instant outside the range dates can be written in (a corrupt epoch value).
     pub(crate) fn parse(&mut self, s: &str) -> Option<i64> {
-        self.parse_any(s)
-            .filter(|us| DateTime::from_timestamp_micros(*us).is_some())
+        self.parse_any(s).filter(|us| self.range.contains(us))
     }
 
     fn parse_any(&mut self, s: &str) -> Option<i64> {
-        let s = s.trim();
+        let s = trim(s);
         match self.format {
             Some("epoch_ms") => return s.parse::<i64>().ok()?.checked_mul(1_000),
             Some("epoch_s") => return s.parse::<i64>().ok()?.checked_mul(1_000_000),
@@ -104,7 +117,40 @@ impl<'a> TimestampParser<'a> {
     /// A local wall-clock time in the column's zone, as UTC microseconds. In the hour that
     /// repeats when clocks go back, the first (daylight) instant is taken; a time in the hour
     /// skipped when clocks go forward is read as the instant it would have been an hour later.
-    fn local(&self, naive: NaiveDateTime) -> i64 {
+    ///
+    /// The zone's rules are looked up about once per local hour when values come in order:
+    /// an hour whose first and last second have one and the same offset has it throughout,
+    /// because a zone's offset changes are days apart (the closest in the tz database,
+    /// Africa/Freetown's in 1939, are four days apart). The hour is checked when a second
+    /// value in a row falls in it, so values in no order cost one lookup each; the hour
+    /// around a change is looked up value by value.
+    fn local(&mut self, naive: NaiveDateTime) -> i64 {
+        let wall = naive.and_utc();
+        let hour = wall.timestamp().div_euclid(3600);
+        if let Some((h, offset)) = self.hour
+            && h == hour
+        {
+            return wall.timestamp_micros() - offset * 1_000_000;
+        }
+        let offset_at = |secs: i64| {
+            let at = DateTime::from_timestamp(secs, 0)?.naive_utc();
+            match self.tz.from_local_datetime(&at) {
+                LocalResult::Single(dt) => Some(i64::from(dt.offset().fix().local_minus_utc())),
+                _ => None,
+            }
+        };
+        if self.looked_up == hour {
+            self.hour = match (offset_at(hour * 3600), offset_at(hour * 3600 + 3599)) {
+                (Some(a), Some(b)) if a == b => Some((hour, a)),
+                _ => None,
+            };
+        }
+        self.looked_up = hour;
+        self.resolve(naive)
+    }
+
+    /// [`Self::local`] from the zone's rules.
+    fn resolve(&self, naive: NaiveDateTime) -> i64 {
         match self.tz.from_local_datetime(&naive) {
             LocalResult::Single(dt) => dt.with_timezone(&Utc).timestamp_micros(),
             LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc).timestamp_micros(),
@@ -246,6 +292,23 @@ fn has_offset(s: &str) -> bool {
         || (sign(n - 3) && digits(n - 2..n) && b[n - 4].is_ascii_digit())
 }
 
+/// `s.trim()`, without its cost for the usual text, which starts and ends with an ASCII
+/// character that is not white space.
+pub(crate) fn trim(s: &str) -> &str {
+    // ASCII white space as `char::is_whitespace` has it: tab to carriage return, and space.
+    let plain = |b: &u8| *b < 0x80 && *b != b' ' && !(0x09..=0x0D).contains(b);
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(first), Some(last)) if plain(first) && plain(last) => s,
+        _ => s.trim(),
+    }
+}
+
+/// Whether a value is empty or only white space.
+pub(crate) fn is_blank(s: &str) -> bool {
+    trim(s).is_empty()
+}
+
 /// Dates as `YYYY-MM-DD`, `MM/DD/YYYY`, or the date part of an ISO timestamp.
 pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
@@ -261,7 +324,7 @@ pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
 }
 
 pub(crate) fn parse_i64(s: &str) -> Option<i64> {
-    let s = s.trim();
+    let s = trim(s);
     s.parse::<i64>().ok().or_else(|| {
         // "12.0" from a portal that stores integers as floats; "1,234" or "$1,234" from
         // one that formats them.
@@ -279,7 +342,7 @@ pub(crate) fn parse_i64(s: &str) -> Option<i64> {
 }
 
 pub(crate) fn parse_f64(s: &str) -> Option<f64> {
-    let s = s.trim();
+    let s = trim(s);
     s.parse::<f64>()
         .ok()
         .or_else(|| formatted_number(s)?.parse::<f64>().ok())
@@ -375,6 +438,43 @@ mod tests {
         assert_eq!(p.parse("2018-06-26 10:58:54 未定"), None);
         assert_eq!(p.parse("é2018-06-26T10:58:54+1é"), None);
         assert_eq!(p.parse("soon"), None);
+    }
+
+    #[test]
+    fn one_parser_reads_every_minute_across_clock_changes_as_fresh_lookups_do() {
+        // The offset remembered for an hour must never leak into the hour of a change: read
+        // every minute (and the seconds around the changes) of the days clocks change, in
+        // order and back and forth, with one parser, and compare with the zone's rules.
+        for (tz, days) in [
+            (chrono_tz::America::New_York, ["2018-03-11", "2018-11-04"]),
+            (
+                chrono_tz::Australia::Lord_Howe,
+                ["2018-04-01", "2018-10-07"],
+            ),
+            (chrono_tz::Europe::London, ["2018-03-25", "2018-10-28"]),
+            // Clocks went from UTC+1:34:52 to UTC+2 at 00:01: the skipped 25 minutes lie
+            // inside the hour, whose first and last second differ in their offset.
+            (chrono_tz::Europe::Athens, ["1916-07-27", "1916-07-28"]),
+        ] {
+            let mut texts = Vec::new();
+            for day in days {
+                for minute in 0..24 * 60 {
+                    texts.push(format!("{day}T{:02}:{:02}:00", minute / 60, minute % 60));
+                }
+                for hour in 0..24 {
+                    for second in [0, 1, 59] {
+                        texts.push(format!("{day} {hour:02}:59:{second:02}"));
+                    }
+                }
+            }
+            let fresh = |t: &str| TimestampParser::new(tz, None).resolve(fast_naive(t).unwrap());
+            let mut one = TimestampParser::new(tz, None);
+            let mut zigzag = texts.clone();
+            zigzag.sort_by_key(|t| (t.len() % 7, t.clone()));
+            for t in texts.iter().chain(&zigzag) {
+                assert_eq!(one.parse(t), Some(fresh(t)), "{t} in {tz}");
+            }
+        }
     }
 
     #[test]
@@ -773,6 +873,13 @@ mod tests {
                 if let Some(fast) = fast_naive(&text) {
                     prop_assert_eq!(Some(fast), chrono, "{}", text);
                 }
+            }
+
+            #[test]
+            fn trim_is_strs_trim(text in any_text(), pad in "[ \t\n\r\u{0b}\u{0c}\u{a0}\u{3000}x]{0,2}") {
+                let padded = format!("{pad}{text}{pad}");
+                prop_assert_eq!(trim(&padded), padded.trim());
+                prop_assert_eq!(is_blank(&padded), padded.trim().is_empty());
             }
 
             #[test]
