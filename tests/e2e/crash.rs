@@ -26,35 +26,14 @@ fn figures(digest: &serde_json::Value, pipeline: &str) -> serde_json::Value {
 
 /// Start `goalpost run PIPELINE --full` paused at `point`, and SIGKILL it there.
 fn kill_at(project: &Project, pipeline: &str, point: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_goalpost"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_goalpost"));
+    command
         .arg("--config")
         .arg(project.path().join("config/goalpost.toml"))
         .args(["run", pipeline, "--full"])
         .env_remove("GOALPOST_CONFIG")
-        .env("RUST_LOG", "error")
-        .env("GOALPOST_PAUSE_AT", point)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = Vec::new();
-    let mut paused = false;
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line == format!("goalpost: paused at {point}") {
-            paused = true;
-            break;
-        }
-        said.push(line);
-    }
-    assert!(
-        paused,
-        "never paused at {point}; stderr:\n{}",
-        said.join("\n")
-    );
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert!(!status.success());
+        .env("RUST_LOG", "error");
+    crate::kill_at_pause(command, point);
 }
 
 #[test]

@@ -67,14 +67,7 @@ impl Project {
 
     /// Run and insist it succeeded.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.goalpost(args);
-        assert!(
-            out.status.success(),
-            "goalpost {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        succeeded(args, self.goalpost(args))
     }
 
     pub fn current(&self) -> PathBuf {
@@ -86,6 +79,45 @@ impl Project {
             std::fs::read_to_string(self.current().join("digest.json")).expect("digest.json");
         serde_json::from_str(&text).expect("digest.json is JSON")
     }
+}
+
+/// The standard output of `goalpost ARGS`, after insisting it succeeded.
+pub fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "goalpost {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Start `command` paused at `point` (the `GOALPOST_PAUSE_AT` hook), and SIGKILL it there.
+pub fn kill_at_pause(mut command: Command, point: &str) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .env("GOALPOST_PAUSE_AT", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = Vec::new();
+    let mut paused = false;
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == format!("goalpost: paused at {point}") {
+            paused = true;
+            break;
+        }
+        said.push(line);
+    }
+    assert!(
+        paused,
+        "never paused at {point}; stderr:\n{}",
+        said.join("\n")
+    );
+    child.kill().unwrap(); // SIGKILL
+    assert!(!child.wait().unwrap().success());
 }
 
 /// Pipeline `id`'s part of a digest.

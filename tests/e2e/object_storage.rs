@@ -74,14 +74,7 @@ impl S3Project {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.goalpost(args);
-        assert!(
-            out.status.success(),
-            "goalpost {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        crate::succeeded(args, self.goalpost(args))
     }
 
     async fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -138,30 +131,7 @@ impl S3Project {
 
     /// Run `goalpost run PIPELINE --full` paused at `point`, and SIGKILL it there.
     fn kill_at(&self, pipeline: &str, point: &str) {
-        let mut child = self
-            .command(&["run", pipeline, "--full"])
-            .env("GOALPOST_PAUSE_AT", point)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut said = Vec::new();
-        let mut paused = false;
-        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if line == format!("goalpost: paused at {point}") {
-                paused = true;
-                break;
-            }
-            said.push(line);
-        }
-        assert!(
-            paused,
-            "never paused at {point}; stderr:\n{}",
-            said.join("\n")
-        );
-        child.kill().unwrap();
-        assert!(!child.wait().unwrap().success());
+        crate::kill_at_pause(self.command(&["run", pipeline, "--full"]), point);
     }
 }
 

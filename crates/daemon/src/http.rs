@@ -403,30 +403,13 @@ async fn site_from_bucket(s: &Shared, uri_path: &str, if_none_match: Option<Stri
             (&version, &inside, size).hash(&mut h);
             h.finish()
         });
-        let mut headers = HeaderMap::new();
-        if let Ok(v) = HeaderValue::from_str(&etag) {
-            headers.insert(header::ETAG, v);
-        }
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=60"),
-        );
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        if if_none_match
-            .as_deref()
-            .is_some_and(|v| etag_matches(v, &etag))
-        {
-            return (StatusCode::NOT_MODIFIED, headers).into_response();
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            content_type(std::path::Path::new(&inside)),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-        return (StatusCode::OK, headers, Body::from_stream(body)).into_response();
+        let file = Served {
+            path: std::path::Path::new(&inside),
+            etag: &etag,
+            modified: None,
+            length: size,
+        };
+        return file.respond(if_none_match.as_deref(), Body::from_stream(body));
     }
     error(StatusCode::NOT_FOUND, "not found")
 }
@@ -487,35 +470,56 @@ async fn site(State(s): State<Arc<Shared>>, req: Request) -> Response {
             meta.mtime_nsec() ^ meta.mtime()
         )
     };
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        headers.insert(header::ETAG, v);
-    }
-    if let Some(m) = modified
-        && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m))
-    {
-        headers.insert(header::LAST_MODIFIED, v);
-    }
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    let not_modified = req
+    let if_none_match = req
         .headers()
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, &etag));
-    if not_modified {
-        return (StatusCode::NOT_MODIFIED, headers).into_response();
-    }
-    headers.insert(header::CONTENT_TYPE, content_type(&real));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(meta.len()));
+        .and_then(|v| v.to_str().ok());
+    let file = Served {
+        path: &real,
+        etag: &etag,
+        modified,
+        length: meta.len(),
+    };
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(handle));
-    (StatusCode::OK, headers, body).into_response()
+    file.respond(if_none_match, body)
+}
+
+/// A published file about to be served.
+struct Served<'a> {
+    /// Its name, for the media type.
+    path: &'a std::path::Path,
+    etag: &'a str,
+    modified: Option<std::time::SystemTime>,
+    length: u64,
+}
+
+impl Served<'_> {
+    /// `304 Not Modified` when `if_none_match` names it, otherwise `body` with its headers.
+    fn respond(&self, if_none_match: Option<&str>, body: Body) -> Response {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(self.etag) {
+            headers.insert(header::ETAG, v);
+        }
+        if let Some(m) = self.modified
+            && let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m))
+        {
+            headers.insert(header::LAST_MODIFIED, v);
+        }
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if if_none_match.is_some_and(|v| etag_matches(v, self.etag)) {
+            return (StatusCode::NOT_MODIFIED, headers).into_response();
+        }
+        headers.insert(header::CONTENT_TYPE, content_type(self.path));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(self.length));
+        (StatusCode::OK, headers, body).into_response()
+    }
 }
 
 /// `If-None-Match` uses the weak comparison (RFC 9110 13.1.2): `W/"x"` matches `"x"`, as
