@@ -57,15 +57,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start goalpost daemon");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("goalpost daemon listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_string();
+        let addr = listening_addr(&mut child);
         let (tx, logs) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -124,6 +116,19 @@ impl Daemon {
             .unwrap();
         assert!(ok.success());
     }
+}
+
+/// The address a daemon just started says it listens on (its first line of output).
+pub fn listening_addr(child: &mut Child) -> String {
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    first
+        .trim()
+        .strip_prefix("goalpost daemon listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string()
 }
 
 fn event(v: &serde_json::Value, message: &str) -> bool {

@@ -8,7 +8,6 @@ use goalpost_testkit::real::moto::{self, Moto};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt as _};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
 const BUCKET: &str = "city-performance";
@@ -265,15 +264,7 @@ async fn the_demo_runs_with_tables_and_digest_in_a_bucket() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("goalpost daemon listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
+    let addr = crate::daemon::listening_addr(&mut daemon);
     let (status, _, body) = crate::daemon::http(&addr, "GET", "/readyz", &[]);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let ready: serde_json::Value = serde_json::from_slice(&body).unwrap();

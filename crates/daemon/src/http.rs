@@ -532,24 +532,14 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
 }
 
 fn content_type(path: &std::path::Path) -> HeaderValue {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let fixed = match ext {
-        "html" => Some("text/html; charset=utf-8"),
-        "json" => Some("application/json"),
-        "atom" => Some("application/atom+xml; charset=utf-8"),
-        "csv" => Some("text/csv; charset=utf-8"),
-        "parquet" => Some("application/vnd.apache.parquet"),
-        "svg" => Some("image/svg+xml"),
-        "css" => Some("text/css; charset=utf-8"),
-        _ => None,
-    };
-    match fixed {
-        Some(t) => HeaderValue::from_static(t),
-        None => {
+    // The types the publisher gives the files of a bucket; a guess for anything else.
+    match goalpost_publish::content_type(&path.to_string_lossy()) {
+        "application/octet-stream" => {
             let guess = mime_guess::from_path(path).first_or_octet_stream();
             HeaderValue::from_str(guess.as_ref())
                 .unwrap_or(HeaderValue::from_static("application/octet-stream"))
         }
+        known => HeaderValue::from_static(known),
     }
 }
 

@@ -249,8 +249,12 @@ impl Publisher {
     /// A publish folder on this machine. `keep`: versions kept besides the current one; older
     /// ones are removed after a publish.
     pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Self {
+        Self::at(Place::Local(dir.into()), keep)
+    }
+
+    fn at(place: Place, keep: usize) -> Self {
         Self {
-            place: Place::Local(dir.into()),
+            place,
             keep,
             lease: DEFAULT_LEASE,
             lock_wait: LOCK_WAIT,
@@ -259,15 +263,8 @@ impl Publisher {
 
     /// A publish prefix in object storage: `store`'s root is the prefix, `url` its address.
     pub fn remote(store: Arc<dyn ObjectStore>, url: impl Into<String>, keep: usize) -> Self {
-        Self {
-            place: Place::Remote {
-                store,
-                url: url.into().trim_end_matches('/').to_string(),
-            },
-            keep,
-            lease: DEFAULT_LEASE,
-            lock_wait: LOCK_WAIT,
-        }
+        let url = url.into().trim_end_matches('/').to_string();
+        Self::at(Place::Remote { store, url }, keep)
     }
 
     /// In a bucket: the lock is renewed every quarter of `lease` while held, and one not
@@ -1067,7 +1064,7 @@ pub fn content_type(path: &str) -> &'static str {
         Some("json") => "application/json",
         Some("csv") => "text/csv; charset=utf-8",
         Some("parquet") => "application/vnd.apache.parquet",
-        Some("atom") => "application/atom+xml",
+        Some("atom") => "application/atom+xml; charset=utf-8",
         Some("svg") => "image/svg+xml",
         Some("css") => "text/css; charset=utf-8",
         Some("js") => "text/javascript; charset=utf-8",

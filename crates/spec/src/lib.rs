@@ -26,7 +26,7 @@ mod validate;
 pub use check::{CheckKind, CheckSpec, Severity};
 pub use config::{Config, DaemonSettings, FetchSettings, SiteSpec, TableSettings};
 pub use diagnostic::{Diagnostic, SourceFile, SpecError};
-pub use location::{Location, OBJECT_STORE_SCHEMES};
+pub use location::Location;
 pub use measure::{Measure, combined_sql, same_grouping, structured_sql};
 pub use news::{NewsEvent, NewsRule};
 pub use pipeline::{

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 /// The URL schemes of object storage goalpost writes to, and what each names.
-pub const OBJECT_STORE_SCHEMES: &[(&str, &str)] = &[
+const OBJECT_STORE_SCHEMES: &[(&str, &str)] = &[
     ("s3", "Amazon S3 or an S3-compatible store"),
     ("s3a", "Amazon S3 (Hadoop's name)"),
     ("gs", "Google Cloud Storage"),
@@ -103,19 +103,6 @@ impl Location {
             Location::Remote(_) => None,
         }
     }
-
-    pub fn is_remote(&self) -> bool {
-        matches!(self, Location::Remote(_))
-    }
-
-    /// The location as a URL (`file:///…` for a local folder, which must be absolute).
-    pub fn url(&self) -> Result<Url, String> {
-        match self {
-            Location::Local(path) => Url::from_directory_path(path)
-                .map_err(|()| format!("{} is not an absolute path", path.display())),
-            Location::Remote(url) => Ok(url.clone()),
-        }
-    }
 }
 
 impl fmt::Display for Location {
@@ -157,7 +144,7 @@ mod tests {
         );
         let s3 = parse("s3://city-data/goalpost/").unwrap();
         assert_eq!(s3.to_string(), "s3://city-data/goalpost");
-        assert!(s3.is_remote() && s3.local().is_none());
+        assert!(matches!(s3, Location::Remote(_)) && s3.local().is_none());
         assert_eq!(
             s3.join("tables").join("requests").to_string(),
             "s3://city-data/goalpost/tables/requests"

@@ -31,9 +31,13 @@ pub(crate) struct TimestampParser<'a> {
     hour: Option<(i64, i64)>,
     /// The local hour of the last value looked up in the zone's rules.
     looked_up: i64,
-    /// The instants dates can be written in, as microseconds.
-    range: std::ops::RangeInclusive<i64>,
 }
+
+/// The instants dates can be written in, as microseconds.
+static INSTANTS: std::sync::LazyLock<std::ops::RangeInclusive<i64>> =
+    std::sync::LazyLock::new(|| {
+        DateTime::<Utc>::MIN_UTC.timestamp_micros()..=DateTime::<Utc>::MAX_UTC.timestamp_micros()
+    });
 
 impl<'a> TimestampParser<'a> {
     pub(crate) fn new(tz: Tz, format: Option<&'a str>) -> Self {
@@ -43,15 +47,13 @@ impl<'a> TimestampParser<'a> {
             last: 0,
             hour: None,
             looked_up: i64::MIN,
-            range: DateTime::<Utc>::MIN_UTC.timestamp_micros()
-                ..=DateTime::<Utc>::MAX_UTC.timestamp_micros(),
         }
     }
 
     /// Microseconds since the epoch (UTC); `None` for text that is not a timestamp or an
     /// instant outside the range dates can be written in (a corrupt epoch value).
     pub(crate) fn parse(&mut self, s: &str) -> Option<i64> {
-        self.parse_any(s).filter(|us| self.range.contains(us))
+        self.parse_any(s).filter(|us| INSTANTS.contains(us))
     }
 
     fn parse_any(&mut self, s: &str) -> Option<i64> {

@@ -63,15 +63,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 use super::{
-    ChildOutput, RealServerError, current_test_name, skip_or_fail, tools_dir, wait_for_line,
-    wait_until_answers,
+    ChildOutput, RealServerError, await_ready, current_test_name, skip_or_fail, tools_dir,
 };
 
 const SERVER: &str = "Datasette";
@@ -192,33 +190,15 @@ impl Datasette {
             source,
         })?;
 
-        let output = ChildOutput::default();
-        let (lines_tx, mut lines) = mpsc::unbounded_channel();
-        if let Some(stdout) = child.stdout.take() {
-            output.drain(stdout, lines_tx.clone());
-        }
-        if let Some(stderr) = child.stderr.take() {
-            output.drain(stderr, lines_tx);
-        }
-
-        let started = Instant::now();
-        let deadline = started + options.startup_timeout;
-        let port = match wait_for_line(&mut child, &mut lines, deadline, uvicorn_port).await {
-            Ok(port) => port,
-            Err(exited) => return Err(output.not_ready(SERVER, exited, started)),
-        };
-        drop(lines);
+        let (output, port) = await_ready(
+            SERVER,
+            &mut child,
+            options.startup_timeout,
+            uvicorn_port,
+            "/-/versions.json",
+        )
+        .await?;
         let base_url = format!("http://127.0.0.1:{port}");
-        if let Err(failure) =
-            wait_until_answers(&format!("{base_url}/-/versions.json"), deadline).await
-        {
-            let exited = child.try_wait().ok().flatten().map(|s| s.to_string());
-            let mut err = output.not_ready(SERVER, exited, started);
-            if let RealServerError::Timeout { output, .. } = &mut err {
-                output.push_str(&failure);
-            }
-            return Err(err);
-        }
         Ok(Datasette {
             base_url,
             port,

@@ -198,6 +198,45 @@ pub fn skip_or_fail<T>(test: &str, result: Result<T, RealServerError>) -> Option
     }
 }
 
+/// Wait for a spawned server `child` (stdout and stderr piped) to be ready: its output is
+/// drained into a [`ChildOutput`] for its whole life, `find_port` reads the port from the line
+/// that announces it, and then `GET http://127.0.0.1:PORT{health}` must answer, all within
+/// `timeout`. Returns the output and the port.
+pub(crate) async fn await_ready(
+    server: &'static str,
+    child: &mut tokio::process::Child,
+    timeout: Duration,
+    find_port: impl FnMut(&str) -> Option<u16>,
+    health: &str,
+) -> Result<(ChildOutput, u16), RealServerError> {
+    let output = ChildOutput::default();
+    let (lines_tx, mut lines) = mpsc::unbounded_channel();
+    if let Some(stdout) = child.stdout.take() {
+        output.drain(stdout, lines_tx.clone());
+    }
+    if let Some(stderr) = child.stderr.take() {
+        output.drain(stderr, lines_tx);
+    }
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let port = match wait_for_line(child, &mut lines, deadline, find_port).await {
+        Ok(port) => port,
+        Err(exited) => return Err(output.not_ready(server, exited, started)),
+    };
+    drop(lines);
+    if let Err(failure) =
+        wait_until_answers(&format!("http://127.0.0.1:{port}{health}"), deadline).await
+    {
+        let exited = child.try_wait().ok().flatten().map(|s| s.to_string());
+        let mut err = output.not_ready(server, exited, started);
+        if let RealServerError::Timeout { output, .. } = &mut err {
+            output.push_str(&failure);
+        }
+        return Err(err);
+    }
+    Ok((output, port))
+}
+
 /// Output a server child has written, kept for error messages and [`ChildOutput::text`].
 ///
 /// Reader tasks drain the child's stdout and stderr for its whole life (so the child never

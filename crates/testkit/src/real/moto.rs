@@ -11,13 +11,13 @@
 //! `412 Precondition Failed` when the key exists) and multipart uploads. [`Moto::env`] is
 //! what a goalpost process needs to use it: the usual `AWS_*` variables.
 
-use super::{ChildOutput, RealServerError, current_test_name, skip_or_fail, tools_dir};
-use super::{wait_for_line, wait_until_answers};
+use super::{
+    ChildOutput, RealServerError, await_ready, current_test_name, skip_or_fail, tools_dir,
+};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
 const SERVER: &str = "moto";
 
@@ -71,32 +71,15 @@ impl Moto {
                 server: SERVER,
                 source,
             })?;
-        let output = ChildOutput::default();
-        let (lines_tx, mut lines) = mpsc::unbounded_channel();
-        if let Some(stdout) = child.stdout.take() {
-            output.drain(stdout, lines_tx.clone());
-        }
-        if let Some(stderr) = child.stderr.take() {
-            output.drain(stderr, lines_tx);
-        }
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(60);
-        let port = match wait_for_line(&mut child, &mut lines, deadline, werkzeug_port).await {
-            Ok(port) => port,
-            Err(exited) => return Err(output.not_ready(SERVER, exited, started)),
-        };
-        drop(lines);
+        let (output, port) = await_ready(
+            SERVER,
+            &mut child,
+            Duration::from_secs(60),
+            werkzeug_port,
+            "/moto-api/data.json",
+        )
+        .await?;
         let endpoint = format!("http://127.0.0.1:{port}");
-        if let Err(failure) =
-            wait_until_answers(&format!("{endpoint}/moto-api/data.json"), deadline).await
-        {
-            let exited = child.try_wait().ok().flatten().map(|s| s.to_string());
-            let mut err = output.not_ready(SERVER, exited, started);
-            if let RealServerError::Timeout { output, .. } = &mut err {
-                output.push_str(&failure);
-            }
-            return Err(err);
-        }
         Ok(Moto {
             endpoint,
             output,
