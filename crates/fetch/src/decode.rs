@@ -4,6 +4,7 @@
 //! helpers by every portal connector.
 
 use crate::FetchError;
+use crate::csv_pages::CsvPages;
 use crate::page::{RawBatchBuilder, RawPage, RowOrigin};
 use goalpost_spec::FileFormat;
 use serde_json::Value;
@@ -12,10 +13,7 @@ use std::path::Path;
 
 /// A document being read page by page. `R` is a file or an in-memory body.
 pub(crate) enum Decoder<R: BufRead> {
-    Csv {
-        reader: csv::Reader<R>,
-        header: Vec<String>,
-    },
+    Csv(Box<CsvPages<R>>),
     /// A parsed JSON array (or GeoJSON features), handed out page by page.
     JsonArray {
         items: std::vec::IntoIter<Value>,
@@ -56,28 +54,7 @@ impl<R: BufRead> Decoder<R> {
         records: Option<&str>,
     ) -> Result<Self, FetchError> {
         Ok(match format {
-            FileFormat::Csv => {
-                let mut reader = csv::ReaderBuilder::new()
-                    .has_headers(true)
-                    .flexible(false)
-                    .from_reader(input);
-                let header: Vec<String> = reader
-                    .headers()
-                    .map_err(|e| csv_error(path, &e))?
-                    .iter()
-                    .map(|h| h.trim_start_matches('\u{feff}').to_string())
-                    .collect();
-                for (i, h) in header.iter().enumerate() {
-                    if header[..i].contains(h) {
-                        return Err(FetchError::Csv {
-                            path: path.to_path_buf(),
-                            line: 1,
-                            message: format!("the header names column {h:?} twice"),
-                        });
-                    }
-                }
-                Decoder::Csv { reader, header }
-            }
+            FileFormat::Csv => Decoder::Csv(Box::new(CsvPages::open(input, path)?)),
             FileFormat::Json | FileFormat::Geojson => {
                 let value: Value =
                     serde_json::from_reader(input).map_err(|e| FetchError::Json {
@@ -121,26 +98,12 @@ impl<R: BufRead> Decoder<R> {
         };
         match self {
             Decoder::Done => Ok(None),
-            Decoder::Csv { reader, header } => {
-                let mut b = RawBatchBuilder::new(header.clone());
-                let mut lines = Vec::with_capacity(page_size.min(1 << 16));
-                let mut record = csv::StringRecord::new();
-                while b.rows() < page_size {
-                    let more = reader
-                        .read_record(&mut record)
-                        .map_err(|e| csv_error(path, &e))?;
-                    if !more {
-                        *self = Decoder::Done;
-                        break;
-                    }
-                    lines.push(record.position().map_or(0, |p| p.line()));
-                    for (i, field) in record.iter().enumerate() {
-                        // Portals write missing values as empty cells.
-                        b.append(i, (!field.is_empty()).then_some(field));
-                    }
-                    b.end_row();
+            Decoder::Csv(pages) => {
+                let page = pages.read_page(path, page_size, index)?;
+                if page.is_none() {
+                    *self = Decoder::Done;
                 }
-                Ok((b.rows() > 0).then(|| page(b, RowOrigin::Lines(lines), true)))
+                Ok(page)
             }
             Decoder::JsonArray {
                 items,
@@ -320,24 +283,6 @@ pub(crate) fn take_records(
                 json_kind(&other)
             ),
         }),
-    }
-}
-
-pub(crate) fn csv_error(path: &Path, e: &csv::Error) -> FetchError {
-    let line = e.position().map_or(0, |p| p.line());
-    let message = match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => format!("row has {len} fields; expected {expected_len} as in the header"),
-        csv::ErrorKind::Utf8 { err, .. } => {
-            format!("field {} is not valid UTF-8", err.field() + 1)
-        }
-        _ => e.to_string(),
-    };
-    FetchError::Csv {
-        path: path.to_path_buf(),
-        line,
-        message,
     }
 }
 
