@@ -169,7 +169,7 @@ impl<R: BufRead> CsvPages<R> {
         for c in 0..width {
             let field = |r: usize| self.field(r * width + c);
             let bytes: usize = (0..rows).map(|r| field(r).len()).sum();
-            let too_long = || FetchError::Csv {
+            i32::try_from(bytes).map_err(|_| FetchError::Csv {
                 path: path.to_path_buf(),
                 line: lines[0],
                 message: format!(
@@ -177,8 +177,7 @@ impl<R: BufRead> CsvPages<R> {
                      read it with a smaller page_size",
                     self.header[c]
                 ),
-            };
-            i32::try_from(bytes).map_err(|_| too_long())?;
+            })?;
             let mut values = Vec::with_capacity(bytes);
             let mut offsets = Vec::with_capacity(rows + 1);
             let mut valid = Vec::with_capacity(rows);
