@@ -89,10 +89,11 @@ impl<R: BufRead> Decoder<R> {
         index: usize,
     ) -> Result<Option<RawPage>, FetchError> {
         let origin = path.display().to_string();
-        let page = |mut b: RawBatchBuilder, rows, complete_columns| RawPage {
+        // JSON leaves out empty fields: a page's columns are those its records had.
+        let page = |mut b: RawBatchBuilder, rows| RawPage {
             index,
             origin: origin.clone(),
-            complete_columns,
+            complete_columns: false,
             rows,
             batch: b.finish(),
         };
@@ -124,7 +125,7 @@ impl<R: BufRead> Decoder<R> {
                     *self = Decoder::Done;
                     return Ok(None);
                 }
-                Ok(Some(page(b, RowOrigin::Records { first }, false)))
+                Ok(Some(page(b, RowOrigin::Records { first })))
             }
             Decoder::Ndjson { lines, line } => {
                 let mut b = RawBatchBuilder::new(Vec::new());
@@ -150,7 +151,7 @@ impl<R: BufRead> Decoder<R> {
                     append_object(&mut b, &value, &origin, *line)?;
                     at.push(*line);
                 }
-                Ok((b.rows() > 0).then(|| page(b, RowOrigin::Lines(at), false)))
+                Ok((b.rows() > 0).then(|| page(b, RowOrigin::Lines(at))))
             }
         }
     }
