@@ -9,6 +9,7 @@
 //! bytes give the same fields, and each record's line is the one the `csv` crate gives.
 
 use crate::FetchError;
+use crate::csv_chunks::CsvChunks;
 use crate::page::{RawPage, RowOrigin};
 use arrow::array::{ArrayRef, StringArray};
 use arrow::buffer::{NullBuffer, OffsetBuffer};
@@ -25,7 +26,7 @@ const GROW_BYTES: usize = 64 * 1024;
 pub(crate) struct CsvPages<R: BufRead> {
     input: R,
     core: csv_core::Reader,
-    header: Vec<String>,
+    header: Arc<[String]>,
     /// The page's fields, one after the other; `data.len()` is its capacity (kept
     /// initialized), `used` the bytes written.
     data: Vec<u8>,
@@ -46,7 +47,7 @@ impl<R: BufRead> CsvPages<R> {
         let mut pages = Self {
             input,
             core: csv_core::Reader::new(),
-            header: Vec::new(),
+            header: Arc::new([]),
             data: vec![0; GROW_BYTES],
             used: 0,
             ends: vec![0; 64],
@@ -70,10 +71,39 @@ impl<R: BufRead> CsvPages<R> {
                 }
                 header.push(name.to_string());
             }
-            pages.header = header;
+            pages.header = header.into();
         }
         pages.clear();
         Ok(pages)
+    }
+
+    /// Read records of a document whose header was read elsewhere, from `input` on, which
+    /// starts where a record may start (after a record's terminator) with the parser on
+    /// `line`. The buffers start at the size of `bytes` of input holding `records` rows.
+    pub(crate) fn resume(
+        input: R,
+        header: Arc<[String]>,
+        line: u64,
+        bytes: usize,
+        records: usize,
+    ) -> Self {
+        let mut core = csv_core::Reader::new();
+        core.set_line(line);
+        Self {
+            input,
+            core,
+            data: vec![0; bytes + 1],
+            used: 0,
+            // One more than the fields: the parser asks for room before it finds the end.
+            ends: vec![0; (records * header.len() + 1).max(64)],
+            fields: 0,
+            header,
+        }
+    }
+
+    /// The records after the header, to be cut into chunks and parsed on several threads.
+    pub(crate) fn into_chunks(self) -> CsvChunks<R> {
+        CsvChunks::new(self.input, self.header, self.core.line())
     }
 
     /// Read up to `page_size` rows (none at the end of the document).
@@ -241,31 +271,69 @@ mod tests {
     fn pages(text: &[u8], page_size: usize) -> Result<(Vec<String>, Vec<Row>), String> {
         let path = Path::new("t.csv");
         let mut pages = CsvPages::open(text, path).map_err(|e| e.to_string())?;
-        let header = pages.header.clone();
+        let header = pages.header.to_vec();
         let mut rows = Vec::new();
         let mut index = 0;
         while let Some(page) = pages
             .read_page(path, page_size, index)
             .map_err(|e| e.to_string())?
         {
-            assert_eq!(page.index, index);
-            assert!(page.num_rows() <= page_size);
-            let names: Vec<String> = (page.batch.schema().fields().iter())
-                .map(|f| f.name().clone())
-                .collect();
-            assert_eq!(names, header);
-            for r in 0..page.num_rows() {
-                let fields = (0..header.len())
-                    .map(|c| {
-                        let col = page.batch.column(c).as_string::<i32>();
-                        (!col.is_null(r)).then(|| col.value(r).to_string())
-                    })
-                    .collect();
-                rows.push((page.locate(r), fields));
-            }
+            add_rows(&page, index, page_size, &header, &mut rows);
             index += 1;
         }
         Ok((header, rows))
+    }
+
+    /// The same, read as the load reads files: cut into chunks (reading `read_bytes` at a
+    /// time) and each chunk parsed on its own.
+    fn chunked(
+        text: &[u8],
+        page_size: usize,
+        read_bytes: usize,
+    ) -> Result<(Vec<String>, Vec<Row>), String> {
+        let path = Path::new("t.csv");
+        let pages = CsvPages::open(text, path).map_err(|e| e.to_string())?;
+        let header = pages.header.to_vec();
+        let mut chunks = pages.into_chunks().with_read_bytes(read_bytes);
+        let mut rows = Vec::new();
+        let mut index = 0;
+        while let Some(chunk) = chunks
+            .next_chunk(path, page_size)
+            .map_err(|e| e.to_string())?
+        {
+            let Some(page) = chunk.parse(path, index).map_err(|e| e.to_string())? else {
+                // Only the last chunk can hold no record (blank lines at the end).
+                assert!(chunks.next_chunk(path, page_size).unwrap().is_none());
+                break;
+            };
+            add_rows(&page, index, page_size, &header, &mut rows);
+            index += 1;
+        }
+        Ok((header, rows))
+    }
+
+    fn add_rows(
+        page: &RawPage,
+        index: usize,
+        page_size: usize,
+        header: &[String],
+        rows: &mut Vec<Row>,
+    ) {
+        assert_eq!(page.index, index);
+        assert!(page.num_rows() <= page_size);
+        let names: Vec<String> = (page.batch.schema().fields().iter())
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, header);
+        for r in 0..page.num_rows() {
+            let fields = (0..header.len())
+                .map(|c| {
+                    let col = page.batch.column(c).as_string::<i32>();
+                    (!col.is_null(r)).then(|| col.value(r).to_string())
+                })
+                .collect();
+            rows.push((page.locate(r), fields));
+        }
     }
 
     type Row = (String, Vec<Option<String>>);
@@ -331,20 +399,31 @@ mod tests {
             b"",
             b"a\n",
             b"a,a\n1,2\n",
+            // A field that starts with a byte-order mark, at the start of a page.
+            b"a\n1\n\xEF\xBB\xBFx\n\xEF\xBB\xBF\n",
+            b"a,b\r\n\r\n1,2\r\r\n\n3,4\r\n\n\n",
+            b"a,b\n\"1\n\n\",\"x\"\"\ny\"\n\"\"\"\",\"\n",
+            b"a,b\n1,\"open\n2,3\n",
         ];
         for text in cases {
             for page_size in [1, 2, 1000] {
-                let got = pages(text, page_size);
                 let want = reference(text);
-                match (&got, &want) {
-                    (Ok(g), Ok(w)) => assert_eq!(g, w, "{:?}", String::from_utf8_lossy(text)),
-                    (Err(g), Err(w)) if g == w => {}
-                    // The header check is the decoder's own.
-                    (Err(g), _) if g.contains("names column \"a\" twice") => {}
-                    _ => panic!(
-                        "{:?}: got {got:?}, the csv crate gives {want:?}",
-                        String::from_utf8_lossy(text)
-                    ),
+                let read = [pages(text, page_size)]
+                    .into_iter()
+                    .chain([1, 2, 3, 1000].map(|r| chunked(text, page_size, r)));
+                for got in read {
+                    match (&got, &want) {
+                        (Ok(g), Ok(w)) => {
+                            assert_eq!(g, w, "{:?}", String::from_utf8_lossy(text))
+                        }
+                        (Err(g), Err(w)) if g == w => {}
+                        // The header check is the decoder's own.
+                        (Err(g), _) if g.contains("names column \"a\" twice") => {}
+                        _ => panic!(
+                            "{:?}: got {got:?}, the csv crate gives {want:?}",
+                            String::from_utf8_lossy(text)
+                        ),
+                    }
                 }
             }
         }
@@ -378,6 +457,7 @@ mod tests {
             raw in any::<bool>(),
             crlf in any::<bool>(),
             page_size in 1usize..5,
+            read_bytes in 1usize..40,
         ) {
             let end = if crlf { "\r\n" } else { "\n" };
             let header: Vec<String> = (0..rows[0].len()).map(|i| format!("h{i}")).collect();
@@ -397,12 +477,16 @@ mod tests {
                     fields.join(",") + end
                 }))
                 .collect();
-            let got = pages(text.as_bytes(), page_size);
             let want = reference(text.as_bytes());
-            match (&got, &want) {
-                (Ok(g), Ok(w)) => prop_assert_eq!(g, w),
-                (Err(g), Err(w)) => prop_assert_eq!(g, w),
-                _ => prop_assert!(false, "{:?}: got {:?}, the csv crate gives {:?}", text, got, want),
+            for got in [
+                pages(text.as_bytes(), page_size),
+                chunked(text.as_bytes(), page_size, read_bytes),
+            ] {
+                match (&got, &want) {
+                    (Ok(g), Ok(w)) => prop_assert_eq!(g, w),
+                    (Err(g), Err(w)) => prop_assert_eq!(g, w),
+                    _ => prop_assert!(false, "{:?}: got {:?}, the csv crate gives {:?}", text, got, want),
+                }
             }
         }
     }

@@ -4,6 +4,7 @@
 //! helpers by every portal connector.
 
 use crate::FetchError;
+use crate::csv_chunks::CsvAhead;
 use crate::csv_pages::CsvPages;
 use crate::page::{RawBatchBuilder, RawPage, RowOrigin};
 use goalpost_spec::FileFormat;
@@ -161,10 +162,45 @@ impl<R: BufRead> Decoder<R> {
     }
 }
 
-/// A document's pages read on a blocking thread one page ahead: the next page is being read
-/// while the caller types and writes the one it was given, so reading overlaps the rest of a
-/// load instead of taking turns with it.
-pub(crate) struct PagesAhead<R: BufRead + Send + 'static> {
+/// A document's pages read ahead on blocking threads while the caller types and writes the
+/// one it was given, so reading overlaps the rest of a load instead of taking turns with it.
+/// CSV is parsed on several threads at once ([`CsvAhead`]); the other formats one page
+/// ahead.
+pub(crate) enum PagesAhead<R: BufRead + Send + 'static> {
+    Csv(CsvAhead<R>),
+    Serial(SerialAhead<R>),
+}
+
+impl<R: BufRead + Send + 'static> PagesAhead<R> {
+    pub(crate) fn new(decoder: Decoder<R>, origin: &Path, page_size: usize) -> Self {
+        match decoder {
+            Decoder::Csv(pages) => {
+                PagesAhead::Csv(CsvAhead::new(pages.into_chunks(), origin, page_size))
+            }
+            other => PagesAhead::Serial(SerialAhead::new(other, origin, page_size)),
+        }
+    }
+
+    /// The next page, or none at the end of the document. Cancel-safe: a call dropped while
+    /// it waits leaves the page being read for the next call.
+    pub(crate) async fn next(&mut self) -> Result<Option<RawPage>, FetchError> {
+        match self {
+            PagesAhead::Csv(pages) => pages.next().await,
+            PagesAhead::Serial(pages) => pages.next().await,
+        }
+    }
+
+    /// The whole document was read.
+    pub(crate) fn is_done(&self) -> bool {
+        match self {
+            PagesAhead::Csv(pages) => pages.is_done(),
+            PagesAhead::Serial(pages) => pages.is_done(),
+        }
+    }
+}
+
+/// A document's pages read on a blocking thread one page ahead.
+pub(crate) struct SerialAhead<R: BufRead + Send + 'static> {
     /// The document's name in messages.
     origin: std::path::PathBuf,
     page_size: usize,
@@ -180,8 +216,8 @@ pub(crate) struct PagesAhead<R: BufRead + Send + 'static> {
 /// A page being read: the decoder comes back with it.
 type Reading<R> = tokio::task::JoinHandle<(Box<Decoder<R>>, Result<Option<RawPage>, FetchError>)>;
 
-impl<R: BufRead + Send + 'static> PagesAhead<R> {
-    pub(crate) fn new(decoder: Decoder<R>, origin: &Path, page_size: usize) -> Self {
+impl<R: BufRead + Send + 'static> SerialAhead<R> {
+    fn new(decoder: Decoder<R>, origin: &Path, page_size: usize) -> Self {
         Self {
             origin: origin.to_path_buf(),
             page_size: page_size.max(1),
@@ -192,9 +228,7 @@ impl<R: BufRead + Send + 'static> PagesAhead<R> {
         }
     }
 
-    /// The next page, or none at the end of the document. Cancel-safe: a call dropped while
-    /// it waits leaves the page being read for the next call.
-    pub(crate) async fn next(&mut self) -> Result<Option<RawPage>, FetchError> {
+    async fn next(&mut self) -> Result<Option<RawPage>, FetchError> {
         let origin = self.origin.display().to_string();
         let failed = |message: String| FetchError::Decode { origin, message };
         if self.lost {
@@ -221,8 +255,7 @@ impl<R: BufRead + Send + 'static> PagesAhead<R> {
         Ok(page)
     }
 
-    /// The whole document was read.
-    pub(crate) fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         self.decoder.is_none() && self.ahead.is_none() && !self.lost
     }
 

@@ -15,6 +15,7 @@
 //!
 //! Build a source from its pipeline config with [`open_source`].
 
+mod csv_chunks;
 mod csv_pages;
 mod decode;
 pub mod discover;
