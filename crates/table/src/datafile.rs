@@ -39,14 +39,14 @@ use deltalake::{DeltaTableError, Path};
 use futures::StreamExt as _;
 use indexmap::IndexMap;
 use std::ops::Range;
+use std::sync::mpsc::{SyncSender, sync_channel};
 use tokio::io::AsyncWriteExt as _;
 
 /// Parts of a file sent to storage: 5 MB, as delta-rs sends them.
 const PART_SIZE: usize = 5 * 1024 * 1024;
 
-/// A batch of fewer rows than this is encoded on the calling thread alone: starting a
-/// thread would cost more than it saves.
-const PARALLEL_ROWS: usize = 1024;
+/// Batches each of a row group's encoder threads may have waiting before the writer waits.
+const QUEUED_BATCHES: usize = 4;
 
 /// What every file of one writer shares.
 #[derive(Clone)]
@@ -85,8 +85,8 @@ struct OpenFile {
     upload: BufWriter,
     writer: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
-    /// The open row group's column writers; empty between row groups.
-    columns: Vec<ArrowColumnWriter>,
+    /// The open row group's encoders; none between row groups.
+    group: Option<RowGroup>,
     /// Rows in the open row group.
     group_rows: usize,
     row_groups: usize,
@@ -141,7 +141,7 @@ impl FileWriter {
             file.encode(&batch.slice(offset, rows), &self.config.schema, threads)?;
             offset += rows;
             if file.group_rows >= group_size {
-                file.end_row_group(threads).await?;
+                file.end_row_group().await?;
                 if file.writer.bytes_written() as u64 >= self.config.target_file_size {
                     self.finish_file().await?;
                 }
@@ -178,7 +178,7 @@ impl FileWriter {
             upload,
             writer,
             factory,
-            columns: Vec::new(),
+            group: None,
             group_rows: 0,
             row_groups: 0,
         })
@@ -195,7 +195,7 @@ impl FileWriter {
         // complete in storage without one.
         let written = async {
             if file.group_rows > 0 {
-                file.end_row_group(self.threads).await?;
+                file.end_row_group().await?;
             }
             let metadata = file.writer.finish()?;
             file.writer.flush().map_err(ParquetError::from)?;
@@ -276,11 +276,8 @@ impl OpenFile {
         schema: &SchemaRef,
         threads: usize,
     ) -> Result<(), ParquetError> {
-        if self.columns.is_empty() {
-            self.columns = self.factory.create_column_writers(self.row_groups)?;
-        }
-        let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(self.columns.len());
-        let mut costs: Vec<usize> = Vec::with_capacity(self.columns.len());
+        let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(schema.fields().len());
+        let mut costs: Vec<usize> = Vec::with_capacity(schema.fields().len());
         for (field, column) in schema.fields().iter().zip(batch.columns()) {
             let before = leaves.len();
             leaves.extend(compute_leaves(field, column)?);
@@ -288,55 +285,39 @@ impl OpenFile {
             let cost = column.get_array_memory_size() / n.max(1);
             costs.extend(std::iter::repeat_n(cost, n));
         }
-        if leaves.len() != self.columns.len() {
-            return Err(ParquetError::General(format!(
-                "{} leaf columns for {} column writers",
-                leaves.len(),
-                self.columns.len()
-            )));
-        }
-        let parts = if batch.num_rows() < PARALLEL_ROWS {
-            1
-        } else {
-            threads
-        };
-        let ranges = balanced(&costs, parts);
-        let mut jobs = Vec::with_capacity(ranges.len());
-        let mut writers: &mut [ArrowColumnWriter] = &mut self.columns;
-        let mut rest: &[ArrowLeafColumn] = &leaves;
-        for r in &ranges {
-            let (w, w_rest) = std::mem::take(&mut writers).split_at_mut(r.len());
-            let (l, l_rest) = rest.split_at(r.len());
-            writers = w_rest;
-            rest = l_rest;
-            jobs.push((w, l));
-        }
-        on_threads(jobs, |(writers, leaves)| {
-            for (writer, leaf) in writers.iter_mut().zip(leaves) {
-                writer.write(leaf)?;
+        if self.group.is_none() {
+            let columns = self.factory.create_column_writers(self.row_groups)?;
+            if leaves.len() != columns.len() {
+                return Err(ParquetError::General(format!(
+                    "{} leaf columns for {} column writers",
+                    leaves.len(),
+                    columns.len()
+                )));
             }
-            Ok(())
-        })?;
+            self.group = Some(RowGroup::start(columns, &costs, threads)?);
+        }
+        let group = self.group.as_mut().expect("a row group was just started");
+        if group.send(leaves).is_err() {
+            // An encoder stopped on an error: the row group cannot be finished, and the
+            // encoder's error says why.
+            let group = self.group.take().expect("the row group is open");
+            return Err(group.finish().err().unwrap_or_else(|| {
+                ParquetError::General("a column encoder stopped early".into())
+            }));
+        }
         self.group_rows += batch.num_rows();
         Ok(())
     }
 
     /// Close the open row group: its column chunks are appended to the file in column order
     /// and what the file has so far is sent on to storage.
-    async fn end_row_group(&mut self, threads: usize) -> Result<(), DeltaTableError> {
-        let columns = std::mem::take(&mut self.columns);
-        // Closing a column writer compresses its last page: the encoded size says the work.
-        let costs: Vec<usize> = columns.iter().map(|c| c.memory_size()).collect();
-        let mut columns = columns.into_iter();
-        let jobs: Vec<Vec<ArrowColumnWriter>> = balanced(&costs, threads)
-            .into_iter()
-            .map(|r| columns.by_ref().take(r.len()).collect())
-            .collect();
-        let chunks: Vec<Vec<ArrowColumnChunk>> = on_threads(jobs, |writers| {
-            writers.into_iter().map(|w| w.close()).collect()
-        })?;
+    async fn end_row_group(&mut self) -> Result<(), DeltaTableError> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let chunks = group.finish()?;
         let mut group = self.writer.next_row_group()?;
-        for chunk in chunks.into_iter().flatten() {
+        for chunk in chunks {
             chunk.append_to_row_group(&mut group)?;
         }
         group.close()?;
@@ -402,31 +383,84 @@ fn balanced(costs: &[usize], parts: usize) -> Vec<Range<usize>> {
     runs
 }
 
-/// Run `work` on each job, the first on this thread and each other on a thread of its own;
-/// the results in the jobs' order, or the first job's error.
-fn on_threads<J, R, F>(jobs: Vec<J>, work: F) -> Result<Vec<R>, ParquetError>
-where
-    J: Send,
-    R: Send,
-    F: Fn(J) -> Result<R, ParquetError> + Sync,
-{
-    if jobs.len() <= 1 {
-        return jobs.into_iter().map(&work).collect();
+/// A row group being encoded. Its column writers are split among threads by the size of
+/// their columns in the group's first batch, and each thread encodes its columns of every
+/// batch in turn, taking the batches from a queue of its own: a thread that falls behind on
+/// one batch catches up on the next while the writer goes on, and the threads only meet
+/// when the row group ends.
+struct RowGroup {
+    parts: Vec<Part>,
+}
+
+/// One thread's share of a row group: some neighbouring columns.
+struct Part {
+    columns: usize,
+    queue: SyncSender<Vec<ArrowLeafColumn>>,
+    /// Gives the part's column chunks once the queue is closed, or the first error.
+    thread: std::thread::JoinHandle<Result<Vec<ArrowColumnChunk>, ParquetError>>,
+}
+
+impl RowGroup {
+    fn start(
+        columns: Vec<ArrowColumnWriter>,
+        costs: &[usize],
+        threads: usize,
+    ) -> Result<Self, ParquetError> {
+        let mut columns = columns.into_iter();
+        let mut parts = Vec::with_capacity(threads);
+        for range in balanced(costs, threads) {
+            let mut writers: Vec<ArrowColumnWriter> = columns.by_ref().take(range.len()).collect();
+            let (queue, batches) = sync_channel::<Vec<ArrowLeafColumn>>(QUEUED_BATCHES);
+            let thread = std::thread::Builder::new()
+                .name("goalpost-encode".into())
+                .spawn(move || {
+                    for leaves in batches {
+                        for (writer, leaf) in writers.iter_mut().zip(&leaves) {
+                            writer.write(leaf)?;
+                        }
+                    }
+                    writers.into_iter().map(|w| w.close()).collect()
+                })
+                .map_err(|e| ParquetError::General(format!("starting an encoder thread: {e}")))?;
+            parts.push(Part {
+                columns: range.len(),
+                queue,
+                thread,
+            });
+        }
+        Ok(Self { parts })
     }
-    let work = &work;
-    std::thread::scope(|scope| {
-        let mut jobs = jobs.into_iter();
-        let first = jobs.next().expect("more than one job");
-        let others: Vec<_> = jobs.map(|job| scope.spawn(move || work(job))).collect();
-        let mut results = vec![work(first)];
-        for handle in others {
-            match handle.join() {
-                Ok(result) => results.push(result),
+
+    /// Queue a batch's leaf columns (in column order) for the threads; `Err` when a thread
+    /// stopped, which [`finish`](Self::finish) then reports.
+    fn send(&mut self, mut leaves: Vec<ArrowLeafColumn>) -> Result<(), ()> {
+        for part in &self.parts {
+            let rest = leaves.split_off(part.columns.min(leaves.len()));
+            let mine = std::mem::replace(&mut leaves, rest);
+            part.queue.send(mine).map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    /// Wait for the threads: every column's chunk, in column order, or the first error.
+    fn finish(self) -> Result<Vec<ArrowColumnChunk>, ParquetError> {
+        let threads: Vec<_> = self.parts.into_iter().map(|p| p.thread).collect();
+        let mut chunks = Vec::new();
+        let mut failed = None;
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok(part)) => chunks.extend(part),
+                Ok(Err(e)) => {
+                    failed.get_or_insert(e);
+                }
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        results.into_iter().collect()
-    })
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(chunks),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -761,16 +795,30 @@ mod tests {
     }
 
     #[test]
-    fn jobs_on_threads_give_their_results_in_order_and_an_error_stops_them() {
-        let r = on_threads((0..5).collect(), |j: i32| Ok(j * 2)).unwrap();
-        assert_eq!(r, vec![0, 2, 4, 6, 8]);
-        let e = on_threads(vec![1, 2, 3], |j: i32| {
-            if j == 2 {
-                Err(ParquetError::General("two".into()))
-            } else {
-                Ok(j)
-            }
-        });
-        assert!(e.unwrap_err().to_string().contains("two"));
+    fn an_encoder_that_fails_says_why_when_the_row_group_ends() {
+        let ints = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let (_, factory) = ArrowWriter::try_new(Vec::new(), ints, None)
+            .unwrap()
+            .into_serialized_writer()
+            .unwrap();
+        let columns = factory.create_column_writers(0).unwrap();
+        let mut group = RowGroup::start(columns, &[1, 1], 2).unwrap();
+        // Text where the second column's writer expects integers.
+        let text: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let leaves = |f: &str, a: &ArrayRef| {
+            compute_leaves(&Field::new(f, a.data_type().clone(), false), a).unwrap()
+        };
+        let mut batch = leaves("a", &ints);
+        batch.extend(leaves("b", &text));
+        // The queue may take the batch before the encoder fails on it.
+        let _ = group.send(batch);
+        let Err(e) = group.finish() else {
+            panic!("the second column cannot take text");
+        };
+        assert!(!e.to_string().is_empty());
     }
 }
