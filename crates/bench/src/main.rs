@@ -659,8 +659,36 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
         ..Default::default()
     };
 
-    eprintln!("[{rows}] goalpost: CSV → table, indicators, publish …");
-    let (stages, _) = goalpost_runs(args, &project, "requests-csv", args.repeat)?;
+    // goalpost's and DuckDB's runs take turns, so that each ratio compares runs made under
+    // the same conditions: the machine's speed drifts over minutes.
+    let script = work.join("peer.py");
+    let parquet = project.join("duckdb-requests.parquet");
+    if peer {
+        std::fs::write(&script, include_str!("../peer.py"))?;
+    }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for k in 0..args.repeat.max(1) {
+        eprintln!("[{rows}] goalpost: CSV → table, indicators, publish …");
+        ours.push(goalpost_run(args, &project, "requests-csv", k > 0)?.0);
+        if peer {
+            eprintln!("[{rows}] DuckDB: CSV → Parquet, indicators …");
+            let a = peer_stage(args, &script, &[&csv, &parquet], "csv_to_table")?;
+            let c = peer_stage(args, &script, &[&parquet], "indicators")?;
+            theirs.push(BTreeMap::from([
+                ("csv_to_table".to_string(), a),
+                ("indicators".to_string(), c),
+            ]));
+        }
+    }
+    for (stage, f) in median(&theirs) {
+        let stage = STAGES
+            .iter()
+            .find(|s| **s == stage)
+            .copied()
+            .context("a stage name")?;
+        r.peer.insert(stage, f);
+    }
+    let stages = median(&ours);
     for (from, to) in [
         ("load", "csv_to_table"),
         ("indicators", "indicators"),
@@ -710,31 +738,6 @@ fn one_size(args: &RunArgs, work: &Path, rows: u64, peer: bool) -> Result<SizeRe
     }
     if let Some(l) = stdout.lines().find(|l| l.starts_with("requests-soda:")) {
         r.notes.push(format!("refresh: {l}"));
-    }
-
-    if peer {
-        let script = work.join("peer.py");
-        std::fs::write(&script, include_str!("../peer.py"))?;
-        let parquet = project.join("duckdb-requests.parquet");
-        eprintln!("[{rows}] DuckDB: CSV → Parquet …");
-        let mut runs = Vec::new();
-        for _ in 0..args.repeat.max(1) {
-            let a = peer_stage(args, &script, &[&csv, &parquet], "csv_to_table")?;
-            runs.push(BTreeMap::from([("csv_to_table".to_string(), a)]));
-        }
-        eprintln!("[{rows}] DuckDB: indicators …");
-        for run in runs.iter_mut() {
-            let c = peer_stage(args, &script, &[&parquet], "indicators")?;
-            run.insert("indicators".to_string(), c);
-        }
-        for (stage, f) in median(&runs) {
-            let stage = STAGES
-                .iter()
-                .find(|s| **s == stage)
-                .copied()
-                .context("a stage name")?;
-            r.peer.insert(stage, f);
-        }
     }
     Ok(r)
 }
