@@ -5,10 +5,12 @@
 //! dictionary lookups, page statistics, compression. In a full load that thread is the
 //! busiest of the three at work (reading the source, typing its rows, encoding them): at
 //! 1 M rows of 11 columns it spent about 1 s of the load's 2.5 s of processor time, and the
-//! load could not end sooner than it did. Here each batch's columns are split among the
-//! machine's cores by their size, and each part is encoded on its own thread; the row
-//! group's column chunks are then appended in column order, so the file is the one a single
-//! thread would have written.
+//! load could not end sooner than it did. Here a row group's columns are split among the
+//! machine's cores by their size in its first batch, and each part is encoded on a thread
+//! of its own that takes every batch's columns from a queue ([`RowGroup`]): the writer hands
+//! a batch over and goes on, and the threads only meet when the row group ends. Its column
+//! chunks are then appended in column order, so the file is the one a single thread would
+//! have written.
 //!
 //! Otherwise this is delta-rs's `PartitionWriter` as goalpost configures it: a file is
 //! uploaded in parts of [`PART_SIZE`] as its row groups complete, a new file starts between
