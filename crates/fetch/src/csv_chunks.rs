@@ -252,17 +252,21 @@ impl Scan {
     }
 }
 
+/// Pages parsed ahead of the caller: up to as many as there are cores (2 to 4).
+const MAX_AHEAD: usize = 4;
+
 /// A CSV document's pages, parsed on blocking threads while the caller works on the ones
 /// it was given: one thread cuts the document into chunks, each chunk is parsed on a
-/// thread of its own, at most `ahead` at once, and the pages come back in order.
+/// blocking thread of its own, about `ahead` pages are parsed or waiting at once, and the
+/// pages come back in order.
 pub(crate) struct CsvAhead<R: BufRead + Send + 'static> {
     origin: PathBuf,
     page_size: usize,
     ahead: usize,
     /// The document, until the first page is asked for.
     chunks: Option<CsvChunks<R>>,
-    /// The pages being parsed, in document order.
-    parsing: Option<mpsc::Receiver<Parsing>>,
+    /// The pages being parsed, in document order, then the end.
+    parsing: Option<mpsc::Receiver<Cut>>,
     /// The page being waited for: kept when a call is dropped while it waits.
     current: Option<Parsing>,
     /// Every page was handed out.
@@ -273,13 +277,21 @@ pub(crate) struct CsvAhead<R: BufRead + Send + 'static> {
 
 type Parsing = tokio::task::JoinHandle<Result<Option<RawPage>, FetchError>>;
 
+/// What the cutting thread sends.
+enum Cut {
+    Page(Parsing),
+    /// The document was cut through. A channel closed without it means the thread stopped
+    /// early (it panicked): the pages it did not cut must not pass for the end.
+    End,
+}
+
 impl<R: BufRead + Send + 'static> CsvAhead<R> {
     pub(crate) fn new(chunks: CsvChunks<R>, origin: &Path, page_size: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             origin: origin.to_path_buf(),
             page_size: page_size.max(1),
-            ahead: cores.max(2),
+            ahead: cores.clamp(2, MAX_AHEAD),
             chunks: Some(chunks),
             parsing: None,
             current: None,
@@ -300,12 +312,21 @@ impl<R: BufRead + Send + 'static> CsvAhead<R> {
         if self.finished {
             return Ok(None);
         }
-        self.start();
+        if let Err(e) = self.start() {
+            return Err(self.fail(e));
+        }
         if self.current.is_none() {
             let parsing = self.parsing.as_mut().expect("started above");
             match parsing.recv().await {
-                Some(page) => self.current = Some(page),
-                None => return Ok(self.finish()),
+                Some(Cut::Page(page)) => self.current = Some(page),
+                Some(Cut::End) => return Ok(self.finish()),
+                None => {
+                    let message = "the thread reading the file stopped before its end".into();
+                    return Err(self.fail(FetchError::Decode {
+                        origin: self.origin.display().to_string(),
+                        message,
+                    }));
+                }
             }
         }
         let joined = self.current.as_mut().expect("set above").await;
@@ -342,34 +363,42 @@ impl<R: BufRead + Send + 'static> CsvAhead<R> {
         e
     }
 
-    /// Start the thread that cuts the document, unless it runs.
-    fn start(&mut self) {
+    /// Start the thread that cuts the document, unless it runs. It is a thread of its own,
+    /// not the runtime's: a runtime shut down while the thread waits for room in the
+    /// channel does not wait for it.
+    fn start(&mut self) -> Result<(), FetchError> {
         let Some(mut chunks) = self.chunks.take() else {
-            return;
+            return Ok(());
         };
-        let (tx, rx) = mpsc::channel::<Parsing>(self.ahead);
+        let (tx, rx) = mpsc::channel::<Cut>(self.ahead);
         let runtime = tokio::runtime::Handle::current();
         let (origin, page_size) = (self.origin.clone(), self.page_size);
-        tokio::task::spawn_blocking(move || {
+        let cutting = move || {
             for index in 0.. {
-                let (parsing, last) = match chunks.next_chunk(&origin, page_size) {
+                let (cut, last) = match chunks.next_chunk(&origin, page_size) {
                     Ok(Some(chunk)) => {
                         let origin = origin.clone();
-                        (
-                            runtime.spawn_blocking(move || chunk.parse(&origin, index)),
-                            false,
-                        )
+                        let parsing = runtime.spawn_blocking(move || chunk.parse(&origin, index));
+                        (Cut::Page(parsing), false)
                     }
-                    Ok(None) => return,
-                    Err(e) => (runtime.spawn_blocking(move || Err(e)), true),
+                    Ok(None) => (Cut::End, true),
+                    Err(e) => (Cut::Page(runtime.spawn_blocking(move || Err(e))), true),
                 };
                 // The reader went away (it failed, or stopped early): stop.
-                if tx.blocking_send(parsing).is_err() || last {
+                if tx.blocking_send(cut).is_err() || last {
                     return;
                 }
             }
-        });
+        };
+        std::thread::Builder::new()
+            .name("goalpost-csv".into())
+            .spawn(cutting)
+            .map_err(|source| FetchError::Io {
+                path: self.origin.clone(),
+                source,
+            })?;
         self.parsing = Some(rx);
+        Ok(())
     }
 }
 
@@ -397,6 +426,51 @@ mod tests {
         assert_eq!(cut(b"\"q\"tail,y\nz\n", 1), Some(10));
         assert_eq!(cut(b"a,\"b\nc\"\nd\n", 1), Some(8));
         assert_eq!(cut(b"1,2\n3,4", 2), None);
+    }
+
+    /// Input that gives `good`, then panics, as a reader with a bug would.
+    struct Breaks {
+        good: &'static [u8],
+        at: usize,
+    }
+
+    impl Read for Breaks {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.fill_buf()?.read(out)?;
+            self.consume(n);
+            Ok(n)
+        }
+    }
+
+    impl BufRead for Breaks {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            assert!(self.at < self.good.len(), "a reader bug");
+            Ok(&self.good[self.at..])
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.at += n;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cutting_thread_that_dies_is_an_error_not_the_end_of_the_file() {
+        let path = Path::new("t.csv");
+        let input = Breaks {
+            good: b"a,b\n1,2\n3,4\n",
+            at: 0,
+        };
+        let pages = CsvPages::open(input, path).unwrap();
+        let mut ahead = CsvAhead::new(pages.into_chunks(), path, 1);
+        let e = loop {
+            match ahead.next().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("a panic in the reader passed for the end of the file"),
+                Err(e) => break e,
+            }
+        };
+        assert!(e.to_string().contains("stopped before its end"), "{e}");
+        assert!(!ahead.is_done());
     }
 
     #[test]

@@ -50,6 +50,11 @@ const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Batches each of a row group's encoder threads may have waiting before the writer waits.
 const QUEUED_BATCHES: usize = 4;
 
+/// A row group's encoder threads, at most: every open file of a load holds its own (rows in
+/// no time order keep many partitions' files open at once), and reading and typing the rows
+/// want cores too.
+const MAX_ENCODERS: usize = 4;
+
 /// What every file of one writer shares.
 #[derive(Clone)]
 pub(crate) struct FileConfig {
@@ -98,7 +103,7 @@ impl FileWriter {
     pub(crate) fn new(config: FileConfig) -> Self {
         Self {
             config,
-            threads: crate::store::cores(),
+            threads: crate::store::cores().min(MAX_ENCODERS),
             writer_id: uuid::Uuid::new_v4().to_string(),
             files: 0,
             open: None,
