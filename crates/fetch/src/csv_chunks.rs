@@ -118,47 +118,18 @@ impl<R: BufRead> CsvChunks<R> {
 impl Chunk {
     /// The chunk's records as page `index` of the document named `path`.
     pub(crate) fn parse(self, path: &Path, index: usize) -> Result<Option<RawPage>, FetchError> {
-        let len = self.bytes.len();
-        let input = ChunkInput {
-            bytes: self.bytes,
-            at: 0,
-        };
-        CsvPages::resume(input, self.header, self.line, len, self.records).read_page(
-            path,
-            usize::MAX,
-            index,
+        // The parser's first read is given one byte alone: `csv_core` strips a byte-order
+        // mark from the first bytes it is given, which is right at a document's start but
+        // not at a chunk's, where a field may begin with U+FEFF.
+        let (first, rest) = self.bytes.split_at(self.bytes.len().min(1));
+        CsvPages::resume(
+            first.chain(rest),
+            self.header,
+            self.line,
+            self.bytes.len(),
+            self.records,
         )
-    }
-}
-
-/// A chunk as the parser's input. The first read is given one byte alone: `csv_core`
-/// strips a byte-order mark from the first bytes it is given, which is right at a
-/// document's start but not at a chunk's, where a field may begin with U+FEFF.
-struct ChunkInput {
-    bytes: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChunkInput {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.fill_buf()?.read(out)?;
-        self.consume(n);
-        Ok(n)
-    }
-}
-
-impl BufRead for ChunkInput {
-    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-        let end = if self.at == 0 {
-            self.bytes.len().min(1)
-        } else {
-            self.bytes.len()
-        };
-        Ok(&self.bytes[self.at..end])
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.at += n;
+        .read_page(path, usize::MAX, index)
     }
 }
 
@@ -431,35 +402,21 @@ mod tests {
     /// Input that gives `good`, then panics, as a reader with a bug would.
     struct Breaks {
         good: &'static [u8],
-        at: usize,
     }
 
     impl Read for Breaks {
         fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.fill_buf()?.read(out)?;
-            self.consume(n);
-            Ok(n)
-        }
-    }
-
-    impl BufRead for Breaks {
-        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
-            assert!(self.at < self.good.len(), "a reader bug");
-            Ok(&self.good[self.at..])
-        }
-
-        fn consume(&mut self, n: usize) {
-            self.at += n;
+            assert!(!self.good.is_empty(), "a reader bug");
+            self.good.read(out)
         }
     }
 
     #[tokio::test]
     async fn a_cutting_thread_that_dies_is_an_error_not_the_end_of_the_file() {
         let path = Path::new("t.csv");
-        let input = Breaks {
+        let input = std::io::BufReader::new(Breaks {
             good: b"a,b\n1,2\n3,4\n",
-            at: 0,
-        };
+        });
         let pages = CsvPages::open(input, path).unwrap();
         let mut ahead = CsvAhead::new(pages.into_chunks(), path, 1);
         let e = loop {

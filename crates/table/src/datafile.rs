@@ -283,16 +283,20 @@ impl OpenFile {
         schema: &SchemaRef,
         threads: usize,
     ) -> Result<(), ParquetError> {
+        let starting = self.group.is_none();
         let mut leaves: Vec<ArrowLeafColumn> = Vec::with_capacity(schema.fields().len());
-        let mut costs: Vec<usize> = Vec::with_capacity(schema.fields().len());
+        // Only a row group's first batch splits its columns among the threads.
+        let mut costs: Vec<usize> = Vec::new();
         for (field, column) in schema.fields().iter().zip(batch.columns()) {
             let before = leaves.len();
             leaves.extend(compute_leaves(field, column)?);
-            let n = leaves.len() - before;
-            let cost = column.get_array_memory_size() / n.max(1);
-            costs.extend(std::iter::repeat_n(cost, n));
+            if starting {
+                let n = leaves.len() - before;
+                let cost = column.get_array_memory_size() / n.max(1);
+                costs.extend(std::iter::repeat_n(cost, n));
+            }
         }
-        if self.group.is_none() {
+        if starting {
             let columns = self.factory.create_column_writers(self.row_groups)?;
             if leaves.len() != columns.len() {
                 return Err(ParquetError::General(format!(
